@@ -1,0 +1,24 @@
+"""glmmbayes: one GLMM specification, every estimation method, side by side."""
+
+from . import datasets
+from .api import design, fit
+from .errors import (
+    ConvergenceWarning,
+    DataError,
+    FamilyError,
+    FormulaError,
+    GlmmError,
+    RankDeficiencyWarning,
+    SpecError,
+)
+from .families import get_family
+from .fit import Fit
+from .spec import Spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Spec", "Fit", "fit", "design", "datasets", "get_family",
+    "GlmmError", "FormulaError", "DataError", "FamilyError", "SpecError",
+    "ConvergenceWarning", "RankDeficiencyWarning",
+]

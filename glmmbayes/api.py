@@ -1,0 +1,54 @@
+"""`fit(spec, data, method=...)`: compile one Spec to the chosen estimation method."""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+import pandas as pd
+
+from .design import Design, build_design
+from .errors import ConvergenceWarning, SpecError
+from .fit import Fit
+from .spec import Spec
+
+METHODS = ("laplace", "agq", "pql", "joint", "hmc")
+
+
+def _as_spec(spec, family=None, link=None, **kw) -> Spec:
+    if isinstance(spec, Spec):
+        return spec
+    if isinstance(spec, str):
+        return Spec(spec, family=family or "binomial", link=link, **kw)
+    raise SpecError(f"spec must be a glmmbayes.Spec or a formula string, got {type(spec).__name__}")
+
+
+def fit(spec: Spec | str, data: pd.DataFrame, method: str = "laplace", nAGQ: int = 1, **options) -> Fit:
+    """Fit a GLMM.
+
+    method: "laplace" (nAGQ=1 Laplace, nAGQ=0 lme4's fast criterion, nAGQ>1 AGQ), "agq", "pql",
+    "joint" or "hmc". Options are passed to the method. Convergence problems are reported in
+    `fit.messages` (and warned once).
+    """
+    spec_kw = {k: options.pop(k) for k in ("family", "link", "weights", "offset", "na_action", "REML") if k in options}
+    spec = _as_spec(spec, **spec_kw)
+    if method not in METHODS:
+        raise SpecError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    if not isinstance(nAGQ, int) or nAGQ < 0:
+        raise SpecError(f"nAGQ must be a non-negative integer, got {nAGQ!r}")
+    design = build_design(spec, data)
+    module = importlib.import_module(f"glmmbayes.methods.{method}")
+    if method in ("laplace", "agq"):
+        options["nAGQ"] = nAGQ
+    result = module.fit(design, **options)
+    bad = [m for m in result.messages if not m.startswith("boundary")]
+    if bad or not result.converged:
+        warnings.warn("; ".join(result.messages) or "fit did not converge", ConvergenceWarning, stacklevel=2)
+    elif result.messages:
+        warnings.warn(result.messages[0], ConvergenceWarning, stacklevel=2)
+    return result
+
+
+def design(spec: Spec | str, data: pd.DataFrame, **kw) -> Design:
+    """Evaluate a spec on data without fitting (X, y, the random-effect terms)."""
+    return build_design(_as_spec(spec, **kw), data)

@@ -1,0 +1,265 @@
+"""Blocked Cholesky factor of the penalized system, in the manner of MixedModels.jl.
+
+The random effects are b = Λ(θ) u. Each term contributes a block of columns of ZΛ; within a
+term the columns are ordered level-major (the k coefficients of level j are contiguous). The
+matrix we factor is
+
+    A = Λ'Z' W Z Λ + I   (optionally bordered by X:  [[A, Λ'Z'WX], [X'WZΛ, X'WX]]).
+
+Terms are ordered by decreasing number of levels. The first term's block A11 is block diagonal
+(k x k blocks, factored in one batched call); the remaining terms are stacked into one dense
+Schur complement S = A22 - L21 L21'. Z is never formed densely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+
+def theta_to_lower(theta_t: np.ndarray, k: int) -> np.ndarray:
+    """k x k lower-triangular factor from θ stacked column-wise (lme4's order)."""
+    T = np.zeros((k, k))
+    rows, cols = _colwise_tril(k)
+    T[rows, cols] = theta_t
+    return T
+
+
+def _colwise_tril(k: int):
+    cols, rows = np.triu_indices(k)  # column-wise enumeration of the lower triangle
+    return rows, cols
+
+
+def theta_diag_mask(k: int) -> np.ndarray:
+    rows, cols = _colwise_tril(k)
+    return rows == cols
+
+
+class ReStructure:
+    """θ-independent structure of the random-effect terms of a design (index arrays only)."""
+
+    def __init__(self, terms):
+        self.terms = tuple(terms)
+        self.k = [t.k for t in self.terms]
+        self.m = [t.nlevels for t in self.terms]
+        self.q_t = [k * m for k, m in zip(self.k, self.m)]
+        self.q = int(sum(self.q_t))
+        self.q1 = self.q_t[0] if self.terms else 0
+        self.q2 = self.q - self.q1
+        self.n = len(self.terms[0].codes) if self.terms else 0
+        self.theta_sizes = [k * (k + 1) // 2 for k in self.k]
+        self.theta_offsets = np.concatenate([[0], np.cumsum(self.theta_sizes)]).astype(int)
+        self.u_offsets = np.concatenate([[0], np.cumsum(self.q_t)]).astype(int)
+        lower = []
+        for k in self.k:
+            lower.append(np.where(theta_diag_mask(k), 0.0, -np.inf))
+        self.theta_lower = np.concatenate(lower) if lower else np.zeros(0)
+        self._col_index = [
+            (t.codes[:, None] * t.k + np.arange(t.k)[None, :]) for t in self.terms
+        ]
+        if len(self.terms) > 1:
+            # column indices of the tail terms (2nd, 3rd, ...) in the stacked tail block
+            idx = [self._col_index[i] + (self.u_offsets[i] - self.q1) for i in range(1, len(self.terms))]
+            self._tail_indices = np.hstack(idx).ravel()
+            width = sum(self.k[1:])
+            self._tail_indptr = np.arange(0, self.n * width + 1, width)
+            self._head_indices = self._col_index[0].ravel()
+            self._head_indptr = np.arange(0, self.n * self.k[0] + 1, self.k[0])
+
+    @property
+    def ntheta(self) -> int:
+        return int(self.theta_offsets[-1])
+
+    def theta_start(self) -> np.ndarray:
+        """lme4's default start: identity relative covariance."""
+        return np.concatenate([np.where(theta_diag_mask(k), 1.0, 0.0) for k in self.k])
+
+    def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
+        return [
+            theta_to_lower(theta[self.theta_offsets[i] : self.theta_offsets[i + 1]], k)
+            for i, k in enumerate(self.k)
+        ]
+
+    def zl_values(self, theta: np.ndarray) -> list[np.ndarray]:
+        """Per-row values of ZΛ for each term: V_t = X_t T_t, shape (n, k_t)."""
+        return [t.X @ T for t, T in zip(self.terms, self.lambdas(theta))]
+
+    def zl_mult(self, V, u: np.ndarray) -> np.ndarray:
+        """ZΛ u (length n)."""
+        out = np.zeros(self.n)
+        for i, t in enumerate(self.terms):
+            U = u[self.u_offsets[i] : self.u_offsets[i + 1]].reshape(t.nlevels, t.k)
+            if t.k == 1:
+                out += V[i][:, 0] * U[t.codes, 0]
+            else:
+                out += np.einsum("ij,ij->i", V[i], U[t.codes])
+        return out
+
+    def zl_tmult(self, V, r: np.ndarray) -> np.ndarray:
+        """Λ'Z' r (length q)."""
+        out = np.empty(self.q)
+        for i, t in enumerate(self.terms):
+            block = np.empty((t.nlevels, t.k))
+            for a in range(t.k):
+                block[:, a] = np.bincount(t.codes, weights=V[i][:, a] * r, minlength=t.nlevels)
+            out[self.u_offsets[i] : self.u_offsets[i + 1]] = block.ravel()
+        return out
+
+    def zl_tmult_matrix(self, V, R: np.ndarray) -> np.ndarray:
+        """Λ'Z' R for an (n, p) matrix R."""
+        return np.column_stack([self.zl_tmult(V, R[:, j]) for j in range(R.shape[1])])
+
+    def head_sparse(self, V) -> sp.csr_matrix:
+        return sp.csr_matrix(
+            (V[0].ravel(), self._head_indices, self._head_indptr), shape=(self.n, self.q1)
+        )
+
+    def tail_sparse(self, V) -> sp.csr_matrix:
+        data = np.hstack(V[1:]).ravel()
+        return sp.csr_matrix((data, self._tail_indices, self._tail_indptr), shape=(self.n, self.q2))
+
+
+def _batched_chol(B: np.ndarray) -> np.ndarray:
+    if B.shape[1] == 1:
+        return np.sqrt(B)
+    return np.linalg.cholesky(B)
+
+
+def _batched_inv_lower(L: np.ndarray) -> np.ndarray:
+    if L.shape[1] == 1:
+        return 1.0 / L
+    return np.linalg.inv(L)
+
+
+@dataclass
+class Factor:
+    """Cholesky factor of A (and of the X border when given)."""
+
+    s: ReStructure
+    L1inv: np.ndarray  # (m0, k0, k0) inverses of the diagonal blocks of the first term
+    logdet_L1: float
+    L21: sp.csr_matrix | None
+    L22: np.ndarray | None
+    LX: np.ndarray | None = None  # L^{-1} Λ'Z'WX, (q, p)
+    RX: np.ndarray | None = None  # lower Cholesky of X'WX - LX'LX, (p, p)
+
+    @property
+    def ldL2(self) -> float:
+        """log |L|^2 = log det A."""
+        out = 2.0 * self.logdet_L1
+        if self.L22 is not None:
+            out += 2.0 * float(np.sum(np.log(np.diag(self.L22))))
+        return out
+
+    @property
+    def ldRX2(self) -> float:
+        return 2.0 * float(np.sum(np.log(np.abs(np.diag(self.RX)))))
+
+    # L^{-1} and L^{-T} for the random-effect part ------------------------------------
+    def _head_apply(self, M: np.ndarray, x: np.ndarray, transpose: bool) -> np.ndarray:
+        m, k = M.shape[0], M.shape[1]
+        X = x.reshape(m, k, -1)
+        if k == 1:
+            return (M[:, 0, 0][:, None] * X[:, 0, :]).reshape(x.shape)
+        sub = "mji,mjc->mic" if transpose else "mij,mjc->mic"
+        return np.einsum(sub, M, X).reshape(x.shape)
+
+    def forward(self, b: np.ndarray) -> np.ndarray:
+        """y = L^{-1} b (b may be (q,) or (q, c))."""
+        q1 = self.s.q1
+        y1 = self._head_apply(self.L1inv, b[:q1], transpose=False)
+        if self.L22 is None:
+            return y1
+        rhs2 = b[q1:] - self.L21 @ y1
+        y2 = sla.solve_triangular(self.L22, rhs2, lower=True, check_finite=False)
+        return np.concatenate([y1, y2], axis=0)
+
+    def backward(self, y: np.ndarray) -> np.ndarray:
+        """x = L^{-T} y."""
+        q1 = self.s.q1
+        if self.L22 is None:
+            return self._head_apply(self.L1inv, y, transpose=True)
+        x2 = sla.solve_triangular(self.L22, y[q1:], lower=True, trans="T", check_finite=False)
+        x1 = self._head_apply(self.L1inv, y[:q1] - self.L21.T @ x2, transpose=True)
+        return np.concatenate([x1, x2], axis=0)
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        return self.backward(self.forward(b))
+
+    def solve_joint(self, bu: np.ndarray, bb: np.ndarray):
+        """Solve the bordered system for (x_u, x_beta)."""
+        yu = self.forward(bu)
+        yb = sla.solve_triangular(self.RX, bb - self.LX.T @ yu, lower=True, check_finite=False)
+        xb = sla.solve_triangular(self.RX, yb, lower=True, trans="T", check_finite=False)
+        xu = self.backward(yu - self.LX @ xb)
+        return xu, xb
+
+    def rx_inverse(self) -> np.ndarray:
+        """(RX RX')^{-1}: the unscaled covariance of beta given θ."""
+        Rinv = sla.solve_triangular(self.RX, np.eye(self.RX.shape[0]), lower=True, check_finite=False)
+        return Rinv.T @ Rinv
+
+    def inverse_diag_blocks(self) -> list[np.ndarray]:
+        """Diagonal k x k blocks of A^{-1} for each term: conditional covariances of u."""
+        s = self.s
+        first = np.einsum("mji,mjl->mil", self.L1inv, self.L1inv)
+        out = [first]
+        if self.L22 is None:
+            return out
+        L22inv = sla.solve_triangular(self.L22, np.eye(s.q2), lower=True, check_finite=False)
+        # G = L22^{-1} L21 L11^{-1}: the coupling of the head into the tail of A^{-1}
+        G = L22inv @ np.asarray((self.L21 @ _blockdiag(self.L1inv)).todense())
+        m0, k0 = s.m[0], s.k[0]
+        Gb = G.reshape(s.q2, m0, k0)
+        out[0] = first + np.einsum("rmi,rmj->mij", Gb, Gb)
+        Sinv = L22inv.T @ L22inv
+        for i in range(1, len(s.terms)):
+            a = s.u_offsets[i] - s.q1
+            k, m = s.k[i], s.m[i]
+            blk = Sinv[a : a + k * m, a : a + k * m]
+            idx = np.arange(m)
+            out.append(blk.reshape(m, k, m, k)[idx, :, idx, :])
+        return out
+
+
+def _blockdiag(B: np.ndarray) -> sp.bsr_matrix:
+    m, k, _ = B.shape
+    return sp.bsr_matrix((B, np.arange(m), np.arange(m + 1)), shape=(m * k, m * k))
+
+
+def factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None = None) -> Factor:
+    """Factor Λ'Z'WZΛ + I (bordered by X when given) for weights w."""
+    t0 = s.terms[0]
+    k0, m0 = t0.k, t0.nlevels
+    # first term: per-level k x k blocks, summed with bincount
+    B = np.zeros((m0, k0, k0))
+    V0 = V[0]
+    for a in range(k0):
+        for c in range(a + 1):
+            B[:, a, c] = np.bincount(t0.codes, weights=w * V0[:, a] * V0[:, c], minlength=m0)
+            B[:, c, a] = B[:, a, c]
+    B[:, np.arange(k0), np.arange(k0)] += 1.0
+    L1 = _batched_chol(B)
+    logdet_L1 = float(np.sum(np.log(np.diagonal(L1, axis1=1, axis2=2))))
+    L1inv = _batched_inv_lower(L1)
+    L21 = L22 = None
+    if len(s.terms) > 1:
+        M1 = s.head_sparse(V)
+        M2 = s.tail_sparse(V)
+        M2w = M2.multiply(w[:, None]).tocsr()
+        A21 = (M2w.T @ M1).tocsr()
+        A22 = (M2w.T @ M2).toarray()
+        A22[np.diag_indices_from(A22)] += 1.0
+        L21 = (A21 @ _blockdiag(np.transpose(L1inv, (0, 2, 1)))).tocsr()
+        S = A22 - (L21 @ L21.T).toarray()
+        L22 = np.linalg.cholesky(S)
+    f = Factor(s, L1inv, logdet_L1, L21, L22)
+    if X is not None:
+        C = s.zl_tmult_matrix(V, w[:, None] * X)
+        f.LX = f.forward(C)
+        XtWX = X.T @ (w[:, None] * X)
+        f.RX = np.linalg.cholesky(XtWX - f.LX.T @ f.LX)
+    return f

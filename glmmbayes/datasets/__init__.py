@@ -1,0 +1,131 @@
+"""Example data sets from R (lme4, mlmRev, MASS), shipped with the package.
+
+>>> from glmmbayes import datasets
+>>> datasets.names()
+('bacteria', 'cbpp', 'Contraception', 'grouseticks', 'sleepstudy', 'VerbAgg')
+>>> cbpp = datasets.load("cbpp")
+
+Every R factor becomes a pandas ``Categorical`` with R's level order (``levels.json``);
+other columns keep the numeric type read from the CSV export (whole numbers as int64).
+The files live next to this module, so nothing outside the package is read.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+
+import pandas as pd
+
+from glmmbayes.errors import DataError
+
+__all__ = ["load", "names", "describe"]
+
+_NAMES: tuple[str, ...] = ("bacteria", "cbpp", "Contraception", "grouseticks", "sleepstudy", "VerbAgg")
+_BY_LOWER = {n.lower(): n for n in _NAMES}
+
+_DESCRIPTIONS = {
+    "bacteria": (
+        "bacteria (R package MASS): presence of Haemophilus influenzae in 50 children with "
+        "otitis media in the Northern Territory of Australia, tested at weeks 0, 2, 4, 6 and 11; "
+        "220 rows (some visits missing). Columns: y (factor n/y, bacteria absent/present), "
+        "ap (factor a/p, active drug or placebo), hilo (factor hi/lo, high or low compliance), "
+        "week (int, week of the test), ID (factor, 50 children, X01 ... Z26), trt (factor "
+        "placebo/drug/drug+, placebo, drug with low or with high compliance). "
+        "Typical binomial GLMM: y ~ trt + I(week > 2) + (1 | ID); the response is y == \"y\"."
+    ),
+    "cbpp": (
+        "cbpp (R package lme4): contagious bovine pleuropneumonia in 15 zebu herds in Ethiopia "
+        "followed over 4 periods (Lesnoff et al. 2004); 56 rows. Columns: herd (factor, 15 herds), "
+        "incidence (int, number of new serological cases in the period), size (int, herd size at "
+        "the start of the period), period (factor 1-4). Typical binomial GLMM: "
+        "cbind(incidence, size - incidence) ~ period + (1 | herd). For an observation-level "
+        "random effect add obs = one factor level per row yourself and use + (1 | obs)."
+    ),
+    "Contraception": (
+        "Contraception (R package mlmRev): contraceptive use in the 1988 Bangladesh Fertility "
+        "Survey; 1934 rows, one per woman. Columns: woman (factor, id), district (factor, 60 "
+        "districts; district 54 does not occur), use (factor N/Y, uses contraception), livch "
+        "(factor 0/1/2/3+, number of living children), age (float, age in years centred at the "
+        "mean), urban (factor N/Y, urban residence). Typical binomial GLMM: "
+        "use ~ age + I(age^2) + urban + livch + (1 | district); the response is use == \"Y\". "
+        "A common derived column is ch = livch != \"0\" (has children), e.g. "
+        "use ~ age * ch + I(age^2) + urban + (urban | district); add it yourself."
+    ),
+    "grouseticks": (
+        "grouseticks (R package lme4): ticks counted on the heads of red grouse chicks in "
+        "Scotland (Elston et al. 2001); 403 rows, one per chick. Columns: INDEX (factor, chick, "
+        "one level per row), TICKS (int, number of ticks), BROOD (factor, 118 broods), HEIGHT "
+        "(int, altitude of the location in metres), YEAR (factor 95/96/97), LOCATION (factor, "
+        "63 locations), cHEIGHT (float, HEIGHT centred at its mean). Typical Poisson GLMM: "
+        "TICKS ~ YEAR + HEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION); centred or scaled "
+        "height (cHEIGHT, or a column you add) helps the fit."
+    ),
+    "sleepstudy": (
+        "sleepstudy (R package lme4): reaction times of 18 subjects under sleep deprivation "
+        "(Belenky et al. 2003); 180 rows, 10 days per subject. Columns: Reaction (float, average "
+        "reaction time in ms), Days (int, days of sleep deprivation, 0-9; days 0-2 were "
+        "adaptation and baseline), Subject (factor, 18 subjects). Typical linear mixed model: "
+        "Reaction ~ Days + (Days | Subject). Users who keep only the deprivation days add e.g. "
+        "days_deprived = Days - 2 on Days >= 2 themselves."
+    ),
+    "VerbAgg": (
+        "VerbAgg (R package lme4): verbal aggression questionnaire, 316 subjects answering 24 "
+        "items (De Boeck and Wilson 2004); 7584 rows, one per subject and item. Columns: Anger "
+        "(int, trait anger score), Gender (factor F/M), item (factor, 24 items), resp (factor "
+        "no/perhaps/yes; ordered in R, an unordered Categorical with that level order here), "
+        "id (factor, 316 subjects), btype (factor curse/scold/shout, behaviour type), situ (factor "
+        "other/self, who is to blame in the situation), mode (factor want/do), r2 (factor N/Y, "
+        "resp dichotomised: Y unless resp is no). Typical binomial GLMM: "
+        "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item); the response is r2 == \"Y\"."
+    ),
+}
+
+
+@lru_cache(maxsize=1)
+def _levels() -> dict[str, dict[str, list[str]]]:
+    text = resources.files(__name__).joinpath("levels.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _canonical(name: str) -> str:
+    key = name.lower() if isinstance(name, str) else None
+    if key not in _BY_LOWER:
+        raise DataError(f"unknown data set {name!r}; available data sets: {', '.join(_NAMES)}")
+    return _BY_LOWER[key]
+
+
+@lru_cache(maxsize=None)
+def _read(name: str) -> pd.DataFrame:
+    levels = _levels().get(name, {})
+    with resources.files(__name__).joinpath(f"{name}.csv.gz").open("rb") as fh:
+        frame = pd.read_csv(
+            fh,
+            compression="gzip",
+            dtype={col: str for col in levels},
+            keep_default_na=False,  # only R's NA is missing; "N", "n", "" stay values
+            na_values=["NA"],
+        )
+    for col, lv in levels.items():
+        values = frame[col]
+        unknown = set(values.dropna().unique()) - set(lv)
+        if unknown:  # pragma: no cover - guards against a broken data file
+            raise DataError(f"{name}: column {col!r} has values {sorted(unknown)} outside its levels")
+        frame[col] = pd.Categorical(values, categories=lv)
+    return frame
+
+
+def names() -> tuple[str, ...]:
+    """The canonical names of the bundled data sets."""
+    return _NAMES
+
+
+def load(name: str) -> pd.DataFrame:
+    """Load a bundled data set by name (case-insensitive); returns a fresh copy each call."""
+    return _read(_canonical(name)).copy(deep=True)
+
+
+def describe(name: str) -> str:
+    """One paragraph on a data set: origin, rows, columns and a typical model formula."""
+    return _DESCRIPTIONS[_canonical(name)]

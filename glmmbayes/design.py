@@ -1,0 +1,390 @@
+"""`Design`: a Spec evaluated on a DataFrame -- X, y, trials/weights, offset and the RE terms.
+
+All data checks that can name a column, row or term live here, so that the numerical core
+only ever sees clean arrays.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from . import formula as fm
+from .core.linalg import ReStructure, theta_diag_mask
+from .core.pirls import Problem
+from .errors import DataError, RankDeficiencyWarning
+from .families import Family
+from .spec import Spec
+
+
+@dataclass(frozen=True)
+class ReTerm:
+    """One random-effect term (lhs | group): b_j = T u_j for each level j of the group."""
+
+    group_name: str  # lme4's grp name ("herd", "g1:g2"; ".1" added for repeated names)
+    group_vars: tuple[str, ...]
+    lhs: str
+    coef_names: tuple[str, ...]
+    levels: tuple[str, ...]
+    codes: np.ndarray  # (n,) level index of each row
+    X: np.ndarray  # (n, k) the term's covariates
+    lhs_state: object = field(repr=False)
+
+    @property
+    def k(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def nlevels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def ntheta(self) -> int:
+        return self.k * (self.k + 1) // 2
+
+    @property
+    def theta_names(self) -> tuple[str, ...]:
+        cols, rows = np.triu_indices(self.k)
+        g, c = self.group_name, self.coef_names
+        return tuple(f"{g}.{c[r]}" if r == cl else f"{g}.{c[r]}.{c[cl]}" for r, cl in zip(rows, cols))
+
+    def __str__(self) -> str:
+        return f"({self.lhs} | {':'.join(self.group_vars)})"
+
+
+@dataclass(frozen=True)
+class Design:
+    spec: Spec
+    X: np.ndarray
+    fixef_names: tuple[str, ...]
+    y: np.ndarray  # response (proportion for binomial)
+    wt: np.ndarray  # prior weights (trials for binomial)
+    offset: np.ndarray
+    terms: tuple[ReTerm, ...]  # ordered by decreasing number of levels, as lme4
+    rows: np.ndarray  # positions of the used rows in the original data
+    n_omitted: int
+    dropped: tuple[str, ...]  # fixed-effect columns dropped for rank deficiency
+    response_name: str
+    fixed_state: object = field(repr=False)
+    structure: ReStructure = field(repr=False)
+
+    @property
+    def family(self) -> Family:
+        return self.spec.fam
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def theta_names(self) -> tuple[str, ...]:
+        return tuple(nm for t in self.terms for nm in t.theta_names)
+
+    @property
+    def theta_lower(self) -> np.ndarray:
+        return self.structure.theta_lower
+
+    @property
+    def ngrps(self) -> dict[str, int]:
+        return {t.group_name: t.nlevels for t in self.terms}
+
+    def problem(self, y=None, wt=None) -> Problem:
+        """The numeric problem for the core (optionally with a working response/weights)."""
+        return Problem(
+            self.X,
+            self.y if y is None else y,
+            self.wt if wt is None else wt,
+            self.offset,
+            self.family,
+            self.structure,
+        )
+
+    # -- new data ---------------------------------------------------------------------
+    def new_fixed(self, newdata: pd.DataFrame) -> np.ndarray:
+        X = fm.fixed_design_newdata(self.fixed_state, newdata)
+        keep = [i for i, nm in enumerate(self.fixed_state.names) if nm not in self.dropped]
+        return X[:, keep]
+
+    def new_offset(self, newdata: pd.DataFrame) -> np.ndarray:
+        return _offset(self.spec, newdata)
+
+    def new_terms(self, newdata: pd.DataFrame):
+        """Per term: (codes with -1 for unseen levels, covariates) on new data."""
+        out = []
+        for t in self.terms:
+            Xt = fm.term_matrix_newdata(t.lhs_state, newdata)
+            labels = _group_labels(t.group_vars, newdata)
+            index = {lv: i for i, lv in enumerate(t.levels)}
+            codes = np.array([index.get(lv, -1) for lv in labels], dtype=np.int64)
+            out.append((codes, Xt))
+        return out
+
+
+# --------------------------------------------------------------------------- building
+
+
+_IDENT = re.compile(r"`[^`]+`|[A-Za-z.][A-Za-z0-9._]*")
+
+
+def _used_columns(spec: Spec, data: pd.DataFrame) -> list[str]:
+    p = spec.parsed
+    exprs = list(p.response.exprs) + list(p.offsets)
+    for extra in (spec.weights, spec.offset):
+        if extra:
+            exprs.append(extra)
+    cols: list[str] = []
+    for e in exprs:
+        cols += fm.referenced_columns(e, data)
+    # the fixed part and random left sides are formulas: scan their identifiers
+    texts = [p.fixed] + [t.lhs for t in p.random]
+    for txt in texts:
+        for tok in _IDENT.findall(txt):
+            tok = tok.strip("`")
+            if tok in data.columns:
+                cols.append(tok)
+    for t in p.random:
+        for g in t.group:
+            g = g.strip("`")
+            if g not in data.columns:
+                raise DataError(
+                    f"grouping factor '{g}' in random term ({t.lhs} | {t.group_name}) is not a "
+                    f"column of the data; available columns: {', '.join(map(str, data.columns[:20]))}"
+                )
+            cols.append(g)
+    return list(dict.fromkeys(cols))
+
+
+def _check_missing(spec: Spec, data: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, np.ndarray, int]:
+    na = data[cols].isna()
+    bad = na.any(axis=1).to_numpy()
+    if not bad.any():
+        return data, np.arange(len(data)), 0
+    if spec.na_action == "omit":
+        keep = np.flatnonzero(~bad)
+        return data.iloc[keep].reset_index(drop=True), keep, int(bad.sum())
+    per_col = {c: int(na[c].sum()) for c in cols if na[c].any()}
+    first = int(np.flatnonzero(bad)[0])
+    detail = ", ".join(f"'{c}' ({k} rows)" for c, k in per_col.items())
+    raise DataError(
+        f"missing values in {int(bad.sum())} rows of the columns the model uses: {detail}; "
+        f"first at row {first}. Remove them, or pass na_action='omit' to drop those rows."
+    )
+
+
+def _as_float(v, what: str) -> np.ndarray:
+    if isinstance(v, pd.Categorical) or np.asarray(v).dtype == object:
+        raise DataError(f"{what} must be numeric, got a factor/strings")
+    return np.asarray(v, dtype=float)
+
+
+def _response(spec: Spec, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str]:
+    r = spec.parsed.response
+    fam = spec.fam
+    prior = np.ones(len(data))
+    if spec.weights:
+        prior = _as_float(fm.evaluate(spec.weights, data), f"weights '{spec.weights}'")
+        bad = ~np.isfinite(prior) | (prior < 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"weights '{spec.weights}' must be finite and >= 0; row {i} has {prior[i]!r}")
+    if r.kind == "cbind":
+        name = f"cbind({', '.join(r.exprs)})"
+        if fam.name != "binomial":
+            raise DataError(f"{name}: a two-column response is for the binomial family only")
+        s = _as_float(fm.evaluate(r.exprs[0], data), f"successes '{r.exprs[0]}'")
+        f = _as_float(fm.evaluate(r.exprs[1], data), f"failures '{r.exprs[1]}'")
+        for vals, nm in ((s, r.exprs[0]), (f, r.exprs[1])):
+            bad = (vals < 0) | (np.abs(vals - np.round(vals)) > 1e-8)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                hint = " (successes > trials?)" if nm == r.exprs[1] else ""
+                raise DataError(
+                    f"{name}: '{nm}' must be non-negative whole numbers{hint}; row {i} has "
+                    f"{vals[i]!r} ({int(bad.sum())} bad rows)"
+                )
+        n = s + f
+        y = np.divide(s, n, out=np.zeros_like(s), where=n > 0)
+        return y, n * prior, name
+    name = r.exprs[0]
+    v = fm.evaluate(name, data)
+    if isinstance(v, pd.Categorical) or np.asarray(v).dtype == object or np.asarray(v).dtype == bool:
+        if fam.name != "binomial":
+            raise DataError(f"response '{name}' is a factor; only the binomial family takes a factor response")
+        if np.asarray(v).dtype == bool:
+            return np.asarray(v, dtype=float), prior, name
+        cat = v if isinstance(v, pd.Categorical) else pd.Categorical(v)
+        cat = cat.remove_unused_categories()
+        if len(cat.categories) != 2:
+            raise DataError(
+                f"factor response '{name}' must have two levels (first = failure, as in R); "
+                f"it has {len(cat.categories)}: {list(cat.categories)[:10]}"
+            )
+        return (cat.codes == 1).astype(float), prior, name
+    y = np.asarray(v, dtype=float)
+    fam.validate(y, prior)
+    return y, prior, name
+
+
+def _offset(spec: Spec, data: pd.DataFrame) -> np.ndarray:
+    off = np.zeros(len(data))
+    exprs = list(spec.parsed.offsets) + ([spec.offset] if spec.offset else [])
+    for e in exprs:
+        v = _as_float(fm.evaluate(e, data), f"offset '{e}'")
+        bad = ~np.isfinite(v)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"offset '{e}' is not finite in {int(bad.sum())} rows (first: row {i}, value {v[i]!r})")
+        off = off + v
+    return off
+
+
+def _group_labels(group_vars, data: pd.DataFrame) -> list[str]:
+    parts = []
+    for g in group_vars:
+        v = data[g.strip("`")]
+        parts.append(v.astype(str).to_numpy() if not isinstance(v.dtype, pd.CategoricalDtype) else v.astype(str).to_numpy())
+    if len(parts) == 1:
+        return list(parts[0])
+    return [":".join(x) for x in zip(*parts)]
+
+
+def _group_factor(group_vars, data: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Codes and used levels of a grouping factor (interaction a:b has levels 'a1:b1', ...)."""
+    codes = None
+    levels: list[tuple] = []
+    per_var = []
+    for g in group_vars:
+        v = data[g.strip("`")]
+        if isinstance(v.dtype, pd.CategoricalDtype):
+            cat = v.cat.remove_unused_categories()
+        elif pd.api.types.is_numeric_dtype(v.dtype) or pd.api.types.is_bool_dtype(v.dtype):
+            cat = pd.Categorical(v, categories=np.sort(v.unique()))
+        else:
+            cat = pd.Categorical(v.astype(str), categories=sorted(v.astype(str).unique()))
+        cat = pd.Categorical(cat)
+        per_var.append(cat)
+    # lexicographic order, first variable slowest (R's `a:b` on factors), unused combos dropped
+    sizes = [len(c.categories) for c in per_var]
+    codes = np.zeros(len(data), dtype=np.int64)
+    for c, s in zip(per_var, sizes):
+        codes = codes * s + np.asarray(c.codes, dtype=np.int64)
+    used, inverse = np.unique(codes, return_inverse=True)
+    labels = []
+    for u in used:
+        idx = []
+        for s in reversed(sizes):
+            idx.append(u % s)
+            u //= s
+        idx.reverse()
+        labels.append(":".join(str(c.categories[i]) for c, i in zip(per_var, idx)))
+    return inverse.astype(np.int64), tuple(labels)
+
+
+def _drop_rank_deficient(X: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]:
+    """Drop columns that are linear combinations of earlier ones (R's qr pivoting keeps order)."""
+    if X.shape[1] == 0:
+        return X, names, ()
+    scale = np.linalg.norm(X, axis=0)
+    keep: list[int] = []
+    Q = np.zeros((X.shape[0], 0))
+    for j in range(X.shape[1]):
+        x = X[:, j]
+        if scale[j] == 0:
+            continue
+        r = x - Q @ (Q.T @ x)
+        r = r - Q @ (Q.T @ r)  # re-orthogonalize: exact enough for tol 1e-7
+        nr = np.linalg.norm(r)
+        if nr > 1e-7 * scale[j]:
+            keep.append(j)
+            Q = np.column_stack([Q, r / nr])
+    dropped = tuple(nm for j, nm in enumerate(names) if j not in keep)
+    if dropped:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+            f"column{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}",
+            RankDeficiencyWarning,
+            stacklevel=4,
+        )
+    return np.ascontiguousarray(X[:, keep]), tuple(names[j] for j in keep), dropped
+
+
+def build_design(spec: Spec, data: pd.DataFrame) -> Design:
+    """Evaluate `spec` on `data`: every data check that can name its culprit happens here."""
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    if len(data) == 0:
+        raise DataError("data has no rows")
+    data = data.reset_index(drop=True)
+    cols = _used_columns(spec, data)
+    data, rows, n_omitted = _check_missing(spec, data, cols)
+    if len(data) == 0:
+        raise DataError("no rows left after removing rows with missing values")
+    y, wt, response_name = _response(spec, data)
+    fam = spec.fam
+    if fam.name == "binomial":
+        fam.validate(y, wt)
+    offset = _offset(spec, data)
+    fd = fm.fixed_design(spec.parsed.fixed, data)
+    X, names, dropped = _drop_rank_deficient(fd.X, fd.names)
+    n = len(y)
+    terms: list[ReTerm] = []
+    seen: dict[str, int] = {}
+    for rt in spec.parsed.random:
+        Xt, cnames, state = fm.term_matrix(rt.lhs, data)
+        if Xt.shape[1] == 0:
+            raise DataError(f"random term ({rt.lhs} | {rt.group_name}) has no columns")
+        codes, levels = _group_factor(rt.group, data)
+        label = f"({rt.lhs} | {rt.group_name})"
+        if len(levels) < 2:
+            raise DataError(
+                f"grouping factor '{rt.group_name}' in {label} has {len(levels)} level: "
+                "a random effect needs at least two sampled levels"
+            )
+        q = len(levels) * Xt.shape[1]
+        if q > n:
+            raise DataError(
+                f"{label}: {len(levels)} levels x {Xt.shape[1]} coefficients = {q} random effects "
+                f"for {n} observations; the variance parameters are not identifiable"
+            )
+        if fam.is_lmm and len(levels) >= n:
+            raise DataError(
+                f"{label}: grouping factor '{rt.group_name}' has {len(levels)} levels for {n} "
+                "observations; with a residual variance the model is not identifiable"
+            )
+        gname = rt.group_name
+        if gname in seen:
+            seen[gname] += 1
+            gname = f"{gname}.{seen[rt.group_name]}"
+        else:
+            seen[gname] = 0
+        terms.append(ReTerm(gname, rt.group, rt.lhs, cnames, levels, codes, np.ascontiguousarray(Xt), state))
+    # lme4 (and MixedModels.jl) order terms by decreasing number of levels: the first
+    # term then gives the largest block-diagonal block of the Cholesky factor
+    order = sorted(range(len(terms)), key=lambda i: -terms[i].nlevels)
+    terms = [terms[i] for i in order]
+    return Design(
+        spec=spec,
+        X=X,
+        fixef_names=names,
+        y=y,
+        wt=wt,
+        offset=offset,
+        terms=tuple(terms),
+        rows=rows,
+        n_omitted=n_omitted,
+        dropped=dropped,
+        response_name=response_name,
+        fixed_state=fd,
+        structure=ReStructure(terms),
+    )
+
+
+__all__ = ["Design", "ReTerm", "build_design", "theta_diag_mask"]

@@ -1,0 +1,429 @@
+"""The family table: distributions and links, written once for numpy and for PyTensor (PyMC).
+
+Each formula is written against a small `ops` namespace (exp, log, log1p, gammaln, ...) so the
+same code gives the numpy value used by PIRLS, Laplace, AGQ and PQL, and the PyTensor graph used
+by the PyMC model: every method fits exactly the same likelihood.
+
+Conventions (as R's `glm` families):
+- binomial: ``y`` is the proportion of successes and ``wt`` the number of trials;
+- poisson, gaussian, Gamma: ``wt`` are prior weights;
+- ``phi`` is the dispersion: 1 for binomial and poisson, sigma^2 for gaussian, 1/shape for Gamma.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+from scipy import special
+
+from .errors import DataError, FamilyError
+
+_LOG_2PI = math.log(2.0 * math.pi)
+_EPS = np.finfo(float).eps
+
+
+def _np_log_ndtr(x):
+    return special.log_ndtr(x)
+
+
+NUMPY = SimpleNamespace(
+    name="numpy",
+    exp=np.exp,
+    log=np.log,
+    log1p=np.log1p,
+    expm1=np.expm1,
+    sqrt=np.sqrt,
+    expit=special.expit,
+    log_expit=lambda x: -np.logaddexp(0.0, -x),
+    ndtr=special.ndtr,
+    log_ndtr=_np_log_ndtr,
+    gammaln=special.gammaln,
+    clip=np.clip,
+    where=np.where,
+)
+
+
+def pytensor_ops():
+    """The same namespace over PyTensor tensors (imported lazily: pymc is needed only for hmc)."""
+    import pytensor.tensor as pt
+
+    def ndtr(x):
+        return 0.5 * pt.erfc(-x / math.sqrt(2.0))
+
+    def log_ndtr(x):
+        # pt.log(ndtr) underflows far in the left tail; erfcx keeps it finite
+        return pt.switch(
+            x < -5.0,
+            pt.log(0.5 * pt.erfcx(-x / math.sqrt(2.0))) - 0.5 * x * x,
+            pt.log(ndtr(x)),
+        )
+
+    return SimpleNamespace(
+        name="pytensor",
+        exp=pt.exp,
+        log=pt.log,
+        log1p=pt.log1p,
+        expm1=pt.expm1,
+        sqrt=pt.sqrt,
+        expit=pt.sigmoid,
+        log_expit=lambda x: -pt.softplus(-x),
+        ndtr=ndtr,
+        log_ndtr=log_ndtr,
+        gammaln=pt.gammaln,
+        clip=pt.clip,
+        where=pt.switch,
+    )
+
+
+# --------------------------------------------------------------------------- links
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link g: g(mu) = eta, with its inverse, d mu / d eta and stable log mu, log(1 - mu)."""
+
+    name: str
+    linkfun: Callable
+    linkinv: Callable
+    mu_eta: Callable
+    log_mu: Callable | None = None  # log(linkinv(eta)), stable, if the link has a closed form
+    log1m_mu: Callable | None = None  # log(1 - linkinv(eta)) for links onto (0, 1)
+
+    def __repr__(self) -> str:
+        return f"Link({self.name!r})"
+
+
+def _cloglog_log_mu(eta, ops):
+    return ops.log(-ops.expm1(-ops.exp(eta)))
+
+
+LINKS: dict[str, Link] = {
+    "logit": Link(
+        "logit",
+        linkfun=lambda mu, ops=NUMPY: ops.log(mu) - ops.log1p(-mu),
+        linkinv=lambda eta, ops=NUMPY: ops.expit(eta),
+        mu_eta=lambda eta, ops=NUMPY: ops.expit(eta) * ops.expit(-eta),
+        log_mu=lambda eta, ops=NUMPY: ops.log_expit(eta),
+        log1m_mu=lambda eta, ops=NUMPY: ops.log_expit(-eta),
+    ),
+    "probit": Link(
+        "probit",
+        linkfun=lambda mu, ops=NUMPY: special.ndtri(mu),
+        linkinv=lambda eta, ops=NUMPY: ops.ndtr(eta),
+        mu_eta=lambda eta, ops=NUMPY: ops.exp(-0.5 * eta * eta - 0.5 * _LOG_2PI),
+        log_mu=lambda eta, ops=NUMPY: ops.log_ndtr(eta),
+        log1m_mu=lambda eta, ops=NUMPY: ops.log_ndtr(-eta),
+    ),
+    "cloglog": Link(
+        "cloglog",
+        linkfun=lambda mu, ops=NUMPY: ops.log(-ops.log1p(-mu)),
+        linkinv=lambda eta, ops=NUMPY: -ops.expm1(-ops.exp(eta)),
+        mu_eta=lambda eta, ops=NUMPY: ops.exp(eta - ops.exp(eta)),
+        log_mu=lambda eta, ops=NUMPY: _cloglog_log_mu(eta, ops),
+        log1m_mu=lambda eta, ops=NUMPY: -ops.exp(eta),
+    ),
+    "log": Link(
+        "log",
+        linkfun=lambda mu, ops=NUMPY: ops.log(mu),
+        linkinv=lambda eta, ops=NUMPY: ops.exp(eta),
+        mu_eta=lambda eta, ops=NUMPY: ops.exp(eta),
+        log_mu=lambda eta, ops=NUMPY: eta,
+    ),
+    "identity": Link(
+        "identity",
+        linkfun=lambda mu, ops=NUMPY: mu,
+        linkinv=lambda eta, ops=NUMPY: eta,
+        mu_eta=lambda eta, ops=NUMPY: 1.0 + 0.0 * eta,
+    ),
+    "inverse": Link(
+        "inverse",
+        linkfun=lambda mu, ops=NUMPY: 1.0 / mu,
+        linkinv=lambda eta, ops=NUMPY: 1.0 / eta,
+        mu_eta=lambda eta, ops=NUMPY: -1.0 / (eta * eta),
+        log_mu=lambda eta, ops=NUMPY: -ops.log(eta),
+    ),
+}
+
+
+# ------------------------------------------------------------------ distributions
+
+
+def _xlogy_over(y, mu):
+    """y * log(y / mu) with 0 log 0 = 0 (numpy only)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0)
+
+
+def _binomial_loglik(y, eta, wt, phi, link, ops):
+    k = y * wt
+    log_mu = link.log_mu(eta, ops)
+    log1m = link.log1m_mu(eta, ops)
+    const = ops.gammaln(wt + 1.0) - ops.gammaln(k + 1.0) - ops.gammaln(wt - k + 1.0)
+    return const + k * log_mu + (wt - k) * log1m
+
+
+def _binomial_deviance(y, mu, wt):
+    return 2.0 * wt * (_xlogy_over(y, mu) + _xlogy_over(1.0 - y, 1.0 - mu))
+
+
+def _binomial_validate(y, wt):
+    bad = ~np.isfinite(y) | (y < 0) | (y > 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"binomial response must be a proportion in [0, 1] (or 0/1, or cbind(successes, failures)); "
+            f"row {i} has y = {y[i]!r} ({int(bad.sum())} bad rows)"
+        )
+    k = y * wt
+    nonint = np.abs(k - np.round(k)) > 1e-7 * np.maximum(1.0, wt)
+    if nonint.any():
+        i = int(np.flatnonzero(nonint)[0])
+        raise DataError(
+            f"binomial response: successes = y * trials must be whole numbers; row {i} has "
+            f"y = {y[i]!r} with trials = {wt[i]!r} ({int(nonint.sum())} rows)"
+        )
+
+
+def _poisson_loglik(y, eta, wt, phi, link, ops):
+    log_mu = link.log_mu(eta, ops) if link.log_mu is not None else ops.log(link.linkinv(eta, ops))
+    mu = link.linkinv(eta, ops)
+    return wt * (y * log_mu - mu - ops.gammaln(y + 1.0))
+
+
+def _poisson_deviance(y, mu, wt):
+    return 2.0 * wt * (_xlogy_over(y, mu) - (y - mu))
+
+
+def _poisson_validate(y, wt):
+    bad = ~np.isfinite(y) | (y < 0) | (np.abs(y - np.round(y)) > 1e-8)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"poisson response must be non-negative whole counts; row {i} has y = {y[i]!r} "
+            f"({int(bad.sum())} bad rows)"
+        )
+
+
+def _gaussian_loglik(y, eta, wt, phi, link, ops):
+    mu = link.linkinv(eta, ops)
+    r = y - mu
+    return 0.5 * (ops.log(wt) - _LOG_2PI - ops.log(phi)) - 0.5 * wt * r * r / phi
+
+
+def _gaussian_deviance(y, mu, wt):
+    return wt * (y - mu) ** 2
+
+
+def _gaussian_validate(y, wt):
+    bad = ~np.isfinite(y)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"gaussian response must be finite; row {i} has y = {y[i]!r}")
+
+
+def _gamma_loglik(y, eta, wt, phi, link, ops):
+    # shape nu = wt / phi, mean mu: density y^(nu-1) exp(-nu y / mu) (nu/mu)^nu / Gamma(nu)
+    mu = link.linkinv(eta, ops)
+    log_mu = link.log_mu(eta, ops) if link.log_mu is not None else ops.log(mu)
+    nu = wt / phi
+    return nu * (ops.log(nu) - log_mu) + (nu - 1.0) * ops.log(y) - nu * y / mu - ops.gammaln(nu)
+
+
+def _gamma_deviance(y, mu, wt):
+    return -2.0 * wt * (np.log(y / mu) - (y - mu) / mu)
+
+
+def _gamma_validate(y, wt):
+    bad = ~np.isfinite(y) | (y <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"Gamma response must be positive; row {i} has y = {y[i]!r} ({int(bad.sum())} bad rows)"
+        )
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """The conditional distribution of y given the linear predictor."""
+
+    name: str
+    links: tuple[str, ...]  # supported links, canonical first
+    variance: Callable  # V(mu)
+    loglik_eta: Callable  # (y, eta, wt, phi, link, ops) -> per-row log density, fully normalized
+    unit_deviance: Callable  # (y, mu, wt) -> per-row deviance (numpy)
+    validate: Callable  # (y, wt) -> None or DataError
+    mustart: Callable  # (y, wt) -> starting mu
+    has_dispersion: bool
+    mu_bounds: tuple[float, float]
+
+    @property
+    def canonical_link(self) -> str:
+        return self.links[0]
+
+
+DISTRIBUTIONS: dict[str, Distribution] = {
+    "binomial": Distribution(
+        "binomial",
+        links=("logit", "probit", "cloglog"),
+        variance=lambda mu: mu * (1.0 - mu),
+        loglik_eta=_binomial_loglik,
+        unit_deviance=_binomial_deviance,
+        validate=_binomial_validate,
+        mustart=lambda y, wt: (wt * y + 0.5) / (wt + 1.0),
+        has_dispersion=False,
+        mu_bounds=(_EPS, 1.0 - _EPS),
+    ),
+    "poisson": Distribution(
+        "poisson",
+        links=("log",),
+        variance=lambda mu: mu,
+        loglik_eta=_poisson_loglik,
+        unit_deviance=_poisson_deviance,
+        validate=_poisson_validate,
+        mustart=lambda y, wt: y + 0.1,
+        has_dispersion=False,
+        mu_bounds=(_EPS, np.inf),
+    ),
+    "gaussian": Distribution(
+        "gaussian",
+        links=("identity", "log", "inverse"),
+        variance=lambda mu: np.ones_like(mu),
+        loglik_eta=_gaussian_loglik,
+        unit_deviance=_gaussian_deviance,
+        validate=_gaussian_validate,
+        mustart=lambda y, wt: y,
+        has_dispersion=True,
+        mu_bounds=(-np.inf, np.inf),
+    ),
+    "Gamma": Distribution(
+        "Gamma",
+        links=("inverse", "log", "identity"),
+        variance=lambda mu: mu * mu,
+        loglik_eta=_gamma_loglik,
+        unit_deviance=_gamma_deviance,
+        validate=_gamma_validate,
+        mustart=lambda y, wt: y,
+        has_dispersion=True,
+        mu_bounds=(_EPS, np.inf),
+    ),
+}
+
+_ALIASES = {"gamma": "Gamma", "normal": "gaussian", "bernoulli": "binomial"}
+
+
+@dataclass(frozen=True)
+class Family:
+    """A distribution with a link: everything PIRLS, the objectives and PyMC need."""
+
+    dist: Distribution
+    link: Link
+
+    @property
+    def name(self) -> str:
+        return self.dist.name
+
+    @property
+    def is_canonical(self) -> bool:
+        return self.link.name == self.dist.canonical_link
+
+    @property
+    def has_dispersion(self) -> bool:
+        return self.dist.has_dispersion
+
+    @property
+    def is_lmm(self) -> bool:
+        """Gaussian with identity link: the linear mixed model, fitted exactly."""
+        return self.dist.name == "gaussian" and self.link.name == "identity"
+
+    def linkinv(self, eta, ops=NUMPY):
+        mu = self.link.linkinv(eta, ops)
+        if ops is NUMPY:
+            lo, hi = self.dist.mu_bounds
+            if np.isfinite(lo) or np.isfinite(hi):
+                mu = np.clip(mu, lo, hi)
+        return mu
+
+    def mu_eta(self, eta, ops=NUMPY):
+        d = self.link.mu_eta(eta, ops)
+        if ops is NUMPY:
+            d = np.maximum(np.abs(d), _EPS) * np.where(d < 0, -1.0, 1.0)
+        return d
+
+    def linkfun(self, mu, ops=NUMPY):
+        return self.link.linkfun(mu, ops)
+
+    def variance(self, mu):
+        return self.dist.variance(mu)
+
+    def loglik(self, y, eta, wt, phi=1.0, ops=NUMPY):
+        """Per-row log density of y given eta, fully normalized (the saturated constant included)."""
+        return self.dist.loglik_eta(y, eta, wt, phi, self.link, ops)
+
+    def unit_deviance(self, y, mu, wt):
+        return self.dist.unit_deviance(y, mu, wt)
+
+    def saturated_loglik(self, y, wt, phi=1.0):
+        """Log density at mu = y: lme4's nAGQ>1 logLik omits its sum for binomial data."""
+        mu = np.clip(y, *self.dist.mu_bounds)
+        with np.errstate(divide="ignore"):
+            eta = self.linkfun(mu)
+        return self.loglik(y, eta, wt, phi)
+
+    def working_weights(self, eta, wt, phi=1.0):
+        """IRLS weights wt * mu_eta^2 / (phi V(mu)) (Fisher scoring, as lme4)."""
+        mu = self.linkinv(eta)
+        d = self.mu_eta(eta)
+        return wt * d * d / (phi * self.variance(mu)), mu, d
+
+    def validate(self, y, wt):
+        self.dist.validate(np.asarray(y, float), np.asarray(wt, float))
+
+    def mustart(self, y, wt):
+        return self.dist.mustart(y, wt)
+
+    def simulate(self, rng: np.random.Generator, eta, wt, phi=1.0):
+        mu = self.linkinv(eta)
+        n = self.dist.name
+        if n == "binomial":
+            trials = np.round(wt).astype(int)
+            k = rng.binomial(trials, mu)
+            return np.where(trials > 0, k / np.maximum(trials, 1), 0.0)
+        if n == "poisson":
+            return rng.poisson(mu * np.ones_like(wt)).astype(float)
+        if n == "gaussian":
+            return mu + rng.standard_normal(mu.shape) * np.sqrt(phi / wt)
+        if n == "Gamma":
+            shape = wt / phi
+            return rng.gamma(shape, mu / shape)
+        raise FamilyError(f"simulate is not available for family {n!r}")
+
+    def __repr__(self) -> str:
+        return f"Family({self.dist.name!r}, link={self.link.name!r})"
+
+
+def get_family(family: str | Family = "binomial", link: str | None = None) -> Family:
+    """Look up a family by name, with its canonical link unless one is given."""
+    if isinstance(family, Family):
+        if link is not None and link != family.link.name:
+            return get_family(family.dist.name, link)
+        return family
+    if not isinstance(family, str):
+        raise FamilyError(f"family must be a name such as 'binomial', got {family!r}")
+    key = _ALIASES.get(family, family)
+    if key not in DISTRIBUTIONS:
+        raise FamilyError(
+            f"unknown family {family!r}; available: {', '.join(DISTRIBUTIONS)}"
+        )
+    dist = DISTRIBUTIONS[key]
+    link = dist.canonical_link if link is None else link
+    if link not in LINKS:
+        raise FamilyError(f"unknown link {link!r}; available: {', '.join(LINKS)}")
+    if link not in dist.links:
+        raise FamilyError(
+            f"link {link!r} is not supported for family {key!r}; supported: {', '.join(dist.links)}"
+        )
+    return Family(dist, LINKS[link])

@@ -1,0 +1,75 @@
+"""`Spec`: one frozen, validated GLMM specification that every method compiles from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import SpecError
+from .families import Family, get_family
+from .formula import ParsedFormula, parse_formula
+
+_NA_ACTIONS = ("fail", "omit")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A GLMM specification: lme4 formula, family and link, plus options.
+
+    Parameters
+    ----------
+    formula : lme4-style formula, e.g. ``"cbind(incidence, size - incidence) ~ period + (1 | herd)"``.
+    family : "binomial", "poisson", "gaussian" or "Gamma".
+    link : link name; the family's canonical link when None.
+    weights : name of (or R expression over) a data column with prior weights; for a binomial
+        proportion response these are the numbers of trials.
+    offset : name of (or expression over) a data column added to the linear predictor
+        (``offset(log(x))`` inside the formula does the same).
+    na_action : "fail" (default: missing values in used columns are an error that names them)
+        or "omit" (drop those rows, as R's na.omit, and record how many).
+    REML : for the gaussian/identity LMM only: fit by REML instead of ML.
+    priors : prior specification for the Bayesian methods (see `glmmbayes.priors`).
+    """
+
+    formula: str
+    family: str | Family = "binomial"
+    link: str | None = None
+    weights: str | None = None
+    offset: str | None = None
+    na_action: str = "fail"
+    REML: bool = False
+    priors: Mapping[str, Any] | None = None
+    parsed: ParsedFormula = field(init=False, repr=False, compare=False)
+    fam: Family = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.formula, str):
+            raise SpecError(f"formula must be a string, got {type(self.formula).__name__}")
+        object.__setattr__(self, "parsed", parse_formula(self.formula))
+        object.__setattr__(self, "fam", get_family(self.family, self.link))
+        if self.na_action not in _NA_ACTIONS:
+            raise SpecError(f"na_action must be one of {_NA_ACTIONS}, got {self.na_action!r}")
+        for name in ("weights", "offset"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise SpecError(
+                    f"{name} must name a data column (or an expression over columns), got "
+                    f"{type(v).__name__}; add the values to the data frame as a column"
+                )
+        if self.REML and not self.fam.is_lmm:
+            raise SpecError("REML is defined here for the gaussian family with identity link only")
+        if not self.parsed.random:
+            raise SpecError(
+                f"no random-effect term in formula {self.formula!r}; add one such as (1 | group)"
+            )
+
+    @property
+    def family_name(self) -> str:
+        return self.fam.name
+
+    @property
+    def link_name(self) -> str:
+        return self.fam.link.name
+
+    def __str__(self) -> str:
+        return f"{self.formula}  [{self.fam.name}({self.fam.link.name})]"
