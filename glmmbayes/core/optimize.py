@@ -52,8 +52,8 @@ def fd_gradient(f, x, fx, lower, h=1e-5):
     return g
 
 
-def fd_hessian(f, x, fx, lower, h=1e-4):
-    """Central-difference Hessian (lme4's deriv12 uses the same scheme, delta = 1e-4)."""
+def fd_hessian(f, x, fx, lower, h=1e-3):
+    """Central-difference Hessian (lme4's deriv12 scheme; the step is in whitened units, where 1e-3 balances truncation against PIRLS round-off)."""
     d = len(x)
     H = np.empty((d, d))
     shift = np.where(x - lower < h, h, 0.0)  # evaluate just inside the feasible region
