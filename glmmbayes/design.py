@@ -17,7 +17,7 @@ from . import formula as fm
 from .core.linalg import ReStructure, theta_diag_mask
 from .core.pirls import Problem
 from .errors import DataError, RankDeficiencyWarning
-from .families import Family
+from .families import Family, show_value
 from .spec import Spec
 
 
@@ -71,6 +71,12 @@ class Design:
     response_name: str
     fixed_state: object = field(repr=False)
     structure: ReStructure = field(repr=False)
+    index: pd.Index | None = field(default=None, repr=False)  # the data's index labels of the used rows
+
+    @property
+    def row_index(self) -> pd.Index:
+        """Index labels of the used rows, so fitted values/residuals align with the user's data."""
+        return self.index if self.index is not None else pd.Index(self.rows)
 
     @property
     def family(self) -> Family:
@@ -162,6 +168,44 @@ def _used_columns(spec: Spec, data: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
+def _rows_text(k: int) -> str:
+    return f"{k} row" if k == 1 else f"{k} rows"
+
+
+def _bad(k: int) -> str:
+    return f"{k} bad row" if k == 1 else f"{k} bad rows"
+
+
+def _row(i: int, rows) -> str:
+    return f"row {int(rows[i]) if rows is not None else i}"
+
+
+def _check_columns(data: pd.DataFrame, cols: list[str]) -> None:
+    """Column-level problems a formula cannot handle, named before anything is evaluated."""
+    dup = data.columns[data.columns.duplicated()]
+    for c in cols:
+        if c in dup:
+            raise DataError(f"the data have more than one column named '{c}'; rename the duplicates")
+    for c in cols:
+        s = data[c]
+        if pd.api.types.is_datetime64_any_dtype(s.dtype) or pd.api.types.is_timedelta64_dtype(s.dtype):
+            raise DataError(
+                f"column '{c}' has dtype {s.dtype}; convert it to a number (e.g. days since a date) "
+                "or to a categorical before using it in a model"
+            )
+        if s.dtype == object:
+            kinds = s.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
+                          else ("text" if isinstance(v, str) else type(v).__name__))
+            seen = kinds.dropna()
+            if seen.nunique() > 1:
+                first = seen.iloc[0]
+                i = int(np.flatnonzero((kinds != first) & kinds.notna())[0])
+                raise DataError(
+                    f"column '{c}' mixes value types: row {int(seen.index[0])} is {first} but row {i} "
+                    f"is {kinds.iloc[i]} ({s.iloc[i]!r}); make the column all strings or all numbers"
+                )
+
+
 def _check_missing(spec: Spec, data: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, np.ndarray, int]:
     na = data[cols].isna()
     bad = na.any(axis=1).to_numpy()
@@ -172,9 +216,9 @@ def _check_missing(spec: Spec, data: pd.DataFrame, cols: list[str]) -> tuple[pd.
         return data.iloc[keep].reset_index(drop=True), keep, int(bad.sum())
     per_col = {c: int(na[c].sum()) for c in cols if na[c].any()}
     first = int(np.flatnonzero(bad)[0])
-    detail = ", ".join(f"'{c}' ({k} rows)" for c, k in per_col.items())
+    detail = ", ".join(f"'{c}' ({_rows_text(k)})" for c, k in per_col.items())
     raise DataError(
-        f"missing values in {int(bad.sum())} rows of the columns the model uses: {detail}; "
+        f"missing values in {_rows_text(int(bad.sum()))} of the columns the model uses: {detail}; "
         f"first at row {first}. Remove them, or pass na_action='omit' to drop those rows."
     )
 
@@ -185,7 +229,7 @@ def _as_float(v, what: str) -> np.ndarray:
     return np.asarray(v, dtype=float)
 
 
-def _response(spec: Spec, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str]:
+def _response(spec: Spec, data: pd.DataFrame, rows=None) -> tuple[np.ndarray, np.ndarray, str]:
     r = spec.parsed.response
     fam = spec.fam
     prior = np.ones(len(data))
@@ -194,7 +238,10 @@ def _response(spec: Spec, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, s
         bad = ~np.isfinite(prior) | (prior < 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"weights '{spec.weights}' must be finite and >= 0; row {i} has {prior[i]!r}")
+            raise DataError(
+                f"weights '{spec.weights}' must be finite and >= 0; {_row(i, rows)} has "
+                f"{show_value(prior[i])} ({_bad(int(bad.sum()))})"
+            )
     if r.kind == "cbind":
         name = f"cbind({', '.join(r.exprs)})"
         if fam.name != "binomial":
@@ -202,13 +249,14 @@ def _response(spec: Spec, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, s
         s = _as_float(fm.evaluate(r.exprs[0], data), f"successes '{r.exprs[0]}'")
         f = _as_float(fm.evaluate(r.exprs[1], data), f"failures '{r.exprs[1]}'")
         for vals, nm in ((s, r.exprs[0]), (f, r.exprs[1])):
-            bad = (vals < 0) | (np.abs(vals - np.round(vals)) > 1e-8)
+            with np.errstate(invalid="ignore"):
+                bad = ~np.isfinite(vals) | (vals < 0) | (np.abs(vals - np.round(vals)) > 1e-8)
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                hint = " (successes > trials?)" if nm == r.exprs[1] else ""
+                hint = " (successes > trials?)" if nm == r.exprs[1] and vals[i] < 0 else ""
                 raise DataError(
-                    f"{name}: '{nm}' must be non-negative whole numbers{hint}; row {i} has "
-                    f"{vals[i]!r} ({int(bad.sum())} bad rows)"
+                    f"{name}: '{nm}' must be finite non-negative whole numbers{hint}; "
+                    f"{_row(i, rows)} has {show_value(vals[i])} ({_bad(int(bad.sum()))})"
                 )
         n = s + f
         y = np.divide(s, n, out=np.zeros_like(s), where=n > 0)
@@ -217,7 +265,10 @@ def _response(spec: Spec, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, s
     v = fm.evaluate(name, data)
     if isinstance(v, pd.Categorical) or np.asarray(v).dtype == object or np.asarray(v).dtype == bool:
         if fam.name != "binomial":
-            raise DataError(f"response '{name}' is a factor; only the binomial family takes a factor response")
+            raise DataError(
+                f"response '{name}' is a factor/strings/bool; only the binomial family takes a "
+                f"factor response, not {fam.name}"
+            )
         if np.asarray(v).dtype == bool:
             return np.asarray(v, dtype=float), prior, name
         cat = v if isinstance(v, pd.Categorical) else pd.Categorical(v)
@@ -229,11 +280,14 @@ def _response(spec: Spec, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, s
             )
         return (cat.codes == 1).astype(float), prior, name
     y = np.asarray(v, dtype=float)
-    fam.validate(y, prior)
+    try:
+        fam.validate(y, prior, rows=rows)
+    except DataError as e:
+        raise DataError(f"response '{name}': {e}") from None
     return y, prior, name
 
 
-def _offset(spec: Spec, data: pd.DataFrame) -> np.ndarray:
+def _offset(spec: Spec, data: pd.DataFrame, rows=None) -> np.ndarray:
     off = np.zeros(len(data))
     exprs = list(spec.parsed.offsets) + ([spec.offset] if spec.offset else [])
     for e in exprs:
@@ -241,7 +295,10 @@ def _offset(spec: Spec, data: pd.DataFrame) -> np.ndarray:
         bad = ~np.isfinite(v)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"offset '{e}' is not finite in {int(bad.sum())} rows (first: row {i}, value {v[i]!r})")
+            raise DataError(
+                f"offset '{e}' is not finite in {_rows_text(int(bad.sum()))} (first: {_row(i, rows)}, "
+                f"value {show_value(v[i])})"
+            )
         off = off + v
     return off
 
@@ -288,6 +345,17 @@ def _group_factor(group_vars, data: pd.DataFrame) -> tuple[np.ndarray, tuple[str
     return inverse.astype(np.int64), tuple(labels)
 
 
+def _check_finite(X: np.ndarray, names, what: str, rows) -> None:
+    """A NaN/Inf made by an expression (log(0), 1/0, Inf in the data) names its column and row."""
+    bad = ~np.isfinite(X)
+    if bad.any():
+        i, j = (int(a[0]) for a in np.nonzero(bad))
+        raise DataError(
+            f"{what} column '{names[j]}' is not finite in {_rows_text(int(bad[:, j].sum()))} "
+            f"(first: {_row(i, rows)}, value {show_value(X[i, j])})"
+        )
+
+
 def _drop_rank_deficient(X: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]:
     """Drop columns that are linear combinations of earlier ones (R's qr pivoting keeps order)."""
     if X.shape[1] == 0:
@@ -309,7 +377,8 @@ def _drop_rank_deficient(X: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndar
     if dropped:
         warnings.warn(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
-            f"column{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}",
+            f"column{'s' if len(dropped) > 1 else ''} / coefficient{'s' if len(dropped) > 1 else ''}: "
+            f"{', '.join(dropped)}",
             RankDeficiencyWarning,
             stacklevel=4,
         )
@@ -322,17 +391,24 @@ def build_design(spec: Spec, data: pd.DataFrame) -> Design:
         raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     if len(data) == 0:
         raise DataError("data has no rows")
+    labels = data.index
     data = data.reset_index(drop=True)
     cols = _used_columns(spec, data)
+    _check_columns(data, cols)
     data, rows, n_omitted = _check_missing(spec, data, cols)
     if len(data) == 0:
-        raise DataError("no rows left after removing rows with missing values")
-    y, wt, response_name = _response(spec, data)
+        raise DataError(f"no rows left after removing the {n_omitted} rows with missing values")
+    where = rows if n_omitted else None  # report rows as positions in the data passed in
+    y, wt, response_name = _response(spec, data, where)
     fam = spec.fam
     if fam.name == "binomial":
-        fam.validate(y, wt)
-    offset = _offset(spec, data)
+        try:
+            fam.validate(y, wt, rows=where)
+        except DataError as e:
+            raise DataError(f"response '{response_name}': {e}") from None
+    offset = _offset(spec, data, where)
     fd = fm.fixed_design(spec.parsed.fixed, data)
+    _check_finite(fd.X, fd.names, "fixed-effect", where)
     X, names, dropped = _drop_rank_deficient(fd.X, fd.names)
     n = len(y)
     terms: list[ReTerm] = []
@@ -341,6 +417,7 @@ def build_design(spec: Spec, data: pd.DataFrame) -> Design:
         Xt, cnames, state = fm.term_matrix(rt.lhs, data)
         if Xt.shape[1] == 0:
             raise DataError(f"random term ({rt.lhs} | {rt.group_name}) has no columns")
+        _check_finite(Xt, cnames, f"random term ({rt.lhs} | {rt.group_name}):", where)
         codes, levels = _group_factor(rt.group, data)
         label = f"({rt.lhs} | {rt.group_name})"
         if len(levels) < 2:
@@ -349,7 +426,7 @@ def build_design(spec: Spec, data: pd.DataFrame) -> Design:
                 "a random effect needs at least two sampled levels"
             )
         q = len(levels) * Xt.shape[1]
-        if q > n:
+        if q > n or (fam.is_lmm and q >= n):  # lme4's check.nobs.vs.nRE (lmer: nobs <= nRE)
             raise DataError(
                 f"{label}: {len(levels)} levels x {Xt.shape[1]} coefficients = {q} random effects "
                 f"for {n} observations; the variance parameters are not identifiable"
@@ -384,6 +461,7 @@ def build_design(spec: Spec, data: pd.DataFrame) -> Design:
         response_name=response_name,
         fixed_state=fd,
         structure=ReStructure(terms),
+        index=labels[rows],
     )
 
 

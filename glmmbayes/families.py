@@ -152,6 +152,27 @@ LINKS: dict[str, Link] = {
 # ------------------------------------------------------------------ distributions
 
 
+def show_value(v) -> str:
+    """A data value as a user would write it (2, 0.5, nan, -inf), not numpy's repr."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return repr(v)
+    if f.is_integer() and abs(f) < 1e15:
+        return str(int(f))
+    return f"{f:.6g}"
+
+
+def _row(i: int, rows) -> str:
+    """'row k' for position i of the used data; `rows` maps back to positions in the input
+    data when rows with missing values were omitted."""
+    return f"row {int(rows[i]) if rows is not None else i}"
+
+
+def _nrows(k: int) -> str:
+    return f"{k} row" if k == 1 else f"{k} rows"
+
+
 def _xlogy_over(y, mu):
     """y * log(y / mu) with 0 log 0 = 0 (numpy only)."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -170,21 +191,27 @@ def _binomial_deviance(y, mu, wt):
     return 2.0 * wt * (_xlogy_over(y, mu) + _xlogy_over(1.0 - y, 1.0 - mu))
 
 
-def _binomial_validate(y, wt):
+def _binomial_validate(y, wt, rows=None):
     bad = ~np.isfinite(y) | (y < 0) | (y > 1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"binomial response must be a proportion in [0, 1] (or 0/1, or cbind(successes, failures)); "
-            f"row {i} has y = {y[i]!r} ({int(bad.sum())} bad rows)"
+            f"binomial response must be 0/1, a proportion in [0, 1] with weights = trials, or "
+            f"cbind(successes, failures); {_row(i, rows)} has y = {show_value(y[i])} "
+            f"({_nrows(int(bad.sum()))} outside [0, 1])"
         )
     k = y * wt
     nonint = np.abs(k - np.round(k)) > 1e-7 * np.maximum(1.0, wt)
     if nonint.any():
         i = int(np.flatnonzero(nonint)[0])
+        hint = (
+            "; a proportion response needs weights= naming the column with the numbers of trials"
+            if np.all(wt == 1.0) else ""
+        )
         raise DataError(
-            f"binomial response: successes = y * trials must be whole numbers; row {i} has "
-            f"y = {y[i]!r} with trials = {wt[i]!r} ({int(nonint.sum())} rows)"
+            f"binomial response: successes = y * trials must be whole numbers; {_row(i, rows)} has "
+            f"y = {show_value(y[i])} with trials = {show_value(wt[i])} "
+            f"({_nrows(int(nonint.sum()))}){hint}"
         )
 
 
@@ -198,13 +225,13 @@ def _poisson_deviance(y, mu, wt):
     return 2.0 * wt * (_xlogy_over(y, mu) - (y - mu))
 
 
-def _poisson_validate(y, wt):
+def _poisson_validate(y, wt, rows=None):
     bad = ~np.isfinite(y) | (y < 0) | (np.abs(y - np.round(y)) > 1e-8)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"poisson response must be non-negative whole counts; row {i} has y = {y[i]!r} "
-            f"({int(bad.sum())} bad rows)"
+            f"poisson response must be non-negative whole counts; {_row(i, rows)} has "
+            f"y = {show_value(y[i])} ({_nrows(int(bad.sum()))} not counts)"
         )
 
 
@@ -218,11 +245,14 @@ def _gaussian_deviance(y, mu, wt):
     return wt * (y - mu) ** 2
 
 
-def _gaussian_validate(y, wt):
+def _gaussian_validate(y, wt, rows=None):
     bad = ~np.isfinite(y)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"gaussian response must be finite; row {i} has y = {y[i]!r}")
+        raise DataError(
+            f"gaussian response must be finite; {_row(i, rows)} has y = {show_value(y[i])} "
+            f"({_nrows(int(bad.sum()))} not finite)"
+        )
 
 
 def _gamma_loglik(y, eta, wt, phi, link, ops):
@@ -237,12 +267,13 @@ def _gamma_deviance(y, mu, wt):
     return -2.0 * wt * (np.log(y / mu) - (y - mu) / mu)
 
 
-def _gamma_validate(y, wt):
+def _gamma_validate(y, wt, rows=None):
     bad = ~np.isfinite(y) | (y <= 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"Gamma response must be positive; row {i} has y = {y[i]!r} ({int(bad.sum())} bad rows)"
+            f"Gamma response must be positive and finite; {_row(i, rows)} has "
+            f"y = {show_value(y[i])} ({_nrows(int(bad.sum()))} not positive)"
         )
 
 
@@ -255,7 +286,7 @@ class Distribution:
     variance: Callable  # V(mu)
     loglik_eta: Callable  # (y, eta, wt, phi, link, ops) -> per-row log density, fully normalized
     unit_deviance: Callable  # (y, mu, wt) -> per-row deviance (numpy)
-    validate: Callable  # (y, wt) -> None or DataError
+    validate: Callable  # (y, wt, rows=None) -> None or DataError naming the row
     mustart: Callable  # (y, wt) -> starting mu
     has_dispersion: bool
     mu_bounds: tuple[float, float]
@@ -379,8 +410,10 @@ class Family:
         d = self.mu_eta(eta)
         return wt * d * d / (phi * self.variance(mu)), mu, d
 
-    def validate(self, y, wt):
-        self.dist.validate(np.asarray(y, float), np.asarray(wt, float))
+    def validate(self, y, wt, rows=None):
+        """DataError naming the first row whose y lies outside the family's support (`rows`:
+        positions in the input data of the rows used, to report after na_action="omit")."""
+        self.dist.validate(np.asarray(y, float), np.asarray(wt, float), rows=rows)
 
     def mustart(self, y, wt):
         return self.dist.mustart(y, wt)

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .design import Design
+from .design import Design, _group_labels
 from .errors import DataError
 
 
@@ -174,7 +174,7 @@ class Fit:
     @property
     def fitted(self) -> pd.Series:
         """Fitted means on the response scale at the conditional modes (proportions for binomial)."""
-        return pd.Series(self.fitted_values(), index=self.design.rows, name="fitted")
+        return pd.Series(self.fitted_values(), index=self.design.row_index, name="fitted")
 
     def residuals(self, type: str = "deviance") -> pd.Series:
         """Residuals of type "deviance" (lme4's default for GLMMs), "pearson", "response" or "working"."""
@@ -195,7 +195,7 @@ class Fit:
             raise ValueError(f"residual type must be deviance, pearson, response or working, got {type!r}")
         if fam.is_lmm and type == "deviance":
             r = y - mu
-        return pd.Series(r, index=d.rows, name=f"{type} residuals")
+        return pd.Series(r, index=d.row_index, name=f"{type} residuals")
 
     def predict(
         self,
@@ -226,9 +226,11 @@ class Fit:
                     unseen = codes < 0
                     if unseen.any() and not allow_new_levels:
                         i = int(np.flatnonzero(unseen)[0])
+                        label = _group_labels(t.group_vars, newdata)[i]
                         raise DataError(
-                            f"newdata row {i} has a level of '{t.group_name}' not seen in the fit; "
-                            "pass allow_new_levels=True to predict it at the population level"
+                            f"newdata row {i} has level '{label}' of '{t.group_name}', not seen in "
+                            f"the fit ({int(unseen.sum())} such row{'s' if unseen.sum() > 1 else ''}); pass allow_new_levels=True to "
+                            "predict them at the population level"
                         )
                     contrib = np.einsum("ij,ij->i", Xt, B[np.maximum(codes, 0)])
                     eta = eta + np.where(unseen, 0.0, contrib)
@@ -253,7 +255,15 @@ class Fit:
             if d.family.name == "binomial" and np.any(d.wt > 1):
                 y = np.round(y * d.wt)
             out[f"sim_{i + 1}"] = y
-        return pd.DataFrame(out, index=d.rows)
+        return pd.DataFrame(out, index=d.row_index)
+
+    # ---------------------------------------------------------------- diagnostics
+    def laplace_adequacy(self, nAGQ: int = 25, **kw) -> pd.DataFrame:
+        """Per-cluster Laplace vs AGQ(nAGQ) log-integrals at this fit's parameters, with advice on
+        nAGQ in `.attrs["summary"]` / `.attrs["advice"]` (see glmmbayes.methods.agq.laplace_adequacy)."""
+        from .methods.agq import laplace_adequacy
+
+        return laplace_adequacy(self, nAGQ=nAGQ, **kw)
 
     # ---------------------------------------------------------------- printing
     def summary(self) -> str:
