@@ -6,6 +6,7 @@ import importlib
 import warnings
 
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from .design import Design, build_design
 from .errors import ConvergenceWarning, SpecError
@@ -40,7 +41,13 @@ def fit(spec: Spec | str, data: pd.DataFrame, method: str = "laplace", nAGQ: int
     module = importlib.import_module(f"glmmbayes.methods.{method}")
     if method in ("laplace", "agq"):
         options["nAGQ"] = nAGQ
-    result = module.fit(design, **options)
+    if method == "hmc":
+        result = module.fit(design, **options)
+    else:
+        # the dense blocks are small: multithreaded BLAS only spins and, on a busy machine,
+        # can make each small Cholesky 100x slower
+        with threadpool_limits(limits=1, user_api="blas"):
+            result = module.fit(design, **options)
     bad = [m for m in result.messages if not m.startswith("boundary")]
     if bad or not result.converged:
         warnings.warn("; ".join(result.messages) or "fit did not converge", ConvergenceWarning, stacklevel=2)
