@@ -1,0 +1,397 @@
+"""method="agq": adaptive Gauss–Hermite quadrature (scalar and vector random effects), checked
+against lme4 (nAGQ = 25), against brute-force non-adaptive integration, and against Laplace;
+plus the Laplace adequacy diagnostic."""
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import integrate, stats
+from scipy.special import expit, logsumexp
+
+import glmmbayes as gb
+from glmmbayes.core import objective as ob
+from glmmbayes.core.pirls import pirls
+from glmmbayes.datasets import load
+from glmmbayes.errors import SpecError
+from glmmbayes.methods import agq
+
+REF = Path(__file__).parent / "reference"
+
+# Tolerances (fixed here, never loosened to pass)
+FIXEF_TOL = 2e-3  # relative, absolute below 1
+SE_RTOL = 0.02
+THETA_TOL = 2e-3
+LOGLIK_TOL = 1e-3
+BRUTE_TOL = 1e-6
+EXACT_TOL = 1e-8
+
+CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+CONTRA_SLOPE = "use ~ age * ch + I(age^2) + urban + (urban | district)"
+
+
+def _fit(*args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gb.errors.ConvergenceWarning)
+        return gb.fit(*args, **kw)
+
+
+@pytest.fixture(scope="module")
+def contraception():
+    d = load("Contraception").copy()
+    d["ch"] = pd.Categorical(np.where(d.livch != "0", "Y", "N"), categories=["N", "Y"])
+    return d
+
+
+@pytest.fixture(scope="module")
+def cbpp_laplace():
+    return _fit(CBPP, load("cbpp"))
+
+
+@pytest.fixture(scope="module")
+def slope_laplace(contraception):
+    return _fit(CONTRA_SLOPE, contraception)
+
+
+# --------------------------------------------------------------------------- nAGQ = 1 is Laplace
+
+
+def _laplace_and_agq1(fit):
+    prob = fit.design.problem()
+    st = pirls(prob, fit.theta_hat, fit.beta_hat, fit.u, phi=fit.phi)
+    rule1 = agq.make_rule(1, fit.design.terms[0].k)
+    return ob.laplace_value(prob, st, fit.phi), agq.deviance_at_state(prob, st, rule1, fit.phi)
+
+
+def test_nagq1_equals_laplace_deviance_scalar(cbpp_laplace):
+    lap, a1 = _laplace_and_agq1(cbpp_laplace)
+    assert a1 == pytest.approx(lap, abs=EXACT_TOL)
+    assert -0.5 * lap == pytest.approx(cbpp_laplace.loglik, abs=1e-6)
+
+
+def test_nagq1_equals_laplace_deviance_vector(slope_laplace):
+    lap, a1 = _laplace_and_agq1(slope_laplace)
+    assert a1 == pytest.approx(lap, abs=EXACT_TOL)
+    # the sparse grid's level 1 is the same single knot
+    prob = slope_laplace.design.problem()
+    assert agq.agq_deviance(prob, slope_laplace.theta_hat, slope_laplace.beta_hat, 1, grid="sparse",
+                            u0=slope_laplace.u) == pytest.approx(lap, abs=EXACT_TOL)
+
+
+def test_agq_fit_with_nagq1_is_the_laplace_fit(cbpp_laplace):
+    f1 = _fit(CBPP, load("cbpp"), method="agq", nAGQ=1)
+    assert f1.method == "agq" and f1.nAGQ == 1
+    assert f1.loglik == pytest.approx(cbpp_laplace.loglik, abs=1e-6)
+    np.testing.assert_allclose(f1.beta_hat, cbpp_laplace.beta_hat, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- lme4 nAGQ = 25
+
+
+def _contraception_district():
+    return "contraception_district", "use ~ age + I(age^2) + urban + livch + (1 | district)", "Contraception"
+
+
+CASES = [
+    ("cbpp_herd", CBPP, "cbpp"),
+    ("bacteria_pql", "y ~ trt + I(week > 2) + (1 | ID)", "bacteria"),
+    _contraception_district(),
+]
+
+
+@pytest.mark.parametrize("ref_name,formula,data", CASES, ids=[c[0] for c in CASES])
+def test_agq25_matches_lme4(ref_name, formula, data):
+    """R: glmer(<formula>, <data>, binomial, nAGQ = 25); fixef, sqrt(diag(vcov)), getME(, "theta"), logLik."""
+    ref = json.loads((REF / f"{ref_name}.json").read_text())["agq25"]
+    fit = _fit(formula, load(data), method="agq", nAGQ=25)
+    assert fit.method == "agq" and fit.nAGQ == 25 and fit.estimate_kind == "ml"
+    assert fit.converged, fit.messages
+    fe = pd.Series(ref["fixef"])
+    np.testing.assert_array_equal(fit.fixef.index, fe.index)
+    scale = np.maximum(1.0, np.abs(fe.to_numpy()))
+    assert np.max(np.abs(fit.fixef.to_numpy() - fe.to_numpy()) / scale) < FIXEF_TOL
+    se = pd.Series(ref["se"]).to_numpy()
+    assert np.max(np.abs(fit.se.to_numpy() / se - 1.0)) < SE_RTOL
+    th = np.array(list(ref["theta"].values()))
+    assert np.max(np.abs(fit.theta_hat - th)) < THETA_TOL
+    # lme4's nAGQ > 1 logLik omits Σ log dbinom(y, n, y/n); ours is fully normalized
+    d = fit.design
+    saturated = float(np.sum(d.family.saturated_loglik(d.y, d.wt)))
+    lme4_full = ref["logLik"] + saturated
+    # equal to lme4 within LOGLIK_TOL, or higher (a better optimum than lme4's)
+    assert fit.loglik > lme4_full - LOGLIK_TOL
+    assert fit.loglik - lme4_full < LOGLIK_TOL, "better optimum than lme4: check and say so"
+    info = fit.optinfo["agq"]
+    assert info["knots"] == 25 and info["objective_evaluations"] > 0
+    assert info["integrand_evaluations"] == info["objective_evaluations"] * 25 * d.n or \
+        info["integrand_evaluations"] <= info["objective_evaluations"] * 25 * d.n
+
+
+def test_cbpp_loglik_is_fully_normalized():
+    # lme4 reports -50.005 at nAGQ = 25 (the saturated constant dropped); the exact value is -91.98
+    fit = _fit(CBPP, load("cbpp"), method="agq", nAGQ=25)
+    assert fit.loglik == pytest.approx(-91.9834, abs=1e-3)
+
+
+def test_laplace_method_with_nagq_redirects():
+    fit = _fit(CBPP, load("cbpp"), method="laplace", nAGQ=5)
+    assert fit.method == "agq" and fit.nAGQ == 5
+    ref = json.loads((REF / "cbpp_herd.json").read_text())["agq5"]
+    d = fit.design
+    lme4_full = ref["logLik"] + float(np.sum(d.family.saturated_loglik(d.y, d.wt)))
+    assert fit.loglik == pytest.approx(lme4_full, abs=LOGLIK_TOL)
+
+
+def test_loglik_converges_in_k_scalar(cbpp_laplace):
+    prob = cbpp_laplace.design.problem()
+    th, be = cbpp_laplace.theta_hat, cbpp_laplace.beta_hat
+    ks = [1, 3, 5, 7, 9, 11, 15, 25]
+    ll = np.array([-0.5 * agq.agq_deviance(prob, th, be, k) for k in ks])
+    assert abs(ll[-2] - ll[-1]) < 1e-8  # |ll(15) - ll(25)|
+    err = np.abs(ll[:-1] - ll[-1])
+    assert np.all(np.diff(err[1:]) < 0)  # from k = 3 on, each order closer to k = 25
+    assert ll[-1] > ll[0]  # AGQ above Laplace here
+
+
+# --------------------------------------------------------------------------- brute force
+
+
+def _sim_scalar(family, theta, seed=7, m=12):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 5, m)
+    g = np.repeat(np.arange(m), sizes)
+    n = len(g)
+    x = rng.normal(size=n)
+    beta = np.array([0.4, -0.8])
+    b = theta * rng.normal(size=m)
+    eta = beta[0] + beta[1] * x + b[g]
+    df = pd.DataFrame({"x": x, "g": pd.Categorical([f"g{i:02d}" for i in g])})
+    if family == "binomial":
+        trials = rng.integers(1, 4, n)
+        s = rng.binomial(trials, expit(eta))
+        df["s"], df["f"], df["n"] = s, trials - s, trials
+        formula = "cbind(s, f) ~ x + (1 | g)"
+    else:
+        df["s"] = rng.poisson(np.exp(eta))
+        formula = "s ~ x + (1 | g)"
+    return df, g, beta, formula
+
+
+def _brute_scalar(family, df, g, beta, theta):
+    """Σ_j log ∫ p(y_j | u) φ(u) du by scipy's adaptive quad on a fixed (non-adaptive) interval."""
+    total = 0.0
+    x, s = df.x.to_numpy(), df.s.to_numpy()
+    for j in np.unique(g):
+        sel = g == j
+
+        def f(u, sel=sel):
+            eta = beta[0] + beta[1] * x[sel] + theta * u
+            if family == "binomial":
+                lp = stats.binom.logpmf(s[sel], df.n.to_numpy()[sel], expit(eta))
+            else:
+                lp = stats.poisson.logpmf(s[sel], np.exp(eta))
+            return np.exp(np.sum(lp)) * stats.norm.pdf(u)
+
+        v, _ = integrate.quad(f, -12, 12, points=[0.0], epsabs=0, epsrel=1e-13, limit=400)
+        total += np.log(v)
+    return total
+
+
+@pytest.mark.parametrize("family,theta,k", [("binomial", 2.0, 25), ("binomial", 3.0, 50), ("poisson", 1.5, 25)])
+def test_bruteforce_scalar(family, theta, k):
+    """Small clusters (1-4 rows), large RE sd: AGQ(k) at fixed (θ, β) equals the marginal
+    log-likelihood by non-adaptive quadrature (scipy.integrate.quad per cluster)."""
+    df, g, beta, formula = _sim_scalar(family, theta)
+    prob = gb.design(formula, df, family=family).problem()
+    exact = _brute_scalar(family, df, g, beta, theta)
+    ll = {kk: -0.5 * agq.agq_deviance(prob, [theta], beta, kk) for kk in (1, 5, 11, k)}
+    assert ll[k] == pytest.approx(exact, abs=BRUTE_TOL)
+    errs = [abs(ll[kk] - exact) for kk in (1, 5, 11, k)]
+    assert errs[0] > 1e-3  # Laplace is visibly off here ...
+    assert errs == sorted(errs, reverse=True)  # ... and AGQ closes the gap
+
+
+def _sim_vector(seed=11, m=10):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(2, 6, m)
+    g = np.repeat(np.arange(m), sizes)
+    n = len(g)
+    x = rng.normal(size=n)
+    trials = rng.integers(1, 4, n)
+    theta = np.array([1.5, -0.8, 1.0])  # lme4 order: T11, T21, T22
+    beta = np.array([0.3, -0.5])
+    T = np.array([[theta[0], 0.0], [theta[1], theta[2]]])
+    B = rng.normal(size=(m, 2)) @ T.T
+    s = rng.binomial(trials, expit(beta[0] + beta[1] * x + B[g, 0] + B[g, 1] * x))
+    df = pd.DataFrame({"s": s, "f": trials - s, "n": trials, "x": x,
+                       "g": pd.Categorical([f"g{i:02d}" for i in g])})
+    return df, g, theta, beta, T
+
+
+def _brute_vector(df, g, beta, T, h=0.04, half=9.0):
+    """Σ_j log ∫∫ p(y_j | u) φ₂(u) du on a fixed fine grid (trapezoid; exponentially accurate
+    for these smooth, rapidly decaying integrands)."""
+    grid = np.arange(-half, half + h / 2, h)
+    U1, U2 = np.meshgrid(grid, grid, indexing="ij")
+    U = np.stack([U1.ravel(), U2.ravel()], axis=1)
+    Bg = U @ T.T
+    logprior = stats.norm.logpdf(U).sum(axis=1)
+    x, s, n = df.x.to_numpy(), df.s.to_numpy(), df.n.to_numpy()
+    total = 0.0
+    for j in np.unique(g):
+        lj = logprior.copy()
+        for i in np.flatnonzero(g == j):
+            lj += stats.binom.logpmf(s[i], n[i], expit(beta[0] + beta[1] * x[i] + Bg[:, 0] + Bg[:, 1] * x[i]))
+        total += logsumexp(lj) + 2 * np.log(h)
+    return total
+
+
+def test_bruteforce_vector_2d():
+    """(1 + x | g) with a large, correlated covariance: the product grid AGQ(25) and the sparse
+    grid at level 40 match a fine fixed 2-d grid at fixed (θ, β)."""
+    df, g, theta, beta, T = _sim_vector()
+    prob = gb.design("cbind(s, f) ~ x + (1 + x | g)", df).problem()
+    exact = _brute_vector(df, g, beta, T)
+    assert _brute_vector(df, g, beta, T, h=0.05, half=8.0) == pytest.approx(exact, abs=1e-9)
+    ll = {k: -0.5 * agq.agq_deviance(prob, theta, beta, k) for k in (1, 5, 11, 25)}
+    assert ll[25] == pytest.approx(exact, abs=BRUTE_TOL)
+    assert abs(ll[1] - exact) > 1e-2
+    errs = [abs(ll[k] - exact) for k in (1, 5, 11, 25)]
+    assert errs == sorted(errs, reverse=True)
+    sparse40 = -0.5 * agq.agq_deviance(prob, theta, beta, 40, grid="sparse")
+    assert sparse40 == pytest.approx(exact, abs=BRUTE_TOL)
+
+
+# --------------------------------------------------------------------------- vector AGQ on Contraception
+
+
+def test_vector_agq_converges_at_fixed_parameters(slope_laplace):
+    """At the Laplace estimates, AGQ(k) of (urban | district) settles as k grows, above Laplace."""
+    prob = slope_laplace.design.problem()
+    th, be = slope_laplace.theta_hat, slope_laplace.beta_hat
+    ll = {k: -0.5 * agq.agq_deviance(prob, th, be, k, u0=slope_laplace.u) for k in range(1, 8)}
+    ll[25] = -0.5 * agq.agq_deviance(prob, th, be, 25, u0=slope_laplace.u)
+    assert ll[1] == pytest.approx(slope_laplace.loglik, abs=1e-6)
+    err = [abs(ll[k] - ll[25]) for k in range(1, 8)]
+    assert err[-1] < 1e-4 and err[0] > 0.1
+    assert err[0] > err[2] > err[4] > err[6]  # odd orders improve monotonically
+    assert all(ll[k] > ll[1] for k in range(2, 8))
+    # the sparse grid agrees with the product grid at high order
+    sp = -0.5 * agq.agq_deviance(prob, th, be, 15, grid="sparse", u0=slope_laplace.u)
+    assert sp == pytest.approx(ll[25], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_vector_agq_fits_contraception(slope_laplace, contraception):
+    """Full fits for k = 1, 2, 3, 5, 7 (about 25 s): the maximized loglik converges and is above Laplace."""
+    ll = {}
+    for k in (1, 2, 3, 5, 7):
+        f = _fit(CONTRA_SLOPE, contraception, method="agq", nAGQ=k)
+        assert f.converged, (k, f.messages)
+        assert f.optinfo["agq"]["knots"] == k * k
+        ll[k] = f.loglik
+    assert ll[1] == pytest.approx(slope_laplace.loglik, abs=1e-5)
+    assert ll[7] > slope_laplace.loglik + 0.2
+    assert abs(ll[7] - ll[5]) < 1e-3
+    assert abs(ll[2] - ll[7]) > abs(ll[3] - ll[7]) > abs(ll[5] - ll[7])
+
+
+def test_vector_agq_fit_quick(contraception, slope_laplace):
+    f = _fit(CONTRA_SLOPE, contraception, method="agq", nAGQ=3)
+    assert f.method == "agq" and f.nAGQ == 3 and f.converged, f.messages
+    assert f.optinfo["agq"] == {**f.optinfo["agq"], "dim": 2, "grid": "product", "knots": 9}
+    assert f.loglik > slope_laplace.loglik + 0.2
+    assert f.u_condvar[0].shape == (slope_laplace.design.terms[0].nlevels, 2, 2)
+
+
+def test_sparse_grid_fit_option(contraception):
+    f = _fit(CONTRA_SLOPE, contraception, method="agq", nAGQ=3, grid="sparse")
+    assert f.optinfo["agq"]["grid"] == "sparse" and f.optinfo["agq"]["knots"] == 13
+    assert f.converged, f.messages
+
+
+# --------------------------------------------------------------------------- errors and LMMs
+
+
+def test_several_terms_raise_spec_error():
+    cb = load("cbpp").copy()
+    cb["obs"] = pd.Categorical(np.arange(len(cb)).astype(str))
+    with pytest.raises(SpecError, match="method='laplace'"):
+        gb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | obs)", cb, method="agq", nAGQ=5)
+    with pytest.raises(SpecError, match="laplace"):
+        gb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | obs)", cb, method="laplace", nAGQ=5)
+
+
+def test_same_factor_two_terms_suggests_one_term(contraception):
+    with pytest.raises(SpecError, match=r"one term"):
+        gb.fit("use ~ age + urban + (1 | district) + (0 + age | district)", contraception, method="agq", nAGQ=3)
+
+
+def test_bad_options():
+    cb = load("cbpp")
+    with pytest.raises(SpecError, match="nAGQ"):
+        gb.fit(CBPP, cb, method="agq", nAGQ=0)
+    with pytest.raises(SpecError, match="grid"):
+        gb.fit(CBPP, cb, method="agq", nAGQ=3, grid="smolyak")
+
+
+def test_lmm_likelihood_is_exact():
+    ss = load("sleepstudy")
+    lap = _fit("Reaction ~ Days + (Days | Subject)", ss, family="gaussian", REML=False)
+    f = _fit("Reaction ~ Days + (Days | Subject)", ss, family="gaussian", REML=False, method="agq", nAGQ=7)
+    assert f.method == "agq" and f.loglik == pytest.approx(lap.loglik, abs=1e-8)
+
+
+# --------------------------------------------------------------------------- Laplace adequacy
+
+
+def test_laplace_adequacy_cbpp(cbpp_laplace):
+    df = cbpp_laplace.laplace_adequacy(nAGQ=25)
+    assert list(df.columns) == ["level", "n_obs", "mode", "laplace", "agq", "difference", "max_abs_log_t"]
+    assert len(df) == 15 and list(df.level) == list(cbpp_laplace.design.terms[0].levels)
+    summ = df.attrs["summary"]
+    # the per-cluster Laplace pieces add up to the Laplace loglik of the fit
+    assert summ["loglik_laplace"] == pytest.approx(cbpp_laplace.loglik, abs=1e-6)
+    prob = cbpp_laplace.design.problem()
+    agq25 = -0.5 * agq.agq_deviance(prob, cbpp_laplace.theta_hat, cbpp_laplace.beta_hat, 25)
+    assert summ["loglik_agq"] == pytest.approx(agq25, abs=1e-8)
+    np.testing.assert_allclose(df.difference, df.agq - df.laplace)
+    assert summ["total_difference"] == pytest.approx(df.difference.sum())
+    # cbpp: Laplace is close (0.04 in loglik), every cluster's t(z) nearly flat
+    assert 0.0 < summ["total_difference"] < 0.1
+    assert df.max_abs_log_t.max() < 0.5
+    assert summ["recommended_nAGQ"] in (3, 5, 7)
+    assert f"nAGQ={summ['recommended_nAGQ']}" in summ["advice"]
+    assert df.attrs["advice"] == summ["advice"]
+    loose = cbpp_laplace.laplace_adequacy(nAGQ=25, tol=0.1)
+    assert loose.attrs["summary"]["recommended_nAGQ"] == 1 and "adequate" in loose.attrs["advice"]
+
+
+def test_laplace_adequacy_flags_bad_case():
+    """Binary data, clusters of 1-4 rows, RE sd 3: Laplace is poor and the advice says so."""
+    rng = np.random.default_rng(3)
+    m = 40
+    g = np.repeat(np.arange(m), rng.integers(1, 5, m))
+    x = rng.normal(size=len(g))
+    y = rng.binomial(1, expit(-0.5 + 0.7 * x + 3.0 * rng.normal(size=m)[g]))
+    df = pd.DataFrame({"y": y, "x": x, "g": pd.Categorical([f"c{i:02d}" for i in g])})
+    fit = _fit("y ~ x + (1 | g)", df)
+    tab = agq.laplace_adequacy(fit, nAGQ=25)
+    summ = tab.attrs["summary"]
+    assert summ["total_difference"] > 0.5
+    assert summ["recommended_nAGQ"] > 1
+    assert "not adequate" in summ["advice"]
+    assert tab.max_abs_log_t.max() > 0.5  # cbpp: at most 0.33
+    by_k = summ["loglik_by_nAGQ"]
+    assert abs(by_k[15] - by_k[25]) < 1e-3
+
+
+def test_laplace_adequacy_rejects_several_terms():
+    cb = load("cbpp").copy()
+    cb["obs"] = pd.Categorical(np.arange(len(cb)).astype(str))
+    fit = _fit("cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | obs)", cb)
+    with pytest.raises(SpecError, match="laplace_adequacy"):
+        fit.laplace_adequacy()
