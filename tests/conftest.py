@@ -17,14 +17,7 @@ def load_reference(case: str) -> dict:
 
 def reference_data(name: str) -> pd.DataFrame:
     """A shipped data set with the derived columns the reference R calls used."""
-    d = gb.datasets.load(name)
-    if name == "cbpp":
-        lv = [str(i) for i in range(1, len(d) + 1)]
-        d["obs"] = pd.Categorical(lv, categories=lv)  # R: obs = factor(1:nrow(cbpp))
-    if name == "Contraception":
-        # R: ch = factor(livch != "0", labels = c("N", "Y"))
-        d["ch"] = pd.Categorical(np.where(d["livch"] != "0", "Y", "N"), categories=["N", "Y"])
-    return d
+    return gb.datasets.load(name, derived=True)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import json
 from functools import lru_cache
 from importlib import resources
 
+import numpy as np
 import pandas as pd
 
 from glmmbayes.errors import DataError
@@ -121,9 +122,27 @@ def names() -> tuple[str, ...]:
     return _NAMES
 
 
-def load(name: str) -> pd.DataFrame:
-    """Load a bundled data set by name (case-insensitive); returns a fresh copy each call."""
-    return _read(_canonical(name)).copy(deep=True)
+def load(name: str, derived: bool = False) -> pd.DataFrame:
+    """Load a bundled data set by name (case-insensitive); returns a fresh copy each call.
+
+    derived=True adds the columns the classic analyses derive, as in R:
+    cbpp ``obs = factor(1:nrow(cbpp))`` (an observation-level random effect) and
+    Contraception ``ch = factor(livch != "0", labels = c("N", "Y"))``.
+    """
+    d = _read(_canonical(name)).copy(deep=True)
+    if derived:
+        d = _add_derived(_canonical(name), d)
+    return d
+
+
+def _add_derived(name: str, d: pd.DataFrame) -> pd.DataFrame:
+    if name == "cbpp":
+        lv = [str(i) for i in range(1, len(d) + 1)]
+        d["obs"] = pd.Categorical(lv, categories=lv)
+    elif name == "Contraception":
+        ch = np.where(d["livch"].astype(str) != "0", "Y", "N")
+        d["ch"] = pd.Categorical(ch, categories=["N", "Y"])
+    return d
 
 
 def describe(name: str) -> str:

@@ -1,0 +1,155 @@
+"""Time glmmbayes beside lme4::glmer and glmmTMB and write docs/benchmarks.md.
+
+    python benchmarks/run_benchmarks.py                # ours, beside the R times stored with the references
+    python benchmarks/run_benchmarks.py --with-r       # and lme4/glmmTMB timed live in the same run
+
+R is a benchmark tool only (Debian: r-base-core r-cran-lme4 r-cran-glmmtmb r-cran-mlmrev).
+Medians of wall time over repeated fits; ratios are ours / fastest peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+import glmmbayes as gb
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "tests" / "reference"
+R_SCRIPT = ROOT / "benchmarks" / "r" / "time_fits.R"
+
+REFERENCE_CASES = [
+    "cbpp_herd",
+    "cbpp_herd_obs",
+    "contraception_district",
+    "contraception_urban_slope",
+    "bacteria_pql",
+    "grouseticks_nested",
+    "verbagg_crossed",
+    "sleepstudy_lmm",
+]
+
+
+def time_ours(spec, data, reps: int, **kw):
+    times, fit = [], None
+    for _ in range(reps):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            fit = gb.fit(spec, data, **kw)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), fit
+
+
+def time_r(spec, data: pd.DataFrame, reps: int, nagq: int = 1) -> dict | None:
+    if shutil.which("Rscript") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "data.csv"
+        data.to_csv(csv, index=False)
+        levels = {c: [str(x) for x in data[c].cat.categories] for c in data.columns
+                  if isinstance(data[c].dtype, pd.CategoricalDtype)}
+        job = {"csv": str(csv), "levels": levels, "formula": spec.formula, "family": spec.fam.name,
+               "link": spec.fam.link.name, "nAGQ": nagq, "reps": reps, "glmmtmb": True}
+        (Path(tmp) / "job.json").write_text(json.dumps(job))
+        out = Path(tmp) / "out.json"
+        r = subprocess.run(["Rscript", str(R_SCRIPT), str(Path(tmp) / "job.json"), str(out)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            print(r.stderr[-2000:], file=sys.stderr)
+            return None
+        return json.loads(out.read_text())
+
+
+def run(with_r: bool, reps: int, cases: list[str]) -> list[dict]:
+    rows = []
+    for case in cases:
+        ref = json.loads((REFERENCE / f"{case}.json").read_text())
+        data = gb.datasets.load(ref["data"], derived=True)
+        spec = gb.Spec(ref["formula"], family=ref["family"], link=ref["link"])
+        ours_s, fit = time_ours(spec, data, reps)
+        st1 = fit.optinfo.get("stage1") or {}
+        st2 = fit.optinfo.get("stage2") or {}
+        row = {
+            "case": case,
+            "n": fit.nobs,
+            "ours_s": ours_s,
+            "evals": (st1.get("nfev") or 0) + (st2.get("nfev") or 0),
+            "ours_loglik": fit.loglik,
+            "lme4_s": ref["laplace"]["median_s"],
+            "glmmtmb_s": ref.get("glmmtmb", {}).get("median_s"),
+            "lme4_loglik": ref["laplace"]["logLik"],
+            "source": "stored",
+        }
+        if with_r:
+            live = time_r(spec, data, reps)
+            if live:
+                row["lme4_s"] = live["lme4"]["median_s"]
+                row["glmmtmb_s"] = live.get("glmmtmb", {}).get("median_s")
+                row["lme4_loglik"] = live["lme4"]["logLik"]
+                row["source"] = "same run"
+        peers = [v for v in (row["lme4_s"], row["glmmtmb_s"]) if v]
+        row["ratio"] = ours_s / min(peers) if peers else float("nan")
+        rows.append(row)
+        print(f"{case:28s} ours {ours_s:7.3f}s  lme4 {row['lme4_s']:7.3f}s  glmmTMB "
+              f"{row['glmmtmb_s'] or float('nan'):7.3f}s  ratio {row['ratio']:5.2f}  evals {row['evals']}",
+              flush=True)
+    return rows
+
+
+def write_markdown(rows: list[dict], command: str, path: Path) -> None:
+    src = {r["source"] for r in rows}
+    lines = [
+        "# Benchmarks",
+        "",
+        "Laplace maximum-likelihood fits (nAGQ = 1; the sleepstudy LMM by ML), median wall time of "
+        "repeated fits. Ratio = ours / fastest of lme4 and glmmTMB (below 1 means we are faster). "
+        "`evals` counts objective evaluations (stage 1 + stage 2, including finite-difference "
+        "gradients and the Hessian used for standard errors).",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}; "
+        f"peer times: {', '.join(sorted(src))} "
+        "(stored = the medians recorded with the reference results on the same kind of machine).",
+        "",
+        "| case | n | ours (s) | lme4 (s) | glmmTMB (s) | ratio | evals | logLik ours − lme4 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        tmb = "—" if r["glmmtmb_s"] is None else f"{r['glmmtmb_s']:.3f}"
+        lines.append(
+            f"| {r['case']} | {r['n']} | {r['ours_s']:.3f} | {r['lme4_s']:.3f} | {tmb} | "
+            f"{r['ratio']:.2f} | {r['evals']} | {r['ours_loglik'] - r['lme4_loglik']:+.2e} |"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--with-r", action="store_true", help="time lme4 and glmmTMB live (needs Rscript)")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--cases", nargs="*", default=REFERENCE_CASES)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = ap.parse_args(argv)
+    rows = run(args.with_r, args.reps, args.cases)
+    command = "python benchmarks/run_benchmarks.py" + (" --with-r" if args.with_r else "") + (
+        f" --reps {args.reps}" if args.reps != 5 else "")
+    write_markdown(rows, command, Path(args.out))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
