@@ -24,10 +24,11 @@ def _as_spec(spec, family=None, link=None, **kw) -> Spec:
     raise SpecError(f"spec must be a glmmbayes.Spec or a formula string, got {type(spec).__name__}")
 
 
-def fit(spec: Spec | str, data: pd.DataFrame, method: str = "laplace", nAGQ: int = 1, **options) -> Fit:
+def fit(spec: Spec | str, data: pd.DataFrame, method: str = "laplace", nAGQ: int | None = None, **options) -> Fit:
     """Fit a GLMM.
 
-    method: "laplace" (nAGQ=1 Laplace, nAGQ=0 lme4's fast criterion, nAGQ>1 AGQ), "agq", "pql",
+    method: "laplace" (nAGQ=1 Laplace, nAGQ=0 lme4's fast criterion, nAGQ>1 AGQ), "agq"
+    (nAGQ quadrature points per dimension, default 25), "pql",
     "joint" or "hmc". Options are passed to the method. Convergence problems are reported in
     `fit.messages` (and warned once).
     """
@@ -35,7 +36,9 @@ def fit(spec: Spec | str, data: pd.DataFrame, method: str = "laplace", nAGQ: int
     spec = _as_spec(spec, **spec_kw)
     if method not in METHODS:
         raise SpecError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
-    if not isinstance(nAGQ, int) or nAGQ < 0:
+    if nAGQ is None:
+        nAGQ = 25 if method == "agq" else 1
+    if not isinstance(nAGQ, int) or isinstance(nAGQ, bool) or nAGQ < 0:
         raise SpecError(f"nAGQ must be a non-negative integer, got {nAGQ!r}")
     design = build_design(spec, data)
     module = importlib.import_module(f"glmmbayes.methods.{method}")
