@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -168,6 +169,15 @@ def _used_columns(spec: Spec, data: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
+@contextmanager
+def _part(what: str):
+    """Say which part of the model an evaluation error comes from."""
+    try:
+        yield
+    except DataError as e:
+        raise DataError(f"{what}: {e}") from None
+
+
 def _rows_text(k: int) -> str:
     return f"{k} row" if k == 1 else f"{k} rows"
 
@@ -234,7 +244,8 @@ def _response(spec: Spec, data: pd.DataFrame, rows=None) -> tuple[np.ndarray, np
     fam = spec.fam
     prior = np.ones(len(data))
     if spec.weights:
-        prior = _as_float(fm.evaluate(spec.weights, data), f"weights '{spec.weights}'")
+        with _part("weights"):
+            prior = _as_float(fm.evaluate(spec.weights, data), f"weights '{spec.weights}'")
         bad = ~np.isfinite(prior) | (prior < 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
@@ -246,8 +257,9 @@ def _response(spec: Spec, data: pd.DataFrame, rows=None) -> tuple[np.ndarray, np
         name = f"cbind({', '.join(r.exprs)})"
         if fam.name != "binomial":
             raise DataError(f"{name}: a two-column response is for the binomial family only")
-        s = _as_float(fm.evaluate(r.exprs[0], data), f"successes '{r.exprs[0]}'")
-        f = _as_float(fm.evaluate(r.exprs[1], data), f"failures '{r.exprs[1]}'")
+        with _part(f"response {name}"):
+            s = _as_float(fm.evaluate(r.exprs[0], data), f"successes '{r.exprs[0]}'")
+            f = _as_float(fm.evaluate(r.exprs[1], data), f"failures '{r.exprs[1]}'")
         for vals, nm in ((s, r.exprs[0]), (f, r.exprs[1])):
             with np.errstate(invalid="ignore"):
                 bad = ~np.isfinite(vals) | (vals < 0) | (np.abs(vals - np.round(vals)) > 1e-8)
@@ -262,7 +274,8 @@ def _response(spec: Spec, data: pd.DataFrame, rows=None) -> tuple[np.ndarray, np
         y = np.divide(s, n, out=np.zeros_like(s), where=n > 0)
         return y, n * prior, name
     name = r.exprs[0]
-    v = fm.evaluate(name, data)
+    with _part("response"):
+        v = fm.evaluate(name, data)
     if isinstance(v, pd.Categorical) or np.asarray(v).dtype == object or np.asarray(v).dtype == bool:
         if fam.name != "binomial":
             raise DataError(
@@ -291,7 +304,8 @@ def _offset(spec: Spec, data: pd.DataFrame, rows=None) -> np.ndarray:
     off = np.zeros(len(data))
     exprs = list(spec.parsed.offsets) + ([spec.offset] if spec.offset else [])
     for e in exprs:
-        v = _as_float(fm.evaluate(e, data), f"offset '{e}'")
+        with _part("offset"):
+            v = _as_float(fm.evaluate(e, data), f"offset '{e}'")
         bad = ~np.isfinite(v)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
@@ -407,14 +421,16 @@ def build_design(spec: Spec, data: pd.DataFrame) -> Design:
         except DataError as e:
             raise DataError(f"response '{response_name}': {e}") from None
     offset = _offset(spec, data, where)
-    fd = fm.fixed_design(spec.parsed.fixed, data)
+    with _part(f"fixed-effects part '{spec.parsed.fixed}'"):
+        fd = fm.fixed_design(spec.parsed.fixed, data)
     _check_finite(fd.X, fd.names, "fixed-effect", where)
     X, names, dropped = _drop_rank_deficient(fd.X, fd.names)
     n = len(y)
     terms: list[ReTerm] = []
     seen: dict[str, int] = {}
     for rt in spec.parsed.random:
-        Xt, cnames, state = fm.term_matrix(rt.lhs, data)
+        with _part(f"random term ({rt.lhs} | {rt.group_name})"):
+            Xt, cnames, state = fm.term_matrix(rt.lhs, data)
         if Xt.shape[1] == 0:
             raise DataError(f"random term ({rt.lhs} | {rt.group_name}) has no columns")
         _check_finite(Xt, cnames, f"random term ({rt.lhs} | {rt.group_name}):", where)
@@ -425,16 +441,18 @@ def build_design(spec: Spec, data: pd.DataFrame) -> Design:
                 f"grouping factor '{rt.group_name}' in {label} has {len(levels)} level: "
                 "a random effect needs at least two sampled levels"
             )
-        q = len(levels) * Xt.shape[1]
-        if q > n or (fam.is_lmm and q >= n):  # lme4's check.nobs.vs.nRE (lmer: nobs <= nRE)
-            raise DataError(
-                f"{label}: {len(levels)} levels x {Xt.shape[1]} coefficients = {q} random effects "
-                f"for {n} observations; the variance parameters are not identifiable"
-            )
         if fam.is_lmm and len(levels) >= n:
             raise DataError(
                 f"{label}: grouping factor '{rt.group_name}' has {len(levels)} levels for {n} "
                 "observations; with a residual variance the model is not identifiable"
+            )
+        q = len(levels) * Xt.shape[1]
+        if q > n or (fam.is_lmm and q >= n):  # lme4's check.nobs.vs.nRE (lmer: nobs <= nRE)
+            coefs = "coefficient" if Xt.shape[1] == 1 else "coefficients"
+            raise DataError(
+                f"{label}: grouping factor '{rt.group_name}' has {len(levels)} levels x "
+                f"{Xt.shape[1]} {coefs} = {q} random effects for {n} observations; the variance "
+                "parameters are not identifiable"
             )
         gname = rt.group_name
         if gname in seen:
