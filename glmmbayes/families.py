@@ -400,9 +400,12 @@ class Family:
     def saturated_loglik(self, y, wt, phi=1.0):
         """Log density at mu = y: lme4's nAGQ>1 logLik omits its sum for binomial data."""
         mu = np.clip(y, *self.dist.mu_bounds)
+        # the saturated density does not depend on the link; gaussian/Gamma go through the
+        # identity link so that y outside the link's range (log link, y <= 0) stays finite
+        link = self.link if self.dist.name in ("binomial", "poisson") else LINKS["identity"]
         with np.errstate(divide="ignore"):
-            eta = self.linkfun(mu)
-        return self.loglik(y, eta, wt, phi)
+            eta = link.linkfun(mu)
+        return self.dist.loglik_eta(y, eta, wt, phi, link, NUMPY)
 
     def working_weights(self, eta, wt, phi=1.0):
         """IRLS weights wt * mu_eta^2 / (phi V(mu)) (Fisher scoring, as lme4)."""
