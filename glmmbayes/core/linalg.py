@@ -263,3 +263,34 @@ def factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None = None) -> 
         XtWX = X.T @ (w[:, None] * X)
         f.RX = np.linalg.cholesky(XtWX - f.LX.T @ f.LX)
     return f
+
+
+def leverages(f: Factor, V) -> np.ndarray:
+    """s_i = x_i' A^{-1} x_i for each row x_i of ZΛ (the diagonal of ZΛ A^{-1} Λ'Z').
+
+    Needed by the analytic gradient of log|A|. The head block is handled per row; the tail
+    through M = S^{-1} and M L21, so the cost is O(q2² q1 + n) rather than O(q2² n).
+    """
+    s = f.s
+    t0 = s.terms[0]
+    k0 = t0.k
+    Y1 = np.einsum("nij,nj->ni", f.L1inv[t0.codes], V[0])  # L11^{-1} x_i1, (n, k0)
+    out = np.einsum("ni,ni->n", Y1, Y1)
+    if f.L22 is None:
+        return out
+    M = sla.cho_solve((f.L22, True), np.eye(s.q2), check_finite=False)
+    L21d = f.L21.toarray()  # (q2, q1)
+    ML = M @ L21d
+    # tail columns and values of each row (one column per tail coefficient)
+    width = sum(s.k[1:])
+    cols = s._tail_indices.reshape(s.n, width)
+    vals = np.hstack(V[1:])
+    term1 = np.einsum("na,nb,nab->n", vals, vals, M[cols[:, :, None], cols[:, None, :]])
+    head_cols = t0.codes[:, None] * k0 + np.arange(k0)[None, :]  # (n, k0)
+    MLg = ML[cols[:, :, None], head_cols[:, None, :]]  # (n, width, k0)
+    term2 = np.einsum("na,nab,nb->n", vals, MLg, Y1)
+    Lb = L21d.reshape(s.q2, s.m[0], k0)
+    MLb = ML.reshape(s.q2, s.m[0], k0)
+    Q = np.einsum("rja,rjb->jab", Lb, MLb)  # per head level: L21_j' M L21_j
+    term3 = np.einsum("na,nab,nb->n", Y1, Q[t0.codes], Y1)
+    return out + term1 - 2.0 * term2 + term3

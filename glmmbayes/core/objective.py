@@ -95,3 +95,31 @@ def lmm(prob: Problem, theta: np.ndarray, reml: bool = False) -> LmmSolution:
     if reml:
         dev += f.ldRX2
     return LmmSolution(dev, beta, u, pwrss / dof, pwrss, f, V)
+
+
+def laplace_beta_gradient(prob: Problem, st: PirlsState, phi: float = 1.0) -> np.ndarray | None:
+    """Gradient of the Laplace deviance with respect to β at a converged PIRLS state.
+
+    Envelope theorem for -2ℓ + ||u||² (û is its minimizer), plus d log|A| = tr(A^{-1} dA) with
+    dA = Λ'Z' diag(W'(η) dη) ZΛ and dη = X dβ + ZΛ dû, dû = -A^{-1} Λ'Z'WX dβ. The implicit
+    derivative uses A as the Hessian in u, which holds for canonical links (A then is the
+    observed information); other links return None and the caller differentiates numerically.
+    """
+    fam = prob.family
+    if not fam.is_canonical or not st.converged:
+        return None
+    from .linalg import leverages
+
+    s = prob.structure
+    X, V, eta, w = prob.X, st.V, st.eta, st.weights
+    r = (prob.y - st.mu) / fam.mu_eta(eta)
+    grad = X.T @ (-2.0 * w * r)
+    h = 1e-5 * np.maximum(1.0, np.abs(eta))
+    wp = fam.working_weights(eta + h, prob.wt, phi)[0]
+    wm = fam.working_weights(eta - h, prob.wt, phi)[0]
+    dW = (wp - wm) / (2.0 * h)
+    lev = leverages(st.factor, V)
+    C = s.zl_tmult_matrix(V, w[:, None] * X)
+    du = -st.factor.solve(C)
+    deta = X + np.column_stack([s.zl_mult(V, du[:, j]) for j in range(X.shape[1])])
+    return grad + deta.T @ (dW * lev)

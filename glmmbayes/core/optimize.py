@@ -78,6 +78,19 @@ def fd_hessian(f, x, fx, lower, h=1e-3):
     return H
 
 
+def _fd_partial(fz, z, fx, zl, g, h=1e-5):
+    """Fill the NaN entries of g by finite differences (the coordinates without an analytic gradient)."""
+    g = np.array(g, dtype=float)
+    for i in np.flatnonzero(~np.isfinite(g)):
+        e = np.zeros_like(z)
+        e[i] = h
+        if z[i] - zl[i] < h:
+            g[i] = (-3 * fx + 4 * fz(z + e) - fz(z + 2 * e)) / (2 * h)
+        else:
+            g[i] = (fz(z + e) - fz(z - e)) / (2 * h)
+    return g
+
+
 def minimize_deviance(
     f,
     x0: np.ndarray,
@@ -86,10 +99,14 @@ def minimize_deviance(
     *,
     hessian: bool = False,
     maxiter: int = 1000,
+    value_and_grad=None,
 ) -> OptResult:
     """Minimize f(x) subject to x >= lower; `scale` is a lower-triangular matrix mapping z to x - x0.
 
     Coordinates with a finite lower bound must not be mixed by `scale` (they are the θ diagonals).
+    `value_and_grad(x) -> (f, g)` may supply an analytic gradient; its NaN entries (and every
+    entry when it is None) are differentiated numerically. Those coordinates must not be mixed
+    by `scale` either.
     """
     x0 = np.asarray(x0, float)
     lower = np.asarray(lower, float)
@@ -105,12 +122,22 @@ def minimize_deviance(
     def fz(z):
         return counted(to_x(z))
 
-    trace = []
+    def grad_z(z, fx=None):
+        """(f, gradient in z) using the analytic part where there is one."""
+        if value_and_grad is None:
+            fx = fz(z) if fx is None else fx
+            return fx, fd_gradient(fz, z, fx, zl)
+        counted.nfev += 1
+        fx, gx = value_and_grad(to_x(z))
+        if not np.isfinite(fx):
+            return np.inf, np.zeros(d)
+        gx = np.full(d, np.nan) if gx is None else np.asarray(gx, float)
+        known = np.isfinite(gx)
+        gz = np.full(d, np.nan)
+        gz[known] = (P.T[:, known] @ gx[known])[known]
+        return fx, _fd_partial(fz, z, fx, zl, gz)
 
-    def fun_and_grad(z):
-        fx = fz(z)
-        g = fd_gradient(fz, z, fx, zl)
-        return fx, g
+    trace = []
 
     def cb(intermediate_result):
         trace.append((counted.nfev, float(intermediate_result.fun)))
@@ -118,7 +145,7 @@ def minimize_deviance(
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in zl]
     z0 = np.maximum(np.zeros(d), np.where(np.isfinite(zl), zl, -np.inf))
     res = minimize(
-        fun_and_grad,
+        grad_z,
         z0,
         jac=True,
         method="L-BFGS-B",
@@ -127,32 +154,29 @@ def minimize_deviance(
         options={"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-8, "maxcor": 20},
     )
     z = res.x
-    fx = float(res.fun)
+    fx, g = grad_z(z)
     H = None
     if hessian:
-        Hz = fd_hessian(fz, z, fx, zl)
+        Hz = _hessian_z(fz, grad_z, z, fx, zl, analytic=value_and_grad is not None)
         # one Newton polish on the free coordinates: cheap given Hz, and it removes the
         # last digits of optimizer slack that finite-difference gradients leave
-        g = fd_gradient(fz, z, fx, zl)
         free = ~(np.isfinite(zl) & (z - zl < 1e-8) & (g > 0))
         if np.any(free):
             try:
                 step = np.zeros(d)
                 step[free] = -np.linalg.solve(Hz[np.ix_(free, free)], g[free])
                 zn = np.maximum(z + step, np.where(np.isfinite(zl), zl, -np.inf))
-                fn = fz(zn)
+                fn, gn = grad_z(zn)
                 if fn < fx:
-                    z, fx = zn, fn
-                    Hz = fd_hessian(fz, z, fx, zl)
+                    z, fx, g = zn, fn, gn
             except np.linalg.LinAlgError:
                 pass
         Pinv = np.linalg.inv(P)
         H = Pinv.T @ Hz @ Pinv
-    gz = fd_gradient(fz, z, fx, zl)
-    gx = np.linalg.solve(P.T, gz)
+    gx = np.linalg.solve(P.T, g)
     return OptResult(
         x=to_x(z),
-        fun=fx,
+        fun=float(fx),
         grad=gx,
         hessian=H,
         nfev=counted.nfev,
@@ -161,3 +185,18 @@ def minimize_deviance(
         message=str(res.message),
         trace=tuple(trace),
     )
+
+
+def _hessian_z(fz, grad_z, z, fx, zl, analytic: bool, h: float = 1e-3):
+    """Hessian in whitened coordinates: differences of gradients when part of the gradient is
+    analytic (fewer evaluations), else second differences of the deviance."""
+    if not analytic:
+        return fd_hessian(fz, z, fx, zl, h)
+    d = len(z)
+    zc = z + np.where(z - zl < h, h, 0.0)  # stay inside the feasible region
+    H = np.empty((d, d))
+    for i in range(d):
+        e = np.zeros(d)
+        e[i] = h
+        H[:, i] = (grad_z(zc + e)[1] - grad_z(zc - e)[1]) / (2 * h)
+    return 0.5 * (H + H.T)

@@ -37,7 +37,8 @@ class MLResult:
     seconds: float
 
 
-# Objective signature: (problem, theta, beta, warm, phi) -> deviance
+# Objective signature: (problem, theta, beta, warm, phi) -> deviance; an objective may also
+# offer value_and_grad(...) -> (deviance, gradient in beta or None)
 Objective = Callable
 
 
@@ -82,6 +83,17 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
         phi_ = float(np.exp(x[nth + p])) if disp else 1.0
         return nAGQ_objective(prob, x[:nth], x[nth : nth + p], warm2, phi_)
 
+    vg = None
+    if hasattr(nAGQ_objective, "value_and_grad"):
+
+        def vg(x):
+            phi_ = float(np.exp(x[nth + p])) if disp else 1.0
+            fx, gb = nAGQ_objective.value_and_grad(prob, x[:nth], x[nth : nth + p], warm2, phi_)
+            g = np.full(len(x), np.nan)
+            if gb is not None:
+                g[nth : nth + p] = gb
+            return fx, g
+
     x2 = np.concatenate([theta, beta] + ([[np.log(phi)]] if disp else []))
     lo2 = np.concatenate([s.theta_lower, np.full(p, -np.inf)] + ([[-np.inf]] if disp else []))
     P = np.eye(len(x2))
@@ -89,7 +101,7 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
         P[nth : nth + p, nth : nth + p] = np.linalg.cholesky(vcov_cond)
     except np.linalg.LinAlgError:
         pass
-    r2 = minimize_deviance(f2, x2, lo2, P, hessian=True)
+    r2 = minimize_deviance(f2, x2, lo2, P, hessian=True, value_and_grad=vg)
     theta = r2.x[:nth]
     beta = r2.x[nth : nth + p]
     phi = float(np.exp(r2.x[nth + p])) if disp else 1.0

@@ -9,14 +9,28 @@ import numpy as np
 
 from ..core import objective as ob
 from ..core.optimize import minimize_deviance
+from ..core.pirls import pirls
 from ..design import Design
 from ..fit import Fit
 from ._ml import fit_ml
 from .checks import convergence_messages
 
 
-def _laplace_objective(prob, theta, beta, warm, phi):
-    return ob.laplace(prob, theta, beta, warm, phi)
+class _LaplaceObjective:
+    """The Laplace deviance, with its analytic β-gradient where the link is canonical."""
+
+    def __call__(self, prob, theta, beta, warm, phi):
+        return ob.laplace(prob, theta, beta, warm, phi)
+
+    def value_and_grad(self, prob, theta, beta, warm, phi):
+        st = pirls(prob, theta, beta, warm.u, phi=phi)
+        warm.update(st)
+        if not np.isfinite(st.pdev):
+            return np.inf, None
+        return ob.laplace_value(prob, st, phi), ob.laplace_beta_gradient(prob, st, phi)
+
+
+_laplace_objective = _LaplaceObjective()
 
 
 def fit(design: Design, nAGQ: int = 1) -> Fit:
