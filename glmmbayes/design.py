@@ -115,16 +115,25 @@ class Design:
         )
 
     # -- new data ---------------------------------------------------------------------
+    def prepare_newdata(self, newdata: pd.DataFrame) -> pd.DataFrame:
+        """The column checks/conversions of the fit (object columns of numbers made numeric)."""
+        if not isinstance(newdata, pd.DataFrame):
+            raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+        newdata = newdata.reset_index(drop=True)
+        return _check_columns(newdata, _used_columns(self.spec, newdata, strict=False))
+
     def new_fixed(self, newdata: pd.DataFrame) -> np.ndarray:
+        newdata = self.prepare_newdata(newdata)
         X = fm.fixed_design_newdata(self.fixed_state, newdata)
         keep = [i for i, nm in enumerate(self.fixed_state.names) if nm not in self.dropped]
         return X[:, keep]
 
     def new_offset(self, newdata: pd.DataFrame) -> np.ndarray:
-        return _offset(self.spec, newdata)
+        return _offset(self.spec, self.prepare_newdata(newdata))
 
     def new_terms(self, newdata: pd.DataFrame):
         """Per term: (codes with -1 for unseen levels, covariates) on new data."""
+        newdata = self.prepare_newdata(newdata)
         out = []
         for t in self.terms:
             Xt = fm.term_matrix_newdata(t.lhs_state, newdata)
@@ -141,7 +150,7 @@ class Design:
 _IDENT = re.compile(r"`[^`]+`|[A-Za-z.][A-Za-z0-9._]*")
 
 
-def _used_columns(spec: Spec, data: pd.DataFrame) -> list[str]:
+def _used_columns(spec: Spec, data: pd.DataFrame, strict: bool = True) -> list[str]:
     p = spec.parsed
     exprs = list(p.response.exprs) + list(p.offsets)
     for extra in (spec.weights, spec.offset):
@@ -161,6 +170,8 @@ def _used_columns(spec: Spec, data: pd.DataFrame) -> list[str]:
         for g in t.group:
             g = g.strip("`")
             if g not in data.columns:
+                if not strict:
+                    continue
                 raise DataError(
                     f"grouping factor '{g}' in random term ({t.lhs} | {t.group_name}) is not a "
                     f"column of the data; available columns: {', '.join(map(str, data.columns[:20]))}"
@@ -190,8 +201,24 @@ def _row(i: int, rows) -> str:
     return f"row {int(rows[i]) if rows is not None else i}"
 
 
-def _check_columns(data: pd.DataFrame, cols: list[str]) -> None:
-    """Column-level problems a formula cannot handle, named before anything is evaluated."""
+def _value_kind(v):
+    """'text', 'number', 'logical' or the type name of one value of an object column."""
+    if pd.api.types.is_scalar(v) and pd.isna(v):
+        return None
+    if isinstance(v, str):
+        return "text"
+    if isinstance(v, (bool, np.bool_)):
+        return "logical"
+    if isinstance(v, (int, float, np.number)):
+        return "number"
+    return type(v).__name__
+
+
+def _check_columns(data: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """Column-level problems a formula cannot handle, named before anything is evaluated.
+
+    Returns the data with object columns that hold only numbers made numeric (as R would
+    see them), so that they are not silently taken for factors."""
     dup = data.columns[data.columns.duplicated()]
     for c in cols:
         if c in dup:
@@ -204,8 +231,7 @@ def _check_columns(data: pd.DataFrame, cols: list[str]) -> None:
                 "or to a categorical before using it in a model"
             )
         if s.dtype == object:
-            kinds = s.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
-                          else ("text" if isinstance(v, str) else type(v).__name__))
+            kinds = s.map(_value_kind)
             seen = kinds.dropna()
             if seen.nunique() > 1:
                 first = seen.iloc[0]
@@ -214,6 +240,9 @@ def _check_columns(data: pd.DataFrame, cols: list[str]) -> None:
                     f"column '{c}' mixes value types: row {int(seen.index[0])} is {first} but row {i} "
                     f"is {kinds.iloc[i]} ({s.iloc[i]!r}); make the column all strings or all numbers"
                 )
+            if len(seen) and seen.iloc[0] == "number":
+                data = data.assign(**{c: pd.to_numeric(s.where(kinds.notna(), np.nan))})
+    return data
 
 
 def _check_missing(spec: Spec, data: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, np.ndarray, int]:
@@ -408,7 +437,7 @@ def build_design(spec: Spec, data: pd.DataFrame) -> Design:
     labels = data.index
     data = data.reset_index(drop=True)
     cols = _used_columns(spec, data)
-    _check_columns(data, cols)
+    data = _check_columns(data, cols)
     data, rows, n_omitted = _check_missing(spec, data, cols)
     if len(data) == 0:
         raise DataError(f"no rows left after removing the {n_omitted} rows with missing values")

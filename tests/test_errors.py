@@ -485,3 +485,29 @@ def test_non_default_index_aligns(cbpp):
     back = shuffled.assign(fv=fit.fitted, r=fit.residuals("response"))
     np.testing.assert_allclose(back.fv, fit.fitted_values())
     np.testing.assert_allclose(back.incidence / back["size"] - back.fv, back.r, atol=1e-12)
+
+
+def test_object_column_of_numbers_is_numeric_not_a_factor(cbpp):
+    # e.g. a column that went through a concat with None: R would see numbers, so must we
+    d = cbpp.assign(x=pd.Series(cbpp["size"].tolist(), dtype=object))
+    d.loc[3, "x"] = None
+    f = "cbind(incidence, size - incidence) ~ x + (1 | herd)"
+    fit = gb.fit(f, d, na_action="omit")
+    assert list(fit.fixef.index) == ["(Intercept)", "x"]
+    ref = gb.fit("cbind(incidence, size - incidence) ~ size + (1 | herd)", cbpp.drop(index=3))
+    np.testing.assert_allclose(fit.fixef.to_numpy(), ref.fixef.to_numpy(), rtol=1e-8)
+    np.testing.assert_allclose(fit.predict(d.drop(index=3)), fit.predict(), rtol=1e-12)
+
+
+def test_object_column_with_pd_na_is_missing_not_mixed(cbpp):
+    d = cbpp.assign(pe=pd.Series(cbpp.period.astype(str).tolist(), dtype=object))
+    d.loc[3, "pe"] = pd.NA
+    d.loc[4, "pe"] = None
+    with pytest.raises(DataError, match=r"'pe' \(2 rows\); first at row 3"):
+        _design("cbind(incidence, size - incidence) ~ pe + (1 | herd)", d)
+    assert _design("cbind(incidence, size - incidence) ~ pe + (1 | herd)", d, na_action="omit").n_omitted == 2
+
+
+def test_predict_newdata_must_be_a_dataframe(cbpp_fit, cbpp):
+    with pytest.raises(DataError, match="newdata must be a pandas DataFrame, got ndarray"):
+        cbpp_fit.predict(cbpp.to_numpy())
