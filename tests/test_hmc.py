@@ -1,0 +1,212 @@
+"""method="hmc" and the PyMC model (issue 4).
+
+What the log-density tests compare: the PyMC model's compiled log-density at a point in the
+sampler's coordinates against an independent numpy/scipy computation from the core
+(`Family.loglik` with numpy ops, `ReStructure.zl_mult` for ZΛu, scipy.stats for N(u; 0, I) and
+for every prior, plus the log-Jacobians of PyMC's transforms: log sd for the log transform of
+each sd, and log|det(C B)| for the affine fixed-effect basis z -> γ = C(shift + B z) on which the
+β priors live).
+"""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import glmmbayes as gb
+from glmmbayes.design import build_design
+from glmmbayes.errors import ConvergenceWarning, SpecError
+
+pm = pytest.importorskip("pymc")
+az = pytest.importorskip("arviz")
+
+from glmmbayes.methods import hmc  # noqa: E402
+from glmmbayes.priors import Prior, resolve_priors  # noqa: E402
+
+CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+CONTRA = "use ~ age + I(age^2) + urban + livch + (1|district)"
+
+
+def _numpy_loglik(design, beta, theta_abs, u, phi=1.0):
+    """log p(y | u, β, θ) from the core with numpy (θ on the absolute scale: b = Λ(θ) u)."""
+    s = design.structure
+    eta = design.X @ beta + design.offset + s.zl_mult(s.zl_values(theta_abs), u)
+    return float(np.sum(design.family.loglik(design.y, eta, design.wt, phi)))
+
+
+def test_logp_matches_core_cbpp(cbpp):
+    """Full model log-density (jacobian=True) at a point = numpy likelihood + N(u) + scipy priors
+    + log-Jacobians, to 1e-8 (cbind trials as binomial weights)."""
+    model = gb.to_pymc(gb.Spec(CBPP), cbpp)
+    info = model.glmm_info
+    d = info.design
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=d.p)
+    u = rng.normal(size=d.structure.q)
+    sd = 0.83
+    point = {"beta_z": z, "u_herd": u.reshape(-1, 1), "sd_herd_log__": np.array([math.log(sd)])}
+    got = model.compile_logp(jacobian=True)(point)
+    beta = info.basis.shift + info.basis.B @ z
+    gamma = info.C @ beta
+    lp_beta = sum(info.priors.fixef[nm].logpdf(gamma[j]) for j, nm in enumerate(d.fixef_names))
+    lp_beta += math.log(abs(np.linalg.det(info.C @ info.basis.B)))  # density of z, not of γ
+    sdp = info.priors.sd[("herd", "(Intercept)")]
+    assert sdp.dist == "half_student_t"
+    lp_sd = float(np.log(2.0) + stats.t.logpdf(sd, sdp.args[0], 0.0, sdp.args[1])) + math.log(sd)
+    want = _numpy_loglik(d, beta, np.array([sd]), u) + stats.norm.logpdf(u).sum() + lp_beta + lp_sd
+    assert abs(got - want) < 1e-8, (got, want)
+    # the likelihood + u part alone, no transforms involved
+    part = model.compile_logp(vars=[model["y"], model["u_herd"]], jacobian=False)(point)
+    want_part = _numpy_loglik(d, beta, np.array([sd]), u) + stats.norm.logpdf(u).sum()
+    assert abs(part - want_part) < 1e-8
+
+
+def test_logp_matches_core_poisson_offset_three_terms():
+    """Poisson/log with an offset and three crossed/nested scalar terms: likelihood + N(u)."""
+    data = gb.datasets.load("grouseticks")
+    data["off"] = np.random.default_rng(0).normal(scale=0.3, size=len(data))
+    spec = gb.Spec("TICKS ~ YEAR + cHEIGHT + (1|BROOD) + (1|INDEX) + (1|LOCATION)", family="poisson",
+                   offset="off")
+    model = gb.to_pymc(spec, data)
+    d = model.glmm_info.design
+    assert len(d.terms) == 3 and np.any(d.offset != 0)
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=d.p) * 0.1
+    u = rng.normal(size=d.structure.q)
+    sds = np.array([0.4, 0.7, 0.3])
+    point = {"beta_z": z}
+    s = d.structure
+    for i, t in enumerate(d.terms):
+        point[f"u_{t.group_name}"] = u[s.u_offsets[i] : s.u_offsets[i + 1]].reshape(-1, 1)
+        point[f"sd_{t.group_name}_log__"] = np.array([math.log(sds[i])])
+    vars_ = [model["y"]] + [model[f"u_{t.group_name}"] for t in d.terms]
+    got = model.compile_logp(vars=vars_, jacobian=False)(point)
+    beta = model.glmm_info.basis.shift + model.glmm_info.basis.B @ z
+    want = _numpy_loglik(d, beta, sds, u) + stats.norm.logpdf(u).sum()
+    assert abs(got - want) < 1e-8, (got, want)
+
+
+def test_logp_matches_core_correlated_gaussian():
+    """LKJ-Cholesky term (Days | Subject), gaussian: likelihood + N(u) at a given Cholesky factor."""
+    data = gb.datasets.load("sleepstudy")
+    model = gb.to_pymc(gb.Spec("Reaction ~ Days + (Days | Subject)", family="gaussian"), data)
+    d = model.glmm_info.design
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=d.p) * 0.1
+    u = rng.normal(size=d.structure.q)
+    L = np.array([[24.0, 0.0], [1.5, 5.5]])
+    sigma = 26.0
+    ip = model.initial_point()
+    point = dict(ip, beta_z=z, u_Subject=u.reshape(-1, 2), sigma_log__=np.array(math.log(sigma)))
+    # the packed Cholesky in PyMC's unconstrained space: log of the diagonal
+    packed = L[np.tril_indices(2)].copy()
+    diag_pos = [0, 2]
+    packed[diag_pos] = np.log(packed[diag_pos])
+    point["chol_Subject_cholesky-cov-packed__"] = packed
+    got = model.compile_logp(vars=[model["y"], model["u_Subject"]], jacobian=False)(point)
+    beta = model.glmm_info.basis.shift + model.glmm_info.basis.B @ z
+    cols, rows = np.triu_indices(2)
+    theta_abs = L[rows, cols]  # lme4's column-wise order
+    want = _numpy_loglik(d, beta, theta_abs, u, phi=sigma**2) + stats.norm.logpdf(u).sum()
+    assert abs(got - want) < 1e-8, (got, want)
+
+
+def test_priors_defaults_overrides_and_flat(cbpp):
+    d = build_design(gb.Spec(CBPP), cbpp)
+    p = resolve_priors(d)
+    assert p.fixef["(Intercept)"] == Prior("normal", (0, 2.5)) and p.centered
+    assert p.sd[("herd", "(Intercept)")] == Prior("half_student_t", (3, 2.5))
+    sx = np.std(d.X[:, 1], ddof=1)
+    assert p.fixef["period2"].args == pytest.approx((0.0, 2.5 / sx))
+    text = str(p)
+    assert "Priors:" in text and "half_student_t(3, 2.5)" in text and "centred intercept" in text
+    p2 = resolve_priors(d, {"fixef": {"period2": "normal(0, 1)"}, "sd": {"herd": "half_normal(1)"}})
+    assert p2.fixef["period2"] == Prior("normal", (0, 1)) and p2.fixef["period3"] == p.fixef["period3"]
+    assert p2.sd[("herd", "(Intercept)")] == Prior("half_normal", (1,))
+    flat = gb.to_pymc(gb.Spec(CBPP), cbpp, priors={"fixef": "flat"})
+    assert flat.glmm_priors.flat_fixef
+    assert type(flat["beta_z"].owner.op).__name__ == "FlatRV"
+    t_model = gb.to_pymc(gb.Spec(CBPP), cbpp, priors={"fixef": "student_t(3, 0, 2)"})
+    assert "fixef_prior" in [v.name for v in t_model.potentials]
+    with pytest.raises(SpecError, match="unknown prior keys"):
+        resolve_priors(d, {"beta": "flat"})
+    with pytest.raises(SpecError, match="unknown fixed effect"):
+        resolve_priors(d, {"fixef": {"period9": "normal(0, 1)"}})
+    with pytest.raises(SpecError, match="must be on"):
+        resolve_priors(d, {"sd": "normal(0, 1)"})
+
+
+def test_cbpp_quick_fit_groups_dims_loo(cbpp):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        fit = gb.fit(CBPP, cbpp, method="hmc", draws=1000, tune=1000, chains=2, seed=11)
+    assert fit.method == "hmc" and fit.estimate_kind == "mean" and fit.converged and not fit.messages
+    idata = fit.idata
+    assert idata is fit.raw
+    for g in ("posterior", "sample_stats", "observed_data", "log_likelihood"):
+        assert g in idata.groups()
+    post = idata.posterior
+    assert list(post["beta"].dims) == ["chain", "draw", "fixef"]
+    assert list(post["beta"]["fixef"].values) == list(fit.design.fixef_names)
+    assert list(post["u_herd"].dims) == ["chain", "draw", "herd", "herd_coef"]
+    assert list(post["herd"].values) == [str(i) for i in range(1, 16)]
+    assert list(post["herd_coef"].values) == ["(Intercept)"]
+    assert idata.log_likelihood["y"].shape[-1] == fit.design.n
+    loo = az.loo(idata)
+    assert np.isfinite(loo.elpd_loo)
+    # point estimates are posterior means; varcorr and ranef are consistent with the draws
+    B = post["beta"].values.reshape(-1, fit.design.p)
+    np.testing.assert_allclose(fit.beta_hat, B.mean(0))
+    np.testing.assert_allclose(fit.vcov_beta, np.cov(B, rowvar=False))
+    sd_mean = float(post["sd_herd"].mean())
+    assert fit.varcorr["sdcor"].iloc[0] == pytest.approx(sd_mean)
+    b_mean = post["b_herd"].mean(("chain", "draw")).values[:, 0]
+    np.testing.assert_allclose(fit.ranef["herd"]["(Intercept)"].to_numpy(), b_mean, rtol=1e-10, atol=1e-12)
+    b_var = post["b_herd"].values.reshape(-1, 15).var(0, ddof=1)
+    np.testing.assert_allclose(fit.ranef_condvar["herd"][:, 0, 0], b_var, rtol=1e-8)
+    summ = hmc.posterior_summary(fit)
+    assert set(summ.quantity) == {"fixef", "sd"}
+    assert {"mean", "median", "sd", "lower", "upper", "r_hat", "ess_bulk", "ess_tail", "map", "ml"} <= set(summ.columns)
+    assert "unconstrained" in fit.optinfo["map"]["parameterization"]
+    assert str(fit.optinfo["priors"]).startswith("Priors:")
+    # close to the ML fit (a loose sanity check; the slow test checks Contraception tightly)
+    ml = gb.fit(CBPP, cbpp)
+    assert np.all(np.abs(fit.beta_hat - ml.beta_hat) < 0.5 * ml.se.values)
+
+
+def test_bad_run_is_loud_and_reproducible(cbpp):
+    kw = dict(method="hmc", draws=20, tune=5, chains=2, seed=5, compute_map=False)
+    with pytest.warns(ConvergenceWarning, match="unreliable"):
+        f1 = gb.fit(CBPP, cbpp, **kw)
+    assert not f1.converged
+    text = " ".join(f1.messages)
+    assert "R-hat" in text or "ESS" in text
+    with pytest.warns(ConvergenceWarning, match="FAILED"):
+        hmc.posterior_summary(f1)
+    with pytest.warns(ConvergenceWarning):
+        f2 = gb.fit(CBPP, cbpp, **kw)
+    np.testing.assert_array_equal(f1.idata.posterior["beta"].values, f2.idata.posterior["beta"].values)
+
+
+def test_bad_options(cbpp):
+    with pytest.raises(SpecError, match="sampler"):
+        gb.fit(CBPP, cbpp, method="hmc", sampler="stan")
+
+
+@pytest.mark.slow
+def test_contraception_acceptance(contraception):
+    """2 chains x 1000 draws (tune 1000): R-hat <= 1.01, no divergences, bulk ESS >= 400 and the
+    posterior means of β within 0.3 SE of the Laplace ML fit."""
+    ml = gb.fit(CONTRA, contraception)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        fit = gb.fit(CONTRA, contraception, method="hmc", draws=1000, tune=1000, chains=2, seed=20240)
+    dg = fit.optinfo["diagnostics"]
+    assert fit.converged
+    assert dg["max_rhat"] <= 1.01
+    assert dg["divergences"] == 0
+    assert dg["min_ess_bulk"] >= 400
+    z = (fit.beta_hat - ml.beta_hat) / ml.se.values
+    assert np.all(np.abs(z) < 0.3), dict(zip(fit.design.fixef_names, np.round(z, 3)))
