@@ -13,12 +13,13 @@ from .errors import (
 )
 from .families import get_family
 from .fit import Fit
+from .pymc_model import to_pymc
 from .spec import Spec
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Spec", "Fit", "fit", "design", "datasets", "get_family",
+    "Spec", "Fit", "fit", "to_pymc", "design", "datasets", "get_family",
     "GlmmError", "FormulaError", "DataError", "FamilyError", "SpecError",
     "ConvergenceWarning", "RankDeficiencyWarning",
 ]

@@ -58,6 +58,11 @@ class Fit:
         return pd.Series(np.sqrt(np.diag(self.vcov_beta)), index=list(self.design.fixef_names), name="se")
 
     @property
+    def idata(self):
+        """ArviZ InferenceData of a posterior fit (method="hmc"); None for other methods."""
+        return self.raw if type(self.raw).__name__ == "InferenceData" else None
+
+    @property
     def theta(self) -> pd.Series:
         return pd.Series(self.theta_hat, index=list(self.design.theta_names), name="theta")
 
