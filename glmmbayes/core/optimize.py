@@ -144,17 +144,28 @@ def minimize_deviance(
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in zl]
     z0 = np.maximum(np.zeros(d), np.where(np.isfinite(zl), zl, -np.inf))
-    res = minimize(
-        grad_z,
-        z0,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=bounds,
-        callback=cb,
-        options={"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-8, "maxcor": 20},
-    )
+    opts = {"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-8, "maxcor": 20}
+    res = minimize(grad_z, z0, jac=True, method="L-BFGS-B", bounds=bounds, callback=cb, options=opts)
     z = res.x
     fx, g = grad_z(z)
+    # A variance at its bound 0 is a stationary point of a deviance that is even in that θ
+    # (flipping the sign of a column of Λ changes nothing), so a gradient method can stop
+    # there although the optimum is inside. Probe inward, as a derivative-free method would.
+    for _ in range(3):
+        at_bound = np.flatnonzero(np.isfinite(zl) & (z - zl < 1e-6))
+        best = None
+        for i in at_bound:
+            for delta in (0.05, 0.2, 0.5, 1.0):
+                zp = z.copy()
+                zp[i] = zl[i] + delta / abs(P[i, i])
+                fp = fz(zp)
+                if fp < fx - 1e-7 * (1 + abs(fx)) and (best is None or fp < best[0]):
+                    best = (fp, zp)
+        if best is None:
+            break
+        res = minimize(grad_z, best[1], jac=True, method="L-BFGS-B", bounds=bounds, callback=cb, options=opts)
+        z = res.x
+        fx, g = grad_z(z)
     H = None
     if hessian:
         Hz = _hessian_z(fz, grad_z, z, fx, zl, analytic=value_and_grad is not None)
