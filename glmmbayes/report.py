@@ -38,8 +38,14 @@ def fit_summary(fit) -> str:
         lines.append(
             f"{fit.aic:10.4f} {fit.bic:10.4f} {fit.loglik:10.4f} {-2 * fit.loglik:10.4f} {fit.df_resid:9d}"
         )
+    elif fit.method == "pql":
+        lines.append("(no likelihood: PQL maximizes a quasi-likelihood)")
+    elif fit.method == "joint":
+        jl = (fit.optinfo or {}).get("joint_loglik")
+        extra = f": joint log-density at the mode {jl:.4f}" if jl is not None else ""
+        lines.append(f"(no marginal likelihood: joint mode over (beta, u){extra})")
     else:
-        lines.append("(no likelihood: this method maximizes a quasi-likelihood)")
+        lines.append("(no likelihood reported by this method)")
     lines += ["", "Random effects:"]
     vc = fit.varcorr
     lines.append(f" {'Groups':<12} {'Name':<14} {'Variance':>10} {'Std.Dev.':>10} {'Corr':>6}")
