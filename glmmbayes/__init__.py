@@ -2,6 +2,7 @@
 
 from . import datasets
 from .api import design, fit
+from .compare import Comparison, compare
 from .errors import (
     ConvergenceWarning,
     DataError,
@@ -19,7 +20,7 @@ from .spec import Spec
 __version__ = "0.1.0"
 
 __all__ = [
-    "Spec", "Fit", "fit", "to_pymc", "design", "datasets", "get_family",
+    "Spec", "Fit", "fit", "compare", "Comparison", "to_pymc", "design", "datasets", "get_family",
     "GlmmError", "FormulaError", "DataError", "FamilyError", "SpecError",
     "ConvergenceWarning", "RankDeficiencyWarning",
 ]

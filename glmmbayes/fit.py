@@ -13,6 +13,24 @@ from .design import Design, _group_labels
 from .errors import DataError
 
 
+def varcorr_table(design: Design, theta: np.ndarray, phi: float = 1.0) -> pd.DataFrame:
+    """Variance components at θ (and dispersion φ) like R's as.data.frame(VarCorr())."""
+    scale = phi if design.family.is_lmm else 1.0  # lme4's LMM Λ is relative to σ
+    rows = []
+    for t, T in zip(design.terms, design.structure.lambdas(np.asarray(theta, float))):
+        S = scale * T @ T.T
+        sd = np.sqrt(np.diag(S))
+        for i, c in enumerate(t.coef_names):
+            rows.append((t.group_name, c, None, S[i, i], sd[i]))
+        for j in range(t.k):
+            for i in range(j + 1, t.k):
+                corr = S[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
+                rows.append((t.group_name, t.coef_names[j], t.coef_names[i], S[i, j], corr))
+    if design.family.has_dispersion:
+        rows.append(("Residual", None, None, phi, math.sqrt(phi)))
+    return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+
 @dataclass(frozen=True)
 class Fit:
     """A fitted GLMM. Names and numbers follow lme4 (`fixef`, `VarCorr`, `ranef`, `logLik`).
@@ -83,18 +101,7 @@ class Fit:
     @property
     def varcorr(self) -> pd.DataFrame:
         """Like R's as.data.frame(VarCorr(fit)): grp, var1, var2, vcov, sdcor."""
-        rows = []
-        for t, S in zip(self.design.terms, self.re_covariances()):
-            sd = np.sqrt(np.diag(S))
-            for i, c in enumerate(t.coef_names):
-                rows.append((t.group_name, c, None, S[i, i], sd[i]))
-            for j in range(t.k):
-                for i in range(j + 1, t.k):
-                    corr = S[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
-                    rows.append((t.group_name, t.coef_names[j], t.coef_names[i], S[i, j], corr))
-        if self.design.family.has_dispersion:
-            rows.append(("Residual", None, None, self.phi, self.sigma))
-        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+        return varcorr_table(self.design, self.theta_hat, self.phi)
 
     # ---------------------------------------------------------------- random effects
     def _b_blocks(self) -> list[np.ndarray]:

@@ -1,0 +1,53 @@
+"""Plots where a person would rather look than read (matplotlib, imported lazily)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_MARKERS = {"ml": "o", "mode": "s", "mean": "D", "median": "^"}
+
+
+def forest_plot(comparison, quantities=("fixef", "sd"), ax=None, figsize=None):
+    """Estimates with 95% intervals (Wald for ML/mode fits, HDI for posterior fits), one row per
+    parameter, one colour per method; fixed effects and random-effect sds in separate panels."""
+    import matplotlib.pyplot as plt
+
+    t = comparison.table
+    t = t[t["quantity"].isin(quantities)].copy()
+    t["group"] = t["group"].fillna("")
+    panels = [q for q in quantities if (t["quantity"] == q).any()]
+    methods = list(dict.fromkeys(t["method"]))
+    if ax is None:
+        nrows = [len(t[t["quantity"] == q][["group", "term"]].drop_duplicates()) for q in panels]
+        fig, axes = plt.subplots(
+            len(panels), 1, figsize=figsize or (7, 1.2 + 0.45 * sum(nrows) + 0.6 * len(panels)),
+            gridspec_kw={"height_ratios": [max(r, 1) for r in nrows]}, squeeze=False,
+        )
+        axes = axes[:, 0]
+    else:
+        fig, axes = ax.figure, np.atleast_1d(ax)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for a, q in zip(axes, panels):
+        sub = t[t["quantity"] == q]
+        params = list(dict.fromkeys(zip(sub["group"], sub["term"])))
+        for k, m in enumerate(methods):
+            mm = sub[sub["method"] == m]
+            off = (k - (len(methods) - 1) / 2) * 0.8 / max(len(methods), 1)
+            for i, (g, term) in enumerate(params):
+                r = mm[(mm["group"] == g) & (mm["term"] == term)]
+                if r.empty:
+                    continue
+                r = r.iloc[0]
+                y = len(params) - 1 - i + off
+                if np.isfinite(r["lower"]) and np.isfinite(r["upper"]):
+                    a.plot([r["lower"], r["upper"]], [y, y], color=colors[k % len(colors)], lw=1.5)
+                a.plot(r["estimate"], y, _MARKERS.get(r["estimate_kind"], "o"), color=colors[k % len(colors)],
+                       label=f"{m} ({r['estimate_kind']})" if i == 0 else None)
+        a.set_yticks(range(len(params)))
+        a.set_yticklabels([f"{g}: {tm}" if g else tm for g, tm in reversed(params)])
+        a.axvline(0.0, color="0.8", lw=0.8, zorder=0)
+        a.set_title({"fixef": "Fixed effects", "sd": "Random-effect standard deviations",
+                     "cor": "Random-effect correlations"}.get(q, q), fontsize=10)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
