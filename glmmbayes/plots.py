@@ -51,3 +51,33 @@ def forest_plot(comparison, quantities=("fixef", "sd"), ax=None, figsize=None):
     axes[0].legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
+
+
+def invariance_plot(result, figsize=(10, 6.5)):
+    """The posterior of one sd on four scales: the ML point and the posterior mean of the sd
+    land on the same σ on every panel; the posterior mode does not."""
+    import matplotlib.pyplot as plt
+
+    from .invariance import SCALES
+
+    sig = result.grid["sigma"].to_numpy()
+    dens_sigma = np.exp(result.grid["log_posterior"].to_numpy())
+    fig, axes = plt.subplots(2, 2, figsize=figsize)
+    for a, (_, row) in zip(axes.ravel(), result.table.iterrows()):
+        to, _, dsdpsi = SCALES[row["scale"]]
+        psi = to(sig)
+        dens = dens_sigma * dsdpsi(sig)
+        srt = np.argsort(psi)
+        a.plot(psi[srt], dens[srt] / dens.max(), color="0.3")
+        a.axvline(row["ml"], color="k", lw=1.2, label=f"ML (σ = {row['ml_as_sd']:.3f})")
+        a.axvline(row["posterior_mode"], color="tab:red", ls=":", lw=1.8,
+                  label=f"posterior mode (σ = {row['posterior_mode_as_sd']:.3f})")
+        a.axvline(to(np.array(row["posterior_mean_of_sd"])), color="tab:blue", ls="--", lw=1.2,
+                  label=f"E[σ] = {row['posterior_mean_of_sd']:.3f}, mapped")
+        a.set_title(f"{row['scale']}", fontsize=10)
+        a.set_yticks([])
+        a.legend(fontsize=7)
+    fig.suptitle(f"sd of '{result.group}': ML and posterior means are invariant, modes are not "
+                 f"(prior {result.prior})", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,158 @@
+"""Which estimators survive a change of parameterization of a variance component?
+
+For one random-effect standard deviation σ the posterior is computed on a grid:
+
+    p(σ | y) ∝ π(σ) ∫ L(β, σ) dβ,
+
+with the other variance parameters at their ML values and β integrated out by the Laplace
+approximation (flat prior on β: the profile deviance plus ½ log|RX RX'|). On the scales
+ψ = σ, log σ, σ², σ⁻² the density is p_ψ(ψ) = p(σ(ψ)) |dσ/dψ|. Then
+
+- the ML estimate is equivariant: ψ̂ = g(σ̂) on every scale;
+- the posterior mean of a fixed quantity (say σ) is the same whichever scale the integral is
+  computed on, because the Jacobian is part of the density;
+- the posterior mode (MAP) is not: the Jacobian moves the maximum, so the mode of log σ, of σ
+  and of σ² are three different values of σ.
+
+This is McCulloch's point (seed 000) for joint maximization, shown on variance components.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .api import _as_spec, fit as fit_model
+from .core import objective as ob
+from .core.linalg import factorize
+from .core.optimize import minimize_deviance
+from .core.pirls import pirls
+from .design import build_design
+from .errors import SpecError
+
+# scale: (ψ from σ, σ from ψ, dσ/dψ as a function of σ)
+SCALES = {
+    "sd": (lambda s: s, lambda p: p, lambda s: np.ones_like(s)),
+    "log_sd": (np.log, np.exp, lambda s: s),
+    "variance": (lambda s: s**2, np.sqrt, lambda s: 1.0 / (2.0 * s)),
+    "precision": (lambda s: s**-2.0, lambda p: p**-0.5, lambda s: 0.5 * s**3),
+}
+
+
+@dataclass(frozen=True)
+class InvarianceResult:
+    table: pd.DataFrame  # one row per scale
+    grid: pd.DataFrame  # sigma, log profile likelihood, log posterior (σ scale)
+    group: str
+    prior: str
+
+    def plot(self, **kw):
+        from .plots import invariance_plot
+
+        return invariance_plot(self, **kw)
+
+    def __str__(self) -> str:
+        return (f"Variance component of '{self.group}' on four scales (prior on the sd: {self.prior})\n"
+                + self.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+def _trapz(y, x):
+    return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
+
+
+def variance_component_invariance(spec, data, group: str | None = None, prior=None,
+                                  n_grid: int = 241, **spec_kw) -> InvarianceResult:
+    """ML, posterior mean and posterior mode of one random-effect sd on four scales.
+
+    prior: a prior spec for the sd as accepted by the hmc method (e.g. "half_normal(1)"); the
+    package default for sds when None. The model's term for `group` must be scalar (k = 1).
+    """
+    from .priors import resolve_priors
+
+    spec = _as_spec(spec, **spec_kw)
+    design = build_design(spec, data)
+    if design.family.is_lmm:
+        raise SpecError("variance_component_invariance is written for GLMMs (absolute Λ); "
+                        "for the gaussian LMM fit a GLMM-free comparison instead")
+    scalar = [i for i, t in enumerate(design.terms) if t.k == 1]
+    if group is None:
+        if not scalar:
+            raise SpecError("the model has no scalar random-effect term")
+        ti = scalar[0]
+    else:
+        names = [t.group_name for t in design.terms]
+        if group not in names:
+            raise SpecError(f"no random-effect term for group {group!r}; terms: {names}")
+        ti = names.index(group)
+        if design.terms[ti].k != 1:
+            raise SpecError(f"the term for {group!r} has {design.terms[ti].k} coefficients; pick a scalar term")
+    term = design.terms[ti]
+    pri = resolve_priors(design, {"sd": {term.group_name: prior}} if prior is not None else spec.priors)
+    sd_prior = pri.sd[(term.group_name, term.coef_names[0])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ml = fit_model(spec, data)
+    s = design.structure
+    k0 = int(s.theta_offsets[ti])
+    prob = design.problem()
+    sig_ml = float(ml.theta_hat[k0])
+    se = np.sqrt((ml.optinfo.get("vcov_full") if ml.optinfo.get("vcov_full") is not None
+                  else np.eye(len(ml.theta_hat)) * 0.25)[k0, k0])
+    lo = max(sig_ml * 1e-3, 1e-4) if sig_ml > 0 else 1e-4
+    hi = max(sig_ml + 8 * se, 4 * max(sig_ml, 0.1))
+    sig = np.exp(np.linspace(np.log(lo), np.log(hi), n_grid))
+
+    warm = ob.WarmStart(s.q, ml.beta_hat)
+    warm.u = ml.u
+    prof, logmarg = np.empty(n_grid), np.empty(n_grid)
+    beta = ml.beta_hat.copy()
+    # march outward from the ML value so every β optimization starts close to its answer
+    order = np.argsort(np.abs(np.log(sig) - np.log(max(sig_ml, lo))))
+    for i in order:
+        theta = ml.theta_hat.copy()
+        theta[k0] = sig[i]
+
+        def f(b, theta=theta):
+            return ob.laplace(prob, theta, b, warm)
+
+        def vg(b, theta=theta):
+            st = pirls(prob, theta, b, warm.u)
+            warm.update(st)
+            return ob.laplace_value(prob, st), ob.laplace_beta_gradient(prob, st)
+
+        r = minimize_deviance(f, beta, np.full(len(beta), -np.inf), np.linalg.cholesky(ml.vcov_beta),
+                              value_and_grad=vg)
+        st = pirls(prob, theta, r.x, warm.u)
+        rx = factorize(s, st.V, st.weights, design.X)
+        prof[i] = -0.5 * r.fun
+        logmarg[i] = prof[i] - 0.5 * rx.ldRX2
+        beta = r.x
+    logpost = logmarg + sd_prior.logpdf(sig)
+    logpost -= logpost.max()
+    dens_sigma = np.exp(logpost)
+    rows = []
+    i_ml = int(np.argmax(prof))
+    for name, (to, frm, dsdpsi) in SCALES.items():
+        psi = to(sig)
+        dens = dens_sigma * dsdpsi(sig)
+        srt = np.argsort(psi)
+        psi_s, dens_s, sig_s = psi[srt], dens[srt], sig[srt]
+        norm = _trapz(dens_s, psi_s)
+        mean_psi = _trapz(psi_s * dens_s, psi_s) / norm
+        mean_sd = _trapz(sig_s * dens_s, psi_s) / norm  # E[σ] computed on this scale
+        j = int(np.argmax(dens))
+        rows.append({
+            "scale": name,
+            "ml": float(to(np.array(sig_ml))),
+            "ml_as_sd": float(frm(to(np.array(sig_ml)))),
+            "grid_argmax_lik_as_sd": float(sig[i_ml]),
+            "posterior_mean": mean_psi,
+            "posterior_mean_of_sd": mean_sd,
+            "posterior_mode": float(psi[j]),
+            "posterior_mode_as_sd": float(sig[j]),
+        })
+    grid = pd.DataFrame({"sigma": sig, "log_profile_lik": prof, "log_marginal": logmarg, "log_posterior": logpost})
+    return InvarianceResult(pd.DataFrame(rows), grid, term.group_name, str(sd_prior))
