@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import warnings
 
 import pandas as pd
@@ -36,6 +37,8 @@ def fit(spec: Spec | str, data: pd.DataFrame, method: str = "laplace", nAGQ: int
     spec = _as_spec(spec, **spec_kw)
     if method not in METHODS:
         raise SpecError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    if nAGQ is not None and method not in ("laplace", "agq"):
+        raise SpecError(f"nAGQ applies to method='laplace' or 'agq', not to method={method!r}")
     if nAGQ is None:
         nAGQ = 25 if method == "agq" else 1
     if not isinstance(nAGQ, int) or isinstance(nAGQ, bool) or nAGQ < 0:
@@ -44,6 +47,13 @@ def fit(spec: Spec | str, data: pd.DataFrame, method: str = "laplace", nAGQ: int
     module = importlib.import_module(f"glmmbayes.methods.{method}")
     if method in ("laplace", "agq"):
         options["nAGQ"] = nAGQ
+    allowed = [p for p in inspect.signature(module.fit).parameters if p != "design"]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise SpecError(
+            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for "
+            f"method={method!r}; its options are: {', '.join(allowed) or '(none)'}"
+        )
     if method == "hmc":
         result = module.fit(design, **options)
     else:
