@@ -511,3 +511,11 @@ def test_object_column_with_pd_na_is_missing_not_mixed(cbpp):
 def test_predict_newdata_must_be_a_dataframe(cbpp_fit, cbpp):
     with pytest.raises(DataError, match="newdata must be a pandas DataFrame, got ndarray"):
         cbpp_fit.predict(cbpp.to_numpy())
+
+
+def test_unknown_method_option_is_named():
+    d = gb.datasets.load("cbpp")
+    with pytest.raises(gb.SpecError, match="unknown option 'foo'.*laplace"):
+        gb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, foo=1)
+    with pytest.raises(gb.SpecError, match="nAGQ applies to"):
+        gb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, method="pql", nAGQ=3)
