@@ -16,6 +16,9 @@ from .families import get_family
 from .fit import Fit
 from .pymc_model import to_pymc
 from .spec import Spec
+from .re_dist import RandomEffect
+from . import nonnormal, studies  # non-normal random effects (seed 000), simulation studies
+from .nonnormal import to_pymc_nonnormal
 
 __version__ = "0.1.0"
 

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from .errors import SpecError
 from .families import Family, get_family
 from .formula import ParsedFormula, parse_formula
+from .re_dist import as_random_effect
 
 _NA_ACTIONS = ("fail", "omit")
 
@@ -29,6 +30,9 @@ class Spec:
         or "omit" (drop those rows, as R's na.omit, and record how many).
     REML : for the gaussian/identity LMM only: fit by REML instead of ML.
     priors : prior specification for the Bayesian methods (see `glmmbayes.priors`).
+    re_dist : None (normal random effects, the default) or a `glmmbayes.RandomEffect`: a non-normal
+        distribution and entry transform for a single scalar random term, fitted by
+        `glmmbayes.nonnormal` (exact ML by quadrature, joint maximization, PyMC).
     """
 
     formula: str
@@ -39,6 +43,7 @@ class Spec:
     na_action: str = "fail"
     REML: bool = False
     priors: Mapping[str, Any] | None = None
+    re_dist: Any = None
     parsed: ParsedFormula = field(init=False, repr=False, compare=False)
     fam: Family = field(init=False, repr=False, compare=False)
 
@@ -56,6 +61,12 @@ class Spec:
                     f"{name} must name a data column (or an expression over columns), got "
                     f"{type(v).__name__}; add the values to the data frame as a column"
                 )
+        object.__setattr__(self, "re_dist", as_random_effect(self.re_dist))
+        if self.re_dist is not None and len(self.parsed.random) > 1:
+            raise SpecError(
+                f"a non-normal random effect (re_dist) needs exactly one random term, such as "
+                f"(1 | g); the formula has {len(self.parsed.random)}"
+            )
         if self.REML and not self.fam.is_lmm:
             raise SpecError("REML is defined here for the gaussian family with identity link only")
         if not self.parsed.random:
