@@ -19,6 +19,12 @@ METHODS = ("laplace", "agq", "pql", "joint", "hmc")
 
 def _as_spec(spec, family=None, link=None, **kw) -> Spec:
     if isinstance(spec, Spec):
+        given = {k: v for k, v in dict(kw, family=family, link=link).items() if v is not None}
+        if given:
+            raise SpecError(
+                f"{', '.join(sorted(given))} belong{'s' if len(given) == 1 else ''} to the Spec: "
+                f"pass them to Spec(...) (or give the formula as a string), not to fit()"
+            )
         return spec
     if isinstance(spec, str):
         return Spec(spec, family=family or "binomial", link=link, **kw)
@@ -47,9 +53,11 @@ def fit(spec: Spec | str, data: pd.DataFrame, method: str = "laplace", nAGQ: int
     module = importlib.import_module(f"glmmbayes.methods.{method}")
     if method in ("laplace", "agq"):
         options["nAGQ"] = nAGQ
-    allowed = [p for p in inspect.signature(module.fit).parameters if p != "design"]
+    params = inspect.signature(module.fit).parameters
+    allowed = [p for p, v in params.items() if p != "design" and v.kind != v.VAR_KEYWORD]
+    takes_any = any(v.kind == v.VAR_KEYWORD for v in params.values())
     unknown = sorted(set(options) - set(allowed))
-    if unknown:
+    if unknown and not takes_any:
         raise SpecError(
             f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for "
             f"method={method!r}; its options are: {', '.join(allowed) or '(none)'}"

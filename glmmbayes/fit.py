@@ -215,8 +215,8 @@ class Fit:
         re_form: str | None = None,
         type: str = "link",
         allow_new_levels: bool = False,
-    ) -> np.ndarray:
-        """Predictions like lme4's predict.merMod.
+    ) -> pd.Series:
+        """Predictions like lme4's predict.merMod (a Series indexed like the data or newdata).
 
         re_form=None includes every random effect; re_form="~0" (or "NA") gives population-level
         predictions. type="link" or "response". Unseen levels raise unless allow_new_levels,
@@ -246,7 +246,9 @@ class Fit:
                         )
                     contrib = np.einsum("ij,ij->i", Xt, B[np.maximum(codes, 0)])
                     eta = eta + np.where(unseen, 0.0, contrib)
-        return d.family.linkinv(eta) if type == "response" else eta
+        out = d.family.linkinv(eta) if type == "response" else eta
+        index = d.row_index if newdata is None else newdata.index
+        return pd.Series(out, index=index, name=f"predicted ({type})")
 
     def simulate(self, nsim: int = 1, seed: int | None = None, use_u: bool = False) -> pd.DataFrame:
         """Simulate responses from the fitted model (new random effects unless use_u), as lme4.
