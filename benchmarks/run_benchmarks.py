@@ -26,6 +26,9 @@ import pandas as pd
 
 import glmmbayes as gb
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from simulated import SIMULATED  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "reference"
 R_SCRIPT = ROOT / "benchmarks" / "r" / "time_fits.R"
@@ -73,28 +76,42 @@ def time_r(spec, data: pd.DataFrame, reps: int, nagq: int = 1) -> dict | None:
         return json.loads(out.read_text())
 
 
-def run(with_r: bool, reps: int, cases: list[str]) -> list[dict]:
+def _case(case: str):
+    """(spec, data, stored reference or None) for a reference case or a simulated set."""
+    if case in SIMULATED:
+        formula, family, data = SIMULATED[case]()
+        return gb.Spec(formula, family=family), data, None
+    ref = json.loads((REFERENCE / f"{case}.json").read_text())
+    data = gb.datasets.load(ref["data"], derived=True)
+    return gb.Spec(ref["formula"], family=ref["family"], link=ref["link"]), data, ref
+
+
+def run(with_r: bool, reps: int, cases: list[str], nagq: int = 1) -> list[dict]:
     rows = []
     for case in cases:
-        ref = json.loads((REFERENCE / f"{case}.json").read_text())
-        data = gb.datasets.load(ref["data"], derived=True)
-        spec = gb.Spec(ref["formula"], family=ref["family"], link=ref["link"])
-        ours_s, fit = time_ours(spec, data, reps)
+        spec, data, ref = _case(case)
+        big = len(data) >= 50_000
+        n_reps = 1 if big else reps
+        kw = {"method": "agq", "nAGQ": nagq} if nagq > 1 else {}
+        peak0 = _peak_rss_mb()
+        ours_s, fit = time_ours(spec, data, n_reps, **kw)
         st1 = fit.optinfo.get("stage1") or {}
         st2 = fit.optinfo.get("stage2") or {}
         row = {
-            "case": case,
+            "case": case + (f" (nAGQ={nagq})" if nagq > 1 else ""),
             "n": fit.nobs,
             "ours_s": ours_s,
             "evals": (st1.get("nfev") or 0) + (st2.get("nfev") or 0),
             "ours_loglik": fit.loglik,
-            "lme4_s": ref["laplace"]["median_s"],
-            "glmmtmb_s": ref.get("glmmtmb", {}).get("median_s"),
-            "lme4_loglik": ref["laplace"]["logLik"],
-            "source": "stored",
+            "lme4_s": None, "glmmtmb_s": None, "lme4_loglik": None,
+            "peak_mb": max(_peak_rss_mb(), peak0),
+            "source": "stored" if ref else "—",
         }
+        if ref is not None and nagq == 1:
+            row.update(lme4_s=ref["laplace"]["median_s"], glmmtmb_s=ref.get("glmmtmb", {}).get("median_s"),
+                       lme4_loglik=ref["laplace"]["logLik"])
         if with_r:
-            live = time_r(spec, data, reps)
+            live = time_r(spec, data, n_reps, nagq)
             if live:
                 row["lme4_s"] = live["lme4"]["median_s"]
                 row["glmmtmb_s"] = live.get("glmmtmb", {}).get("median_s")
@@ -103,10 +120,19 @@ def run(with_r: bool, reps: int, cases: list[str]) -> list[dict]:
         peers = [v for v in (row["lme4_s"], row["glmmtmb_s"]) if v]
         row["ratio"] = ours_s / min(peers) if peers else float("nan")
         rows.append(row)
-        print(f"{case:28s} ours {ours_s:7.3f}s  lme4 {row['lme4_s']:7.3f}s  glmmTMB "
-              f"{row['glmmtmb_s'] or float('nan'):7.3f}s  ratio {row['ratio']:5.2f}  evals {row['evals']}",
-              flush=True)
+        print(f"{row['case']:34s} ours {ours_s:7.3f}s  lme4 {_f(row['lme4_s'])}  glmmTMB {_f(row['glmmtmb_s'])}  "
+              f"ratio {row['ratio']:5.2f}  evals {row['evals']}", flush=True)
     return rows
+
+
+def _f(v):
+    return "   —   " if v is None else f"{v:7.3f}s"
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def write_markdown(rows: list[dict], command: str, path: Path) -> None:
@@ -125,14 +151,16 @@ def write_markdown(rows: list[dict], command: str, path: Path) -> None:
         f"peer times: {', '.join(sorted(src))} "
         "(stored = the medians recorded with the reference results on the same kind of machine).",
         "",
-        "| case | n | ours (s) | lme4 (s) | glmmTMB (s) | ratio | evals | logLik ours − lme4 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | n | ours (s) | lme4 (s) | glmmTMB (s) | ratio | evals | logLik ours − lme4 | peak RSS (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        lme4 = "—" if r["lme4_s"] is None else f"{r['lme4_s']:.3f}"
         tmb = "—" if r["glmmtmb_s"] is None else f"{r['glmmtmb_s']:.3f}"
+        dll = "—" if r["lme4_loglik"] is None else f"{r['ours_loglik'] - r['lme4_loglik']:+.2e}"
         lines.append(
-            f"| {r['case']} | {r['n']} | {r['ours_s']:.3f} | {r['lme4_s']:.3f} | {tmb} | "
-            f"{r['ratio']:.2f} | {r['evals']} | {r['ours_loglik'] - r['lme4_loglik']:+.2e} |"
+            f"| {r['case']} | {r['n']} | {r['ours_s']:.3f} | {lme4} | {tmb} | "
+            f"{r['ratio']:.2f} | {r['evals']} | {dll} | {r['peak_mb']:.0f} |"
         )
     path.write_text("\n".join(lines) + "\n")
 
@@ -141,12 +169,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--with-r", action="store_true", help="time lme4 and glmmTMB live (needs Rscript)")
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--cases", nargs="*", default=REFERENCE_CASES)
+    ap.add_argument("--cases", nargs="*", default=REFERENCE_CASES,
+                    help=f"reference cases and/or simulated sets: {', '.join(SIMULATED)}")
+    ap.add_argument("--simulated", action="store_true", help="add the simulated sets (100k and 1M rows)")
+    ap.add_argument("--nagq", type=int, default=1, help="AGQ order (nAGQ > 1 times method='agq')")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = ap.parse_args(argv)
-    rows = run(args.with_r, args.reps, args.cases)
-    command = "python benchmarks/run_benchmarks.py" + (" --with-r" if args.with_r else "") + (
-        f" --reps {args.reps}" if args.reps != 5 else "")
+    cases = list(args.cases) + ([c for c in SIMULATED if c not in args.cases] if args.simulated else [])
+    rows = run(args.with_r, args.reps, cases, args.nagq)
+    command = "python " + " ".join(["benchmarks/run_benchmarks.py"] + (argv if argv is not None else sys.argv[1:]))
     write_markdown(rows, command, Path(args.out))
     print(f"wrote {args.out}")
 

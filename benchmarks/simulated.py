@@ -1,0 +1,89 @@
+"""Simulated benchmark data sets, generated with fixed seeds (same data in every run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def _factor(codes, prefix):
+    n = int(codes.max()) + 1
+    lv = [f"{prefix}{i}" for i in range(n)]
+    return pd.Categorical.from_codes(codes, categories=lv)
+
+
+def binary_100k(seed: int = 1) -> tuple[str, str, pd.DataFrame]:
+    """100k rows, y ~ x1 + x2 + x3 + x4 + (1 | g), 2,000 groups."""
+    rng = np.random.default_rng(seed)
+    n, m = 100_000, 2_000
+    g = rng.integers(0, m, n)
+    X = rng.standard_normal((n, 4))
+    b = rng.normal(0, 0.8, m)
+    eta = -0.5 + X @ np.array([0.5, -0.3, 0.2, 0.1]) + b[g]
+    y = rng.binomial(1, 1 / (1 + np.exp(-eta)))
+    d = pd.DataFrame(X, columns=["x1", "x2", "x3", "x4"])
+    d["y"], d["g"] = y, _factor(g, "g")
+    return "y ~ x1 + x2 + x3 + x4 + (1 | g)", "binomial", d
+
+
+def binary_slope_100k(seed: int = 2) -> tuple[str, str, pd.DataFrame]:
+    """100k rows, y ~ x + (x | g), 1,000 groups."""
+    rng = np.random.default_rng(seed)
+    n, m = 100_000, 1_000
+    g = rng.integers(0, m, n)
+    x = rng.standard_normal(n)
+    L = np.linalg.cholesky(np.array([[0.6, 0.1], [0.1, 0.3]]))
+    B = rng.standard_normal((m, 2)) @ L.T
+    eta = 0.2 + 0.4 * x + B[g, 0] + B[g, 1] * x
+    y = rng.binomial(1, 1 / (1 + np.exp(-eta)))
+    return "y ~ x + (x | g)", "binomial", pd.DataFrame({"y": y, "x": x, "g": _factor(g, "g")})
+
+
+def poisson_crossed_100k(seed: int = 3) -> tuple[str, str, pd.DataFrame]:
+    """100k rows, Poisson y ~ x + (1 | a) + (1 | c), 1,000 x 200 crossed levels."""
+    rng = np.random.default_rng(seed)
+    n = 100_000
+    a = rng.integers(0, 1_000, n)
+    c = rng.integers(0, 200, n)
+    x = rng.standard_normal(n)
+    ba, bc = rng.normal(0, 0.5, 1_000), rng.normal(0, 0.3, 200)
+    y = rng.poisson(np.exp(0.3 + 0.2 * x + ba[a] + bc[c]))
+    return "y ~ x + (1 | a) + (1 | c)", "poisson", pd.DataFrame(
+        {"y": y, "x": x, "a": _factor(a, "a"), "c": _factor(c, "c")})
+
+
+def binary_1m(seed: int = 4) -> tuple[str, str, pd.DataFrame]:
+    """1M rows, y ~ x + (1 | g), 20,000 groups."""
+    rng = np.random.default_rng(seed)
+    n, m = 1_000_000, 20_000
+    g = rng.integers(0, m, n)
+    x = rng.standard_normal(n)
+    b = rng.normal(0, 0.7, m)
+    y = rng.binomial(1, 1 / (1 + np.exp(-(-0.3 + 0.5 * x + b[g]))))
+    return "y ~ x + (1 | g)", "binomial", pd.DataFrame({"y": y, "x": x, "g": _factor(g, "g")})
+
+
+def nested_binary_2k(seed: int = 5) -> tuple[str, str, pd.DataFrame]:
+    """2k rows, binary, 1,600 mothers within 160 communities: (1 | community/mother)."""
+    rng = np.random.default_rng(seed)
+    n_comm, per_comm = 160, 10
+    mothers = n_comm * per_comm
+    comm_of_mother = np.repeat(np.arange(n_comm), per_comm)
+    # 2,000 births: every mother has one, 400 have two
+    mother = np.concatenate([np.arange(mothers), rng.choice(mothers, 400, replace=False)])
+    comm = comm_of_mother[mother]
+    x = rng.standard_normal(len(mother))
+    bm, bc = rng.normal(0, 1.0, mothers), rng.normal(0, 0.6, n_comm)
+    eta = -0.2 + 0.5 * x + bm[mother] + bc[comm]
+    y = rng.binomial(1, 1 / (1 + np.exp(-eta)))
+    d = pd.DataFrame({"y": y, "x": x, "community": _factor(comm, "c"), "mother": _factor(mother % per_comm, "m")})
+    return "y ~ x + (1 | community/mother)", "binomial", d
+
+
+SIMULATED = {
+    "sim_binary_100k": binary_100k,
+    "sim_binary_slope_100k": binary_slope_100k,
+    "sim_poisson_crossed_100k": poisson_crossed_100k,
+    "sim_nested_binary_2k": nested_binary_2k,
+    "sim_binary_1m": binary_1m,
+}
