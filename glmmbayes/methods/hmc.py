@@ -32,10 +32,11 @@ ESS_BULK_MIN = 400  # and 100 per chain
 ESS_PER_CHAIN_MIN = 100
 BFMI_MIN = 0.3
 MAP_PARAMETERIZATION = (
-    "posterior mode of the density of (beta, sd, cholesky/correlation, u) with spherical u "
-    "(b = Lambda u, u ~ N(0, I)): found by L-BFGS over the sampler's unconstrained coordinates "
-    "(log sd, the whitened fixed-effect basis) but without the log-Jacobian, i.e. pm.find_MAP; "
-    "beta is reported on the user's basis (a linear map, which does not move the mode)"
+    "MAP in the sampler's unconstrained space: the mode of the density NUTS samples (log-Jacobians "
+    "included) over the fixed-effect basis z (beta = shift + B z, a linear map), log sd (log of the "
+    "Cholesky diagonal for vector terms, LKJ), log sigma / log shape, and the non-centred spherical "
+    "u (b = Lambda u, u ~ N(0, I)); values reported back as beta, sd, cor, u. Not the mode in "
+    "(beta, theta) after integrating u out, and not invariant to this parameterization"
 )
 
 
@@ -106,6 +107,53 @@ def _jitter(design: Design, start: dict, ml, rng: np.random.Generator, basis_kin
         else:
             out[k] = v
     return out
+
+
+def _map(model, vg, start: dict, info) -> tuple[dict | None, str | None]:
+    """The mode of the sampler's own target density (unconstrained space, log-Jacobian included),
+    by L-BFGS from the ML point, mapped back to (beta, sd, cor, u, sigma/shape)."""
+    import pymc as pm
+    from pymc.blocking import DictToArrayBijection, RaveledVars
+    from scipy.optimize import minimize
+
+    try:
+        fn = pm.initial_point.make_initial_point_fn(model=model, overrides=start, jitter_rvs=set(),
+                                                    return_transformed=True)
+        pt0 = fn(0)
+        x0 = DictToArrayBijection.map({v.name: pt0[v.name] for v in model.continuous_value_vars})
+
+        def f(x):
+            lp, g = vg(np.asarray(x, dtype=float))
+            return (-float(lp), -np.asarray(g, float)) if np.isfinite(lp) else (np.inf, np.zeros_like(x))
+
+        with np.errstate(all="ignore"):
+            res = minimize(f, x0.data, jac=True, method="L-BFGS-B", options={"maxiter": 2000})
+        vals = DictToArrayBijection.rmap(RaveledVars(res.x, x0.point_map_info))
+    except Exception as e:  # noqa: BLE001 -- the MAP is a by-product, not the result
+        return None, f"MAP not found: {e}"
+    out: dict[str, Any] = {"converged": bool(res.success), "logp": -float(res.fun)}
+    d = info.design
+    if d.p:
+        out["beta_z"] = np.asarray(vals["beta_z"])
+        out["beta"] = info.basis.shift + info.basis.B @ out["beta_z"]
+    for t in d.terms:
+        g = t.group_name
+        out[f"u_{g}"] = np.asarray(vals[f"u_{g}"])
+        if t.k == 1:
+            out[f"sd_{g}"] = np.exp(np.asarray(vals[f"sd_{g}_log__"]))
+        else:
+            packed = np.asarray(vals[f"chol_{g}_cholesky-cov-packed__"], float).copy()
+            L = np.zeros((t.k, t.k))
+            L[np.tril_indices(t.k)] = packed
+            L[np.diag_indices(t.k)] = np.exp(np.diag(L))
+            sd = np.sqrt(np.sum(L * L, axis=1))
+            out[f"chol_{g}"] = L
+            out[f"sd_{g}"] = sd
+            out[f"cor_{g}"] = (L @ L.T) / np.outer(sd, sd)
+    for nm in ("sigma", "shape"):
+        if f"{nm}_log__" in vals:
+            out[nm] = float(np.exp(vals[f"{nm}_log__"]))
+    return out, None if res.success else f"MAP optimizer: {res.message}"
 
 
 # ------------------------------------------------------------------------ diagnostics
@@ -376,27 +424,23 @@ def fit(
     t_sample = time.perf_counter()
     kw: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, cores=cores, random_seed=seed,
                               progressbar=progressbar, compute_convergence_checks=False,
-                              target_accept=target_accept, idata_kwargs={"log_likelihood": True})
-    if sampler == "pymc":
-        kw.update(init="adapt_diag", initvals=initvals)
-    else:
-        kw.update(nuts_sampler="nutpie")
+                              idata_kwargs={"log_likelihood": True})
+    map_pt, map_msg = None, None
     with model:
-        idata = pm.sample(**kw)
+        if sampler == "pymc":
+            # one compiled log-density (with gradient) serves the MAP and NUTS
+            vg = model.logp_dlogp_function(ravel_inputs=True)
+            vg.set_extra_values({})
+            if compute_map and start is not None:
+                map_pt, map_msg = _map(model, vg, start, info)
+            vg.trust_input = True
+            step = pm.NUTS(logp_dlogp_func=vg, target_accept=target_accept)
+            idata = pm.sample(step=step, initvals=initvals, **kw)
+        else:
+            idata = pm.sample(nuts_sampler="nutpie", target_accept=target_accept, **kw)
         if "log_likelihood" not in idata.groups():
             pm.compute_log_likelihood(idata, progressbar=False)
     sample_seconds = time.perf_counter() - t_sample
-
-    # ---- MAP (in the parameterization stated in MAP_PARAMETERIZATION)
-    map_pt, map_msg = None, None
-    if compute_map:
-        try:
-            with model, warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                mp = pm.find_MAP(start=start, progressbar=False, seed=seed)
-            map_pt = {k: np.asarray(v) for k, v in mp.items()}
-        except Exception as e:  # noqa: BLE001 -- the MAP is a by-product, not the result
-            map_msg = f"MAP not found: {e}"
 
     # ---- diagnostics
     var_names = (["beta"] if design.p else []) + [f"sd_{t.group_name}" for t in design.terms]
@@ -430,12 +474,10 @@ def fit(
         thetas.append(T[rws, cols])
     theta_hat = np.concatenate(thetas)
     u, u_condvar = _posterior_re(design, idata, theta_hat, re_scale)
-    if map_pt is not None and design.p:
-        map_pt["beta"] = bas.shift + bas.B @ np.ravel(map_pt["beta_z"])
     summary = _summary_rows(design, idata, hdi_prob, diag["per_parameter"], map_pt, ml)
     map_info = None
     if map_pt is not None:
-        map_info = {"parameterization": MAP_PARAMETERIZATION,
+        map_info = {"parameterization": MAP_PARAMETERIZATION, "message": map_msg,
                     "beta": pd.Series(map_pt.get("beta", np.zeros(0)), index=list(design.fixef_names)),
                     "point": map_pt}
     optinfo = {
