@@ -38,7 +38,7 @@ NUMPY = SimpleNamespace(
     expm1=np.expm1,
     sqrt=np.sqrt,
     expit=special.expit,
-    log_expit=lambda x: -np.logaddexp(0.0, -x),
+    log_expit=lambda x: -(np.maximum(-x, 0.0) + np.log1p(np.exp(-np.abs(x)))),
     ndtr=special.ndtr,
     log_ndtr=_np_log_ndtr,
     gammaln=special.gammaln,
@@ -179,12 +179,16 @@ def _xlogy_over(y, mu):
         return np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0)
 
 
-def _binomial_loglik(y, eta, wt, phi, link, ops):
+def _binomial_kernel(y, eta, wt, phi, link, ops):
     k = y * wt
-    log_mu = link.log_mu(eta, ops)
-    log1m = link.log1m_mu(eta, ops)
-    const = ops.gammaln(wt + 1.0) - ops.gammaln(k + 1.0) - ops.gammaln(wt - k + 1.0)
-    return const + k * log_mu + (wt - k) * log1m
+    if link.name == "logit":  # log(1 - mu) = log(mu) - eta: one transcendental pass
+        return wt * link.log_mu(eta, ops) - (wt - k) * eta
+    return k * link.log_mu(eta, ops) + (wt - k) * link.log1m_mu(eta, ops)
+
+
+def _binomial_const(y, wt, phi, ops):
+    k = y * wt
+    return ops.gammaln(wt + 1.0) - ops.gammaln(k + 1.0) - ops.gammaln(wt - k + 1.0)
 
 
 def _binomial_deviance(y, mu, wt):
@@ -215,10 +219,13 @@ def _binomial_validate(y, wt, rows=None):
         )
 
 
-def _poisson_loglik(y, eta, wt, phi, link, ops):
+def _poisson_kernel(y, eta, wt, phi, link, ops):
     log_mu = link.log_mu(eta, ops) if link.log_mu is not None else ops.log(link.linkinv(eta, ops))
-    mu = link.linkinv(eta, ops)
-    return wt * (y * log_mu - mu - ops.gammaln(y + 1.0))
+    return wt * (y * log_mu - link.linkinv(eta, ops))
+
+
+def _poisson_const(y, wt, phi, ops):
+    return -wt * ops.gammaln(y + 1.0)
 
 
 def _poisson_deviance(y, mu, wt):
@@ -235,10 +242,13 @@ def _poisson_validate(y, wt, rows=None):
         )
 
 
-def _gaussian_loglik(y, eta, wt, phi, link, ops):
-    mu = link.linkinv(eta, ops)
-    r = y - mu
-    return 0.5 * (ops.log(wt) - _LOG_2PI - ops.log(phi)) - 0.5 * wt * r * r / phi
+def _gaussian_kernel(y, eta, wt, phi, link, ops):
+    r = y - link.linkinv(eta, ops)
+    return -0.5 * wt * r * r / phi
+
+
+def _gaussian_const(y, wt, phi, ops):
+    return 0.5 * (ops.log(wt) - _LOG_2PI - ops.log(phi))
 
 
 def _gaussian_deviance(y, mu, wt):
@@ -255,12 +265,17 @@ def _gaussian_validate(y, wt, rows=None):
         )
 
 
-def _gamma_loglik(y, eta, wt, phi, link, ops):
+def _gamma_kernel(y, eta, wt, phi, link, ops):
     # shape nu = wt / phi, mean mu: density y^(nu-1) exp(-nu y / mu) (nu/mu)^nu / Gamma(nu)
     mu = link.linkinv(eta, ops)
     log_mu = link.log_mu(eta, ops) if link.log_mu is not None else ops.log(mu)
     nu = wt / phi
-    return nu * (ops.log(nu) - log_mu) + (nu - 1.0) * ops.log(y) - nu * y / mu - ops.gammaln(nu)
+    return -nu * log_mu - nu * y / mu
+
+
+def _gamma_const(y, wt, phi, ops):
+    nu = wt / phi
+    return nu * ops.log(nu) + (nu - 1.0) * ops.log(y) - ops.gammaln(nu)
 
 
 def _gamma_deviance(y, mu, wt):
@@ -284,12 +299,17 @@ class Distribution:
     name: str
     links: tuple[str, ...]  # supported links, canonical first
     variance: Callable  # V(mu)
-    loglik_eta: Callable  # (y, eta, wt, phi, link, ops) -> per-row log density, fully normalized
+    kernel: Callable  # (y, eta, wt, phi, link, ops) -> the part of the log density that depends on eta
+    constant: Callable  # (y, wt, phi, ops) -> the rest: kernel + constant = fully normalized log density
     unit_deviance: Callable  # (y, mu, wt) -> per-row deviance (numpy)
     validate: Callable  # (y, wt, rows=None) -> None or DataError naming the row
     mustart: Callable  # (y, wt) -> starting mu
     has_dispersion: bool
     mu_bounds: tuple[float, float]
+
+    def loglik_eta(self, y, eta, wt, phi, link, ops=NUMPY):
+        """Per-row log density of y given eta, fully normalized."""
+        return self.kernel(y, eta, wt, phi, link, ops) + self.constant(y, wt, phi, ops)
 
     @property
     def canonical_link(self) -> str:
@@ -301,7 +321,8 @@ DISTRIBUTIONS: dict[str, Distribution] = {
         "binomial",
         links=("logit", "probit", "cloglog"),
         variance=lambda mu: mu * (1.0 - mu),
-        loglik_eta=_binomial_loglik,
+        kernel=_binomial_kernel,
+        constant=_binomial_const,
         unit_deviance=_binomial_deviance,
         validate=_binomial_validate,
         mustart=lambda y, wt: (wt * y + 0.5) / (wt + 1.0),
@@ -312,7 +333,8 @@ DISTRIBUTIONS: dict[str, Distribution] = {
         "poisson",
         links=("log",),
         variance=lambda mu: mu,
-        loglik_eta=_poisson_loglik,
+        kernel=_poisson_kernel,
+        constant=_poisson_const,
         unit_deviance=_poisson_deviance,
         validate=_poisson_validate,
         mustart=lambda y, wt: y + 0.1,
@@ -323,7 +345,8 @@ DISTRIBUTIONS: dict[str, Distribution] = {
         "gaussian",
         links=("identity", "log", "inverse"),
         variance=lambda mu: np.ones_like(mu),
-        loglik_eta=_gaussian_loglik,
+        kernel=_gaussian_kernel,
+        constant=_gaussian_const,
         unit_deviance=_gaussian_deviance,
         validate=_gaussian_validate,
         mustart=lambda y, wt: y,
@@ -334,7 +357,8 @@ DISTRIBUTIONS: dict[str, Distribution] = {
         "Gamma",
         links=("inverse", "log", "identity"),
         variance=lambda mu: mu * mu,
-        loglik_eta=_gamma_loglik,
+        kernel=_gamma_kernel,
+        constant=_gamma_const,
         unit_deviance=_gamma_deviance,
         validate=_gamma_validate,
         mustart=lambda y, wt: y,
@@ -407,9 +431,17 @@ class Family:
             eta = link.linkfun(mu)
         return self.dist.loglik_eta(y, eta, wt, phi, link, NUMPY)
 
+    def loglik_kernel(self, y, eta, wt, phi=1.0, ops=NUMPY):
+        """The eta-dependent part of the log density (what PIRLS needs, cheaper than loglik)."""
+        return self.dist.kernel(y, eta, wt, phi, self.link, ops)
+
     def working_weights(self, eta, wt, phi=1.0):
-        """IRLS weights wt * mu_eta^2 / (phi V(mu)) (Fisher scoring, as lme4)."""
+        """IRLS weights wt * mu_eta^2 / (phi V(mu)) (Fisher scoring, as lme4); also mu and mu_eta."""
         mu = self.linkinv(eta)
+        if self.is_canonical and self.dist.name in ("binomial", "poisson"):
+            # canonical link: mu_eta = V(mu), so one transcendental pass gives everything
+            d = np.maximum(self.variance(mu), _EPS)
+            return wt * d / phi, mu, d
         d = self.mu_eta(eta)
         return wt * d * d / (phi * self.variance(mu)), mu, d
 

@@ -18,7 +18,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def conditional_loglik(prob: Problem, eta: np.ndarray, phi: float = 1.0) -> float:
-    return float(np.sum(prob.family.loglik(prob.y, eta, prob.wt, phi)))
+    return prob.loglik(eta, phi)
 
 
 def laplace_value(prob: Problem, st: PirlsState, phi: float = 1.0) -> float:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..families import NUMPY
 from .linalg import Factor, ReStructure, factorize
 
 
@@ -25,6 +26,18 @@ class Problem:
     family: object
     structure: ReStructure
 
+    def loglik(self, eta: np.ndarray, phi: float = 1.0) -> float:
+        """Σ log p(y_i | η_i), fully normalized; the η-free constant is computed once."""
+        return float(np.sum(self.family.loglik_kernel(self.y, eta, self.wt, phi))) + self._constant(phi)
+
+    def _constant(self, phi: float) -> float:
+        cache = self.__dict__.setdefault("_const_cache", {})
+        if phi not in cache:
+            if len(cache) > 8:
+                cache.clear()
+            cache[phi] = float(np.sum(self.family.dist.constant(self.y, self.wt, phi, NUMPY)))
+        return cache[phi]
+
 
 @dataclass(frozen=True)
 class PirlsState:
@@ -34,7 +47,7 @@ class PirlsState:
     mu: np.ndarray
     weights: np.ndarray  # working weights at (u, beta)
     factor: Factor  # factor of A at (u, beta), bordered by X when beta was fitted
-    pdev: float  # Σ d/φ + ||u||²
+    pdev: float  # -2 Σ kernel(y, η) + ||u||²: Σ d/φ + ||u||² up to a constant (see penalized_deviance)
     iterations: int
     converged: bool
     V: list
@@ -44,10 +57,16 @@ class PirlsError(RuntimeError):
     """PIRLS could not reduce the penalized deviance (reported on the fit, not raised to users)."""
 
 
-def _pdev(prob: Problem, eta, u, phi) -> tuple[float, np.ndarray]:
+def _pdev(prob: Problem, eta, u, phi) -> tuple[float, None]:
+    """-2 Σ (η-dependent part of log p(y|η)) + ||u||²: the penalized deviance up to a constant."""
+    k = float(np.sum(prob.family.loglik_kernel(prob.y, eta, prob.wt, phi)))
+    return -2.0 * k + float(u @ u), None
+
+
+def penalized_deviance(prob: Problem, eta, u, phi=1.0) -> float:
+    """Σ d(y, μ)/φ + ||u||² (with the unit deviances, for reporting)."""
     mu = prob.family.linkinv(eta)
-    d = float(np.sum(prob.family.unit_deviance(prob.y, mu, prob.wt))) / phi
-    return d + float(u @ u), mu
+    return float(np.sum(prob.family.unit_deviance(prob.y, mu, prob.wt))) / phi + float(u @ u)
 
 
 def pirls(

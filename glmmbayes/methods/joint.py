@@ -44,7 +44,7 @@ import numpy as np
 
 from ..core import objective as ob
 from ..core.glm import glm_irls
-from ..core.pirls import pirls
+from ..core.pirls import penalized_deviance, pirls
 from ..design import Design
 from ..errors import SpecError
 from ..fit import Fit
@@ -171,7 +171,7 @@ def fit(design: Design, *, theta="pql", phi: float | None = None, maxit: int = 2
             "joint_loglik": joint_u,
             "joint_loglik_b": joint_b,
             "conditional_loglik": cond,
-            "penalized_deviance": st.pdev,
+            "penalized_deviance": penalized_deviance(prob, st.eta, st.u, phi),
             "pirls_iterations": st.iterations,
             "pirls_converged": st.converged,
             "se_note": "SEs from the joint Hessian in (u, beta), conditional on theta",
