@@ -121,10 +121,11 @@ class Comparison:
             w = self.wide()
             s = self.wide("se_or_sd").reindex(index=w.index, columns=w.columns)
             body = w.copy().astype(object)
+            is_ll = np.array([k[0] == "loglik" for k in w.index])
             for c in w.columns:
                 body[c] = [
-                    "" if pd.isna(e) else (f"{e:.4g}" if pd.isna(v) else f"{e:.4g} ({v:.3g})")
-                    for e, v in zip(w[c], s[c])
+                    "" if pd.isna(e) else (f"{e:.3f}" if ll else f"{e:.4g}" if pd.isna(v) else f"{e:.4g} ({v:.3g})")
+                    for e, v, ll in zip(w[c], s[c], is_ll)
                 ]
             lines.append(body.to_string())
             info = []

@@ -44,6 +44,8 @@ def fit_summary(fit) -> str:
         jl = (fit.optinfo or {}).get("joint_loglik")
         extra = f": joint log-density at the mode {jl:.4f}" if jl is not None else ""
         lines.append(f"(no marginal likelihood: joint mode over (beta, u){extra})")
+    elif fit.method == "hmc":
+        lines.append("(posterior summaries: point estimates are posterior means, errors posterior sds)")
     else:
         lines.append("(no likelihood reported by this method)")
     lines += ["", "Random effects:"]

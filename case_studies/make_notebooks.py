@@ -1,0 +1,196 @@
+"""Build (and execute) the case-study notebooks from the cell sources below.
+
+    python case_studies/make_notebooks.py            # write and execute every notebook in place
+    GLMMBAYES_QUICK=1 python case_studies/make_notebooks.py --check   # quick mode, nothing written
+
+The notebooks read GLMMBAYES_QUICK: when set, they use fewer MCMC draws, replicates and
+quadrature orders, so the tests can execute them in a minute or two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+HERE = Path(__file__).resolve().parent
+
+SETUP = """\
+import os, warnings
+import numpy as np, pandas as pd
+import matplotlib.pyplot as plt
+import glmmbayes as gb
+QUICK = bool(os.environ.get("GLMMBAYES_QUICK"))
+warnings.simplefilter("ignore", gb.ConvergenceWarning)
+pd.set_option("display.width", 140)
+%matplotlib inline"""
+
+CBPP = [
+    ("md", """# cbpp: one model, every method
+
+Contagious bovine pleuropneumonia in 15 herds of zebu cattle, observed in four periods
+(`lme4::cbpp`). The classic model is a binomial GLMM with a random intercept per herd:
+
+`cbind(incidence, size - incidence) ~ period + (1 | herd)`
+
+We fit it by penalized quasi-likelihood, Laplace and adaptive Gauss–Hermite maximum likelihood,
+joint maximization, and NUTS, and put the answers side by side."""),
+    ("code", SETUP),
+    ("code", """cbpp = gb.datasets.load("cbpp")
+spec = gb.Spec("cbind(incidence, size - incidence) ~ period + (1 | herd)", family="binomial")
+hmc = {"draws": 300 if QUICK else 1000, "tune": 300 if QUICK else 1000, "chains": 2, "seed": 2024}
+cmp = gb.compare(spec, cbpp, methods=["pql", "laplace", "agq", "joint", "hmc"],
+                 options={"hmc": hmc, "agq": {"nAGQ": 25}}, progress=False)
+print(cmp)"""),
+    ("md", """PQL shrinks the herd standard deviation (0.56 against 0.64 by maximum likelihood) and,
+with its estimated dispersion, inflates the standard errors of the period effects. The joint mode
+uses PQL's variance estimate. The posterior mean of the sd is larger than its mode-type estimates:
+the posterior of a standard deviation is right-skewed when there are only 15 herds."""),
+    ("code", "fig = cmp.plot()"),
+    ("md", """## Is the Laplace approximation adequate here?
+
+For each herd we compare the Laplace approximation of its integral with 25-point adaptive
+quadrature at the Laplace fit (the t(z) idea of the lme4 glmer paper)."""),
+    ("code", """lap = cmp.fits["laplace"]
+adq = lap.laplace_adequacy(nAGQ=25)
+print(adq.attrs["advice"])
+adq.head(15)"""),
+    ("code", """orders = [1, 3, 5, 9] if QUICK else [1, 2, 3, 5, 9, 15, 25]
+ll = {k: gb.fit(spec, cbpp, method="agq", nAGQ=k).loglik for k in orders}
+pd.Series(ll, name="logLik (fully normalized)").rename_axis("nAGQ").to_frame()"""),
+    ("md", """lme4 reports −50.005 for nAGQ = 25 on these data because its nAGQ > 1 log-likelihood leaves
+out the binomial constant Σ log C(n, y); ours is fully normalized (about −91.98), so it can be
+compared with the Laplace value and across methods."""),
+    ("md", """## The herd standard deviation on four scales
+
+Maximum likelihood and posterior means do not depend on the scale a variance is written on;
+posterior modes do."""),
+    ("code", """from glmmbayes.invariance import variance_component_invariance
+inv = variance_component_invariance(spec, cbpp, n_grid=81 if QUICK else 241)
+print(inv)
+fig = inv.plot()"""),
+    ("code", """import arviz as az
+az.summary(cmp.fits["hmc"].idata, var_names=["beta", "sd_herd"])"""),
+]
+
+CONTRACEPTION = [
+    ("md", """# Contraception in Bangladesh: scalar and vector random effects
+
+The 1988 Bangladesh Fertility Survey (`mlmRev::Contraception`): 1934 women in 60 districts.
+First a random intercept per district, then a random effect for urban residence within
+district, `(urban | district)`, whose likelihood is a two-dimensional integral per district —
+where adaptive quadrature goes beyond lme4 (which allows nAGQ > 1 for a single scalar term only)."""),
+    ("code", SETUP),
+    ("code", """d = gb.datasets.load("Contraception", derived=True)   # adds ch = livch != "0"
+spec1 = gb.Spec("use ~ age + I(age^2) + urban + livch + (1 | district)", family="binomial")
+hmc = {"draws": 300 if QUICK else 1000, "tune": 300 if QUICK else 1000, "chains": 2, "seed": 7}
+c1 = gb.compare(spec1, d, methods=["pql", "laplace", "agq", "hmc"], options={"hmc": hmc}, progress=False)
+print(c1)"""),
+    ("code", "fig = c1.plot()"),
+    ("md", """The posterior means sit within a fraction of a standard error of the maximum-likelihood
+estimates: 1934 observations dominate the weakly informative priors. The sampler runs on a
+basis whitened by the ML fit, which is what keeps the strongly correlated age and age² effects
+from defeating NUTS."""),
+    ("code", """h = c1.fits["hmc"]; ml = c1.fits["laplace"]
+((h.fixef - ml.fixef) / ml.se).rename("posterior mean − ML, in ML standard errors").to_frame()"""),
+    ("md", "## `(urban | district)`: Laplace against vector AGQ"),
+    ("code", """spec2 = gb.Spec("use ~ age * ch + I(age^2) + urban + (urban | district)", family="binomial")
+lap2 = gb.fit(spec2, d)
+orders = [1, 2, 3] if QUICK else [1, 2, 3, 4, 5, 7]
+rows = []
+for k in orders:
+    f = gb.fit(spec2, d, method="agq", nAGQ=k)
+    rows.append({"nAGQ": k, "knots per district": k * k, "logLik": f.loglik, "seconds": f.seconds,
+                 **{f"sd {r.var1}": r.sdcor for r in f.varcorr.itertuples() if r.var2 is None}})
+agq = pd.DataFrame(rows)
+agq"""),
+    ("code", """fig, ax = plt.subplots(figsize=(5, 3))
+ax.plot(agq["nAGQ"], agq["logLik"], "o-")
+ax.axhline(lap2.loglik, color="0.5", ls="--", label="Laplace")
+ax.set_xlabel("nAGQ (per dimension)"); ax.set_ylabel("logLik"); ax.legend()
+fig.tight_layout()"""),
+    ("md", """The quadrature log-likelihood rises above the Laplace value and settles by four or five
+points per dimension: the Laplace approximation is off by about 0.3 log-likelihood units here,
+small against the standard errors but not zero."""),
+    ("code", """c2 = gb.compare(spec2, d, methods=["laplace", "agq", "hmc"],
+                options={"agq": {"nAGQ": 3 if QUICK else 5}, "hmc": hmc}, progress=False)
+print(c2)"""),
+]
+
+NORMAL_EXPONENTIAL = [
+    ("md", """# McCulloch's normal–exponential example: joint modes are not invariant
+
+McCulloch's model has normal errors and exponential random effects entering through a square
+root:
+
+y_ij | u_j ~ N(β x_i + u_j^½, 1),  u_j ~ Exponential(λ = 1),  x_i = i/n, n = 2, β = 5.
+
+Writing w = u^½ gives the same model (w is Rayleigh). Maximum likelihood integrates u out and
+does not care which way the random effect is written; maximizing the joint density of (y, u)
+over β and the random effects does, because the Jacobian of u ↦ w changes the joint density."""),
+    ("code", SETUP),
+    ("code", """from glmmbayes import studies
+n_rep = 40 if QUICK else 400
+qs = (20, 50) if QUICK else (20, 50, 100, 200)
+table = studies.normal_exponential_table(q=qs, n_rep=n_rep, seed=1997)
+table"""),
+    ("md", """McCulloch's Table 1: joint maximization with u entering as u^½ gives about 5.97, with
+w entering linearly about 5.15, and maximum likelihood about 5.00 (true β = 5). Both joint modes
+are biased, in different directions of magnitude, and the bias does not go away as the number of
+clusters grows."""),
+    ("code", """fig, ax = plt.subplots(figsize=(5.5, 3.2))
+for col, lab in [("joint_u", "joint mode, u^½ entry"), ("joint_w", "joint mode, w entry"), ("ml", "ML")]:
+    ax.errorbar(table.index if "q" not in table.columns else table["q"], table[col], yerr=2 * table[col + "_se"], marker="o", capsize=3, label=lab)
+ax.axhline(5.0, color="0.5", ls="--")
+ax.set_xlabel("q (clusters)"); ax.set_ylabel("mean of β̂"); ax.legend(fontsize=8)
+fig.tight_layout()"""),
+    ("md", """## The same lesson for a variance component
+
+The herd standard deviation of the cbpp model on four scales: the ML estimate and the posterior
+mean of the sd are the same on every scale, the posterior modes are not."""),
+    ("code", """from glmmbayes.invariance import variance_component_invariance
+inv = variance_component_invariance("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+                                    gb.datasets.load("cbpp"), n_grid=81 if QUICK else 241)
+print(inv)
+fig = inv.plot()"""),
+]
+
+NOTEBOOKS = {
+    "cbpp.ipynb": CBPP,
+    "contraception.ipynb": CONTRACEPTION,
+    "normal_exponential.ipynb": NORMAL_EXPONENTIAL,
+}
+
+
+def build(cells) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
+                for kind, src in cells]
+    return nb
+
+
+def execute(nb, timeout: int = 1800) -> nbformat.NotebookNode:
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+    return nb
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="execute without writing")
+    ap.add_argument("names", nargs="*", default=list(NOTEBOOKS))
+    args = ap.parse_args(argv)
+    for name in args.names:
+        print(f"executing {name} ...", flush=True)
+        nb = execute(build(NOTEBOOKS[name]))
+        if not args.check:
+            nbformat.write(nb, HERE / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
