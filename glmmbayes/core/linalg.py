@@ -112,6 +112,25 @@ class ReStructure:
         """Λ'Z' R for an (n, p) matrix R."""
         return np.column_stack([self.zl_tmult(V, R[:, j]) for j in range(R.shape[1])])
 
+    def cross_pattern(self):
+        """Index maps (θ-independent, built once) that accumulate A21 = M2'WM1 and A22 = M2'WM2
+        with bincount instead of sparse matrix products."""
+        pat = self.__dict__.get("_cross_pattern")
+        if pat is None:
+            k0 = self.k[0]
+            width = sum(self.k[1:])
+            hc = self._col_index[0]  # (n, k0)
+            tc = self._tail_indices.reshape(self.n, width)  # (n, width)
+            lin = (tc[:, :, None] * self.q1 + hc[:, None, :]).ravel()
+            uniq, inv21 = np.unique(lin, return_inverse=True)
+            rows21, cols21 = uniq // self.q1, uniq % self.q1
+            indptr21 = np.concatenate([[0], np.cumsum(np.bincount(rows21, minlength=self.q2))])
+            idx22 = (tc[:, :, None] * self.q2 + tc[:, None, :]).ravel()
+            pat = {"inv21": inv21, "cols21": cols21, "indptr21": indptr21, "nnz21": len(uniq),
+                   "idx22": idx22, "width": width, "k0": k0}
+            self.__dict__["_cross_pattern"] = pat
+        return pat
+
     def head_sparse(self, V) -> sp.csr_matrix:
         return sp.csr_matrix(
             (V[0].ravel(), self._head_indices, self._head_indptr), shape=(self.n, self.q1)
@@ -247,14 +266,25 @@ def factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None = None) -> 
     L1inv = _batched_inv_lower(L1)
     L21 = L22 = None
     if len(s.terms) > 1:
-        M1 = s.head_sparse(V)
-        M2 = s.tail_sparse(V)
-        M2w = M2.multiply(w[:, None]).tocsr()
-        A21 = (M2w.T @ M1).tocsr()
-        A22 = (M2w.T @ M2).toarray()
+        pat = s.cross_pattern()
+        V2 = np.hstack(V[1:]) * np.sqrt(w)[:, None]
+        V0w = V0 * np.sqrt(w)[:, None]
+        vals = np.bincount(pat["inv21"], weights=(V2[:, :, None] * V0w[:, None, :]).ravel(),
+                           minlength=pat["nnz21"])
+        A22 = np.bincount(pat["idx22"], weights=(V2[:, :, None] * V2[:, None, :]).ravel(),
+                          minlength=s.q2 * s.q2).reshape(s.q2, s.q2)
         A22[np.diag_indices_from(A22)] += 1.0
-        L21 = (A21 @ _blockdiag(np.transpose(L1inv, (0, 2, 1)))).tocsr()
-        S = A22 - (L21 @ L21.T).toarray()
+        A21 = sp.csr_matrix((vals, pat["cols21"], pat["indptr21"]), shape=(s.q2, s.q1))
+        if k0 == 1:  # L21 = A21 L11^{-T}: a column scaling
+            L21 = sp.csr_matrix((vals * L1inv[pat["cols21"] // 1, 0, 0], pat["cols21"], pat["indptr21"]),
+                                shape=(s.q2, s.q1))
+        else:
+            L21 = (A21 @ _blockdiag(np.transpose(L1inv, (0, 2, 1)))).tocsr()
+        if L21.nnz > 0.05 * s.q1 * s.q2:  # dense enough that BLAS beats the sparse product
+            L21d = L21.toarray()
+            S = A22 - L21d @ L21d.T
+        else:
+            S = A22 - (L21 @ L21.T).toarray()
         L22 = np.linalg.cholesky(S)
     f = Factor(s, L1inv, logdet_L1, L21, L22)
     if X is not None:

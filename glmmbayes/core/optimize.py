@@ -100,6 +100,8 @@ def minimize_deviance(
     hessian: bool = False,
     maxiter: int = 1000,
     value_and_grad=None,
+    ftol: float = 1e-14,
+    gtol: float = 1e-8,
 ) -> OptResult:
     """Minimize f(x) subject to x >= lower; `scale` is a lower-triangular matrix mapping z to x - x0.
 
@@ -144,7 +146,7 @@ def minimize_deviance(
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in zl]
     z0 = np.maximum(np.zeros(d), np.where(np.isfinite(zl), zl, -np.inf))
-    opts = {"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-8, "maxcor": 20}
+    opts = {"maxiter": maxiter, "ftol": ftol, "gtol": gtol, "maxcor": 20}
     res = minimize(grad_z, z0, jac=True, method="L-BFGS-B", bounds=bounds, callback=cb, options=opts)
     z = res.x
     fx, g = grad_z(z)

@@ -62,7 +62,9 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
     if disp:
         x1 = np.append(x1, np.log(phi0))
         lo1 = np.append(lo1, -np.inf)
-    r1 = minimize_deviance(f1, x1, lo1, hessian=fast_only)
+    # stage 1 only provides the start and the β scaling for stage 2 unless it is the answer
+    loose = {} if fast_only else {"ftol": 1e-10, "gtol": 1e-5}
+    r1 = minimize_deviance(f1, x1, lo1, hessian=fast_only, **loose)
     theta = r1.x[:nth]
     phi = float(np.exp(r1.x[nth])) if disp else 1.0
     st = pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi)
