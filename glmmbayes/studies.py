@@ -115,8 +115,11 @@ def _one(q, rep, seed, n, beta, lam, hmc, hmc_opts):
     if not ml.converged:
         out.setdefault("messages", []).append(f"ml: {'; '.join(ml.messages)}")
     if hmc:
+        import logging
+
         import pymc as pm
 
+        logging.getLogger("pymc").setLevel(logging.WARNING)
         model = _hmc_model(prob, hmc_opts)
         with model:
             pm.set_data({"y_obs": prob.y})

@@ -59,3 +59,13 @@ def test_table1_acceptance():
         assert abs(tab.loc[q, "ml"] - 5.0) < 3 * tab.loc[q, "ml_se"]
     assert (tab["n_failed"] == 0).all()
     print(tab.round(4).to_string(), f"\n{time.perf_counter() - t0:.0f} s")
+
+
+@pytest.mark.slow
+def test_table_hmc_column():
+    """The flat-prior posterior mean (NUTS) sits with the ML estimate, not with the joint modes."""
+    tab, reps = studies.normal_exponential_table(q=(50,), n_rep=4, seed=5, processes=1, hmc=True,
+                                                 hmc_opts={"draws": 500, "tune": 500}, return_replicates=True)
+    assert "hmc" in tab and "hmc_se" in tab
+    assert (reps["hmc"] - reps["ml"]).abs().max() < 0.1
+    assert ((reps["joint_w"] - reps["hmc"]) > 0.05).all()
