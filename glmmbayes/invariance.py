@@ -121,7 +121,7 @@ def variance_component_invariance(spec, data, group: str | None = None, prior=No
         def vg(b, theta=theta):
             st = pirls(prob, theta, b, warm.u)
             warm.update(st)
-            return ob.laplace_value(prob, st), ob.laplace_beta_gradient(prob, st)
+            return ob.laplace_value(prob, st), ob.laplace_gradient(prob, st, theta=False)[1]
 
         r = minimize_deviance(f, beta, np.full(len(beta), -np.inf), np.linalg.cholesky(ml.vcov_beta),
                               value_and_grad=vg)

@@ -101,3 +101,29 @@ def test_partial_analytic_gradient_is_used():
                           hessian=True, value_and_grad=vg)
     assert np.allclose(r.x, [0.5, -2.0, 3.0], atol=1e-6)
     assert np.allclose(r.hessian, 2 * np.eye(3), atol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["cbpp_herd", "cbpp_herd_obs", "verbagg_crossed", "grouseticks_nested",
+                                  "contraception_urban_slope"])
+@pytest.mark.parametrize("profiled", [False, True])
+def test_laplace_theta_gradient_matches_finite_differences(case, profiled):
+    """θ-gradient of the Laplace deviance (β fixed) and of the nAGQ=0 criterion (β profiled)."""
+    ref = load_reference(case)
+    d = gb.design(gb.Spec(ref["formula"], family=ref["family"]), reference_data(ref["data"]))
+    prob = d.problem()
+    theta = np.array(list(ref["laplace"]["theta"].values())) * 1.1 + 0.02
+    beta = np.array(list(ref["laplace"]["fixef"].values())) + 0.05
+    st = pirls(prob, theta, beta, None, fit_beta=profiled)
+    gt, _ = ob.laplace_gradient(prob, st, profiled_beta=profiled, beta=False)
+    warm = ob.WarmStart(d.structure.q, st.beta)
+    warm.u = st.u
+
+    def f(t):
+        return ob.nagq0(prob, t, warm) if profiled else ob.laplace(prob, t, beta, warm)
+
+    fd = []
+    for j in range(len(theta)):
+        e = np.zeros(len(theta))
+        e[j] = 1e-5
+        fd.append((f(theta + e) - f(theta - e)) / 2e-5)
+    assert np.allclose(gt, fd, rtol=1e-5, atol=1e-3)

@@ -295,32 +295,45 @@ def factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None = None) -> 
     return f
 
 
-def leverages(f: Factor, V) -> np.ndarray:
-    """s_i = x_i' A^{-1} x_i for each row x_i of ZΛ (the diagonal of ZΛ A^{-1} Λ'Z').
+def row_projections(f: Factor, V) -> tuple[np.ndarray, np.ndarray | None]:
+    """(A^{-1} x_i) on the columns row i touches, for every row x_i of ZΛ.
 
-    Needed by the analytic gradient of log|A|. The head block is handled per row; the tail
-    through M = S^{-1} and M L21, so the cost is O(q2² q1 + n) rather than O(q2² n).
+    Returns Ph (n, k0): the entries at row i's level of the first term, and Pt (n, width): the
+    entries at its tail columns (None for a single term). Built from the selected blocks of
+    A^{-1} only -- per-level head blocks L1^{-T}(I + L21_j' M L21_j)L1^{-1}, head-tail
+    -M L21 L11^{-1} and tail-tail M = S^{-1} -- so the cost is O(q2² q1 + n), never O(q n).
     """
     s = f.s
     t0 = s.terms[0]
     k0 = t0.k
-    Y1 = np.einsum("nij,nj->ni", f.L1inv[t0.codes], V[0])  # L11^{-1} x_i1, (n, k0)
-    out = np.einsum("ni,ni->n", Y1, Y1)
+    Linv = f.L1inv[t0.codes]  # (n, k0, k0)
+    xh = V[0]
     if f.L22 is None:
-        return out
+        Y = np.einsum("nij,nj->ni", Linv, xh)
+        return np.einsum("nji,nj->ni", Linv, Y), None
     M = sla.cho_solve((f.L22, True), np.eye(s.q2), check_finite=False)
     L21d = f.L21.toarray()  # (q2, q1)
     ML = M @ L21d
-    # tail columns and values of each row (one column per tail coefficient)
-    width = sum(s.k[1:])
-    cols = s._tail_indices.reshape(s.n, width)
-    vals = np.hstack(V[1:])
-    term1 = np.einsum("na,nb,nab->n", vals, vals, M[cols[:, :, None], cols[:, None, :]])
-    head_cols = t0.codes[:, None] * k0 + np.arange(k0)[None, :]  # (n, k0)
-    MLg = ML[cols[:, :, None], head_cols[:, None, :]]  # (n, width, k0)
-    term2 = np.einsum("na,nab,nb->n", vals, MLg, Y1)
     Lb = L21d.reshape(s.q2, s.m[0], k0)
     MLb = ML.reshape(s.q2, s.m[0], k0)
     Q = np.einsum("rja,rjb->jab", Lb, MLb)  # per head level: L21_j' M L21_j
-    term3 = np.einsum("na,nab,nb->n", Y1, Q[t0.codes], Y1)
-    return out + term1 - 2.0 * term2 + term3
+    Q[:, np.arange(k0), np.arange(k0)] += 1.0
+    H = np.einsum("jai,jab,jbc->jic", f.L1inv, Q, f.L1inv)  # head diagonal blocks of A^{-1}
+    width = sum(s.k[1:])
+    cols = s._tail_indices.reshape(s.n, width)
+    xt = np.hstack(V[1:])
+    head_cols = t0.codes[:, None] * k0 + np.arange(k0)[None, :]
+    # head-tail block of A^{-1}: K = -M L21 L11^{-1}, gathered at (row's tail cols, row's head block)
+    K = -np.einsum("nab,nbc->nac", ML[cols[:, :, None], head_cols[:, None, :]], Linv)  # (n, width, k0)
+    Ph = np.einsum("nab,nb->na", H[t0.codes], xh) + np.einsum("nab,na->nb", K, xt)
+    Pt = np.einsum("nab,nb->na", K, xh) + np.einsum("nab,nb->na", M[cols[:, :, None], cols[:, None, :]], xt)
+    return Ph, Pt
+
+
+def leverages(f: Factor, V, proj=None) -> np.ndarray:
+    """s_i = x_i' A^{-1} x_i for each row x_i of ZΛ (the diagonal of ZΛ A^{-1} Λ'Z')."""
+    Ph, Pt = row_projections(f, V) if proj is None else proj
+    out = np.einsum("ni,ni->n", V[0], Ph)
+    if Pt is not None:
+        out += np.einsum("ni,ni->n", np.hstack(V[1:]), Pt)
+    return out

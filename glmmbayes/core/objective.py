@@ -97,29 +97,81 @@ def lmm(prob: Problem, theta: np.ndarray, reml: bool = False) -> LmmSolution:
     return LmmSolution(dev, beta, u, pwrss / dof, pwrss, f, V)
 
 
-def laplace_beta_gradient(prob: Problem, st: PirlsState, phi: float = 1.0) -> np.ndarray | None:
-    """Gradient of the Laplace deviance with respect to β at a converged PIRLS state.
+def _dweights(fam, eta, wt, phi):
+    h = 1e-5 * np.maximum(1.0, np.abs(eta))
+    wp = fam.working_weights(eta + h, wt, phi)[0]
+    wm = fam.working_weights(eta - h, wt, phi)[0]
+    return (wp - wm) / (2.0 * h)
 
-    Envelope theorem for -2ℓ + ||u||² (û is its minimizer), plus d log|A| = tr(A^{-1} dA) with
-    dA = Λ'Z' diag(W'(η) dη) ZΛ and dη = X dβ + ZΛ dû, dû = -A^{-1} Λ'Z'WX dβ. The implicit
-    derivative uses A as the Hessian in u, which holds for canonical links (A then is the
-    observed information); other links return None and the caller differentiates numerically.
+
+def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: bool = True,
+                     beta: bool = True, profiled_beta: bool = False):
+    """Analytic gradient of the Laplace deviance D = -2ℓ(y|η̂) + ||û||² + log|A| at a converged
+    PIRLS state: (gradient in θ or None, gradient in β or None).
+
+    The envelope theorem disposes of -2ℓ + ||u||² (û, and β̂ when `profiled_beta`, minimize it),
+    leaving its partial derivatives; log|A| changes through Λ(θ) and through the weights,
+    d log|A| = 2 tr(A^{-1} Λ'Z'W Z dΛ) + Σ_i W'(η_i) s_i dη_i, with s_i the leverages and dη
+    from the implicit derivative of the mode, dû = -A^{-1}(...) (bordered by X when β is
+    profiled, as in the nAGQ = 0 criterion). The implicit derivative uses A as the Hessian in u,
+    true for canonical links; other links return (None, None) and the caller differentiates
+    numerically. The selected inverse blocks make the cost O(n + q2² q1) per component.
     """
     fam = prob.family
     if not fam.is_canonical or not st.converged:
-        return None
-    from .linalg import leverages
+        return None, None
+    from .linalg import row_projections, theta_diag_mask  # noqa: F401
 
     s = prob.structure
     X, V, eta, w = prob.X, st.V, st.eta, st.weights
-    r = (prob.y - st.mu) / fam.mu_eta(eta)
-    grad = X.T @ (-2.0 * w * r)
-    h = 1e-5 * np.maximum(1.0, np.abs(eta))
-    wp = fam.working_weights(eta + h, prob.wt, phi)[0]
-    wm = fam.working_weights(eta - h, prob.wt, phi)[0]
-    dW = (wp - wm) / (2.0 * h)
-    lev = leverages(st.factor, V)
-    C = s.zl_tmult_matrix(V, w[:, None] * X)
-    du = -st.factor.solve(C)
-    deta = X + np.column_stack([s.zl_mult(V, du[:, j]) for j in range(X.shape[1])])
-    return grad + deta.T @ (dW * lev)
+    g = -2.0 * w * (prob.y - st.mu) / fam.mu_eta(eta)  # -2 dℓ/dη
+    dW = _dweights(fam, eta, prob.wt, phi)
+    proj = row_projections(st.factor, V)
+    Ph, Pt = proj
+    lev = np.einsum("ni,ni->n", V[0], Ph)
+    if Pt is not None:
+        lev += np.einsum("ni,ni->n", np.hstack(V[1:]), Pt)
+    wl = dW * lev
+
+    def d_eta(h, rhs_u, rhs_b):
+        """dη for a perturbation with direct part h and stationarity right-hand side."""
+        if profiled_beta:
+            du, db = st.factor.solve_joint(-rhs_u, -rhs_b)
+            return h + s.zl_mult(V, du) + X @ db
+        du = st.factor.solve(-rhs_u)
+        return h + s.zl_mult(V, du)
+
+    g_beta = None
+    if beta and not profiled_beta:
+        C = s.zl_tmult_matrix(V, w[:, None] * X)
+        du = -st.factor.solve(C)
+        deta = X + np.column_stack([s.zl_mult(V, du[:, j]) for j in range(X.shape[1])])
+        g_beta = X.T @ g + deta.T @ wl
+    if not theta:
+        return None, g_beta
+    g_theta = np.empty(s.ntheta)
+    tail_off = 0
+    for ti, t in enumerate(s.terms):
+        U = st.u[s.u_offsets[ti] : s.u_offsets[ti + 1]].reshape(t.nlevels, t.k)
+        P = Ph if ti == 0 else Pt[:, tail_off : tail_off + t.k]
+        cols, rows = np.triu_indices(t.k)  # θ order: column-wise lower triangle
+        for j, (r, c) in enumerate(zip(rows, cols)):
+            k = s.theta_offsets[ti] + j
+            xr = t.X[:, r]
+            h = xr * U[t.codes, c]  # Z dΛ/dθ_k û
+            trace = 2.0 * float(np.sum(w * xr * P[:, c]))
+            # stationarity derivative: (dΛ_k)'Z'(g/2) + Λ'Z'W h
+            rhs = s.zl_tmult(V, w * h)
+            blk = np.zeros((t.nlevels, t.k))
+            blk[:, c] = np.bincount(t.codes, weights=xr * g * 0.5, minlength=t.nlevels)
+            rhs[s.u_offsets[ti] : s.u_offsets[ti + 1]] += blk.ravel()
+            rhs_b = X.T @ (w * h) if profiled_beta else None
+            g_theta[k] = float(g @ h) + trace + float(wl @ d_eta(h, rhs, rhs_b))
+        if ti > 0:
+            tail_off += t.k
+    return g_theta, g_beta
+
+
+def laplace_beta_gradient(prob: Problem, st: PirlsState, phi: float = 1.0) -> np.ndarray | None:
+    """Gradient of the Laplace deviance with respect to β (see `laplace_gradient`)."""
+    return laplace_gradient(prob, st, phi, theta=False)[1]

@@ -38,7 +38,7 @@ class MLResult:
 
 
 # Objective signature: (problem, theta, beta, warm, phi) -> deviance; an objective may also
-# offer value_and_grad(...) -> (deviance, gradient in beta or None)
+# offer value_and_grad(...) -> (deviance, gradient in θ or None, gradient in β or None)
 Objective = Callable
 
 
@@ -57,6 +57,18 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
         phi = float(np.exp(x[nth])) if disp else 1.0
         return ob.nagq0(prob, x[:nth], warm, phi)
 
+    def vg1(x):
+        phi = float(np.exp(x[nth])) if disp else 1.0
+        st1 = pirls(prob, x[:nth], warm.beta, warm.u, fit_beta=True, phi=phi)
+        warm.update(st1)
+        g = np.full(len(x), np.nan)
+        if not np.isfinite(st1.pdev):
+            return np.inf, g
+        gt = ob.laplace_gradient(prob, st1, phi, beta=False, profiled_beta=True)[0]
+        if gt is not None:
+            g[:nth] = gt
+        return ob.laplace_value(prob, st1, phi), g
+
     x1 = s.theta_start()
     lo1 = s.theta_lower
     if disp:
@@ -64,7 +76,7 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
         lo1 = np.append(lo1, -np.inf)
     # stage 1 only provides the start and the β scaling for stage 2 unless it is the answer
     loose = {} if fast_only else {"ftol": 1e-10, "gtol": 1e-5}
-    r1 = minimize_deviance(f1, x1, lo1, hessian=fast_only, **loose)
+    r1 = minimize_deviance(f1, x1, lo1, hessian=fast_only, value_and_grad=vg1, **loose)
     theta = r1.x[:nth]
     phi = float(np.exp(r1.x[nth])) if disp else 1.0
     st = pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi)
@@ -90,8 +102,10 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
 
         def vg(x):
             phi_ = float(np.exp(x[nth + p])) if disp else 1.0
-            fx, gb = nAGQ_objective.value_and_grad(prob, x[:nth], x[nth : nth + p], warm2, phi_)
+            fx, gt, gb = nAGQ_objective.value_and_grad(prob, x[:nth], x[nth : nth + p], warm2, phi_)
             g = np.full(len(x), np.nan)
+            if gt is not None:
+                g[:nth] = gt
             if gb is not None:
                 g[nth : nth + p] = gb
             return fx, g

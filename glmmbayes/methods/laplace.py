@@ -26,8 +26,8 @@ class _LaplaceObjective:
         st = pirls(prob, theta, beta, warm.u, phi=phi)
         warm.update(st)
         if not np.isfinite(st.pdev):
-            return np.inf, None
-        return ob.laplace_value(prob, st, phi), ob.laplace_beta_gradient(prob, st, phi)
+            return np.inf, None, None
+        return (ob.laplace_value(prob, st, phi), *ob.laplace_gradient(prob, st, phi))
 
 
 _laplace_objective = _LaplaceObjective()
