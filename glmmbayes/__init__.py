@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Spec", "Fit", "fit", "compare", "Comparison", "to_pymc", "design", "datasets", "get_family",
+    "RandomEffect", "to_pymc_nonnormal", "nonnormal", "studies",
     "GlmmError", "FormulaError", "DataError", "FamilyError", "SpecError",
     "ConvergenceWarning", "RankDeficiencyWarning",
 ]

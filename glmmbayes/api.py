@@ -49,6 +49,12 @@ def fit(spec: Spec | str, data: pd.DataFrame, method: str = "laplace", nAGQ: int
         nAGQ = 25 if method == "agq" else 1
     if not isinstance(nAGQ, int) or isinstance(nAGQ, bool) or nAGQ < 0:
         raise SpecError(f"nAGQ must be a non-negative integer, got {nAGQ!r}")
+    if getattr(spec, "re_dist", None) is not None:
+        raise SpecError(
+            f"this Spec has non-normal random effects ({spec.re_dist}); the methods of fit() assume "
+            "normal ones. Use glmmbayes.nonnormal.fit_ml (exact ML), glmmbayes.nonnormal.fit_joint "
+            "or glmmbayes.to_pymc_nonnormal"
+        )
     design = build_design(spec, data)
     module = importlib.import_module(f"glmmbayes.methods.{method}")
     if method in ("laplace", "agq"):

@@ -120,7 +120,7 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     fam = prob.family
     if not fam.is_canonical or not st.converged:
         return None, None
-    from .linalg import row_projections, theta_diag_mask  # noqa: F401
+    from .linalg import row_projections
 
     s = prob.structure
     X, V, eta, w = prob.X, st.V, st.eta, st.weights

@@ -137,3 +137,36 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
         vcov = factorize(s, st.V, st.weights, design.X).rx_inverse()
     return MLResult(theta, beta, phi, r2.fun, vcov, vcov_full, st, r1, r2,
                     failures + warm2.pirls_failures, time.perf_counter() - t0)
+
+
+def _opt_summary(r: OptResult | None):
+    return None if r is None else {"nfev": r.nfev, "nit": r.nit, "trace": r.trace}
+
+
+def ml_fit(design: Design, res: MLResult, *, method: str, nAGQ: int, t0: float,
+           extra_messages=(), extra_optinfo=None):
+    """The Fit of a two-stage ML result, with lme4-style convergence checks."""
+    from ..fit import Fit
+    from .checks import convergence_messages
+
+    opt = res.stage2 if res.stage2 is not None else res.stage1
+    n_main = len(res.theta) + (design.p if res.stage2 is not None else 0)
+    msgs, ok = convergence_messages(design, res.theta, opt, res.pirls_failures, n_main=n_main)
+    if not np.isfinite(res.deviance):
+        msgs.append("the deviance is not finite at the optimum")
+        ok = False
+    msgs += list(extra_messages)
+    optinfo = {
+        "stage1": _opt_summary(res.stage1),
+        "stage2": _opt_summary(res.stage2),
+        "gradient": opt.grad,
+        "hessian": opt.hessian,
+        "vcov_full": res.vcov_full,
+        **(extra_optinfo or {}),
+    }
+    return Fit(
+        design=design, method=method, beta_hat=res.beta, vcov_beta=res.vcov, theta_hat=res.theta,
+        phi=res.phi, u=res.state.u, u_condvar=tuple(res.state.factor.inverse_diag_blocks()),
+        loglik=-0.5 * res.deviance, converged=ok, messages=tuple(msgs),
+        seconds=time.perf_counter() - t0, nAGQ=nAGQ, estimate_kind="ml", optinfo=optinfo, raw=res,
+    )

@@ -27,14 +27,12 @@ import time
 import numpy as np
 import pandas as pd
 
-from ..core import objective as ob
 from ..core.pirls import PirlsState, Problem, pirls
-from ..core.quadrature import Rule, default_grid, gauss_hermite, make_rule
+from ..core.quadrature import Rule, default_grid, make_rule
 from ..design import Design
 from ..errors import SpecError
 from ..fit import Fit
-from ._ml import fit_ml
-from .checks import convergence_messages
+from ._ml import fit_ml, ml_fit
 
 MAX_NODES = 200_000  # a product grid larger than this is refused (use grid="sparse" or a lower nAGQ)
 _CHUNK = 2_000_000  # rows x knots evaluated at once
@@ -191,47 +189,17 @@ def fit(design: Design, nAGQ: int = 25, grid: str | None = None) -> Fit:
     rule = _rule(design, nAGQ, grid)
     objective = AGQObjective(rule)
     res = fit_ml(design, objective)
-    st = res.state
-    opt = res.stage2
-    msgs, ok = convergence_messages(design, res.theta, opt, res.pirls_failures,
-                                    n_main=len(res.theta) + design.p)
-    if not np.isfinite(res.deviance):
-        msgs.append("AGQ deviance is not finite at the optimum")
-        ok = False
     d = design.terms[0].k
-    return Fit(
-        design=design,
-        method="agq",
-        beta_hat=res.beta,
-        vcov_beta=res.vcov,
-        theta_hat=res.theta,
-        phi=res.phi,
-        u=st.u,
-        u_condvar=tuple(st.factor.inverse_diag_blocks()),
-        loglik=-0.5 * res.deviance,
-        converged=ok,
-        messages=tuple(msgs),
-        seconds=time.perf_counter() - t0,
-        nAGQ=int(nAGQ),
-        estimate_kind="ml",
-        optinfo={
-            "stage1": {"nfev": res.stage1.nfev, "nit": res.stage1.nit, "trace": res.stage1.trace},
-            "stage2": {"nfev": opt.nfev, "nit": opt.nit, "trace": opt.trace},
-            "gradient": opt.grad,
-            "hessian": opt.hessian,
-            "vcov_full": res.vcov_full,
-            "agq": {
-                "nAGQ": int(nAGQ),
-                "dim": d,
-                "grid": rule.kind if d > 1 else "gauss-hermite",
-                "knots": rule.size,
-                "negative_weights": rule.has_negative_weights,
-                "objective_evaluations": objective.evaluations,
-                "integrand_evaluations": objective.integrand_evaluations,
-            },
-        },
-        raw=res,
-    )
+    agq_info = {
+        "nAGQ": int(nAGQ),
+        "dim": d,
+        "grid": rule.kind if d > 1 else "gauss-hermite",
+        "knots": rule.size,
+        "negative_weights": rule.has_negative_weights,
+        "objective_evaluations": objective.evaluations,
+        "integrand_evaluations": objective.integrand_evaluations,
+    }
+    return ml_fit(design, res, method="agq", nAGQ=int(nAGQ), t0=t0, extra_optinfo={"agq": agq_info})
 
 
 # --------------------------------------------------------------------------- Laplace adequacy

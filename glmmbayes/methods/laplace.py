@@ -12,7 +12,7 @@ from ..core.optimize import minimize_deviance
 from ..core.pirls import pirls
 from ..design import Design
 from ..fit import Fit
-from ._ml import fit_ml
+from ._ml import fit_ml, ml_fit
 from .checks import convergence_messages
 
 
@@ -42,34 +42,7 @@ def fit(design: Design, nAGQ: int = 1) -> Fit:
         return agq.fit(design, nAGQ=nAGQ)
     t0 = time.perf_counter()
     res = fit_ml(design, _laplace_objective, fast_only=(nAGQ == 0))
-    st = res.state
-    opt = res.stage2 if res.stage2 is not None else res.stage1
-    msgs, ok = convergence_messages(design, res.theta, opt, res.pirls_failures,
-                                    n_main=len(res.theta) + (0 if nAGQ == 0 else design.p))
-    return Fit(
-        design=design,
-        method="laplace" if nAGQ == 1 else "nagq0",
-        beta_hat=res.beta,
-        vcov_beta=res.vcov,
-        theta_hat=res.theta,
-        phi=res.phi,
-        u=st.u,
-        u_condvar=tuple(st.factor.inverse_diag_blocks()),
-        loglik=-0.5 * res.deviance,
-        converged=ok,
-        messages=tuple(msgs),
-        seconds=time.perf_counter() - t0,
-        nAGQ=nAGQ,
-        optinfo={
-            "stage1": {"nfev": res.stage1.nfev, "nit": res.stage1.nit, "trace": res.stage1.trace},
-            "stage2": None if res.stage2 is None else {
-                "nfev": res.stage2.nfev, "nit": res.stage2.nit, "trace": res.stage2.trace},
-            "gradient": opt.grad,
-            "hessian": opt.hessian,
-            "vcov_full": res.vcov_full,
-        },
-        raw=res,
-    )
+    return ml_fit(design, res, method="laplace" if nAGQ == 1 else "nagq0", nAGQ=nAGQ, t0=t0)
 
 
 def fit_lmm(design: Design) -> Fit:
