@@ -139,12 +139,18 @@ qs = (20, 50) if QUICK else (20, 50, 100, 200)
 table = studies.normal_exponential_table(q=qs, n_rep=n_rep, seed=1997)
 table"""),
     ("md", """McCulloch's Table 1: joint maximization with u entering as u^½ gives about 5.97, with
-w entering linearly about 5.15, and maximum likelihood about 5.00 (true β = 5). Both joint modes
-are biased, in different directions of magnitude, and the bias does not go away as the number of
-clusters grows."""),
+w entering linearly about 5.15, and maximum likelihood about 5.00 (true β = 5). The two joint
+modes are biased by different amounts, and the bias does not go away as the number of clusters
+grows. McCulloch's u column comes from his closed form, which lets u^½ go negative; the joint
+mode over the model's parameter space (u ≥ 0, column `joint_u_constrained`) is biased too,
+at about 5.75."""),
+    ("code", """mc = studies.MCCULLOCH_TABLE1   # McCulloch's published values
+side = pd.concat({"ours": table[["joint_u", "joint_w", "ml"]], "McCulloch": mc[["joint_u", "joint_w", "ml"]]}, axis=1)
+side"""),
     ("code", """fig, ax = plt.subplots(figsize=(5.5, 3.2))
-for col, lab in [("joint_u", "joint mode, u^½ entry"), ("joint_w", "joint mode, w entry"), ("ml", "ML")]:
-    ax.errorbar(table.index if "q" not in table.columns else table["q"], table[col], yerr=2 * table[col + "_se"], marker="o", capsize=3, label=lab)
+for col, lab in [("joint_u", "joint mode, u^½ entry (closed form)"), ("joint_u_constrained", "joint mode, u ≥ 0"),
+                 ("joint_w", "joint mode, w entry"), ("ml", "ML")]:
+    ax.errorbar(table.index, table[col], yerr=2 * table[col + "_se"], marker="o", capsize=3, label=lab)
 ax.axhline(5.0, color="0.5", ls="--")
 ax.set_xlabel("q (clusters)"); ax.set_ylabel("mean of β̂"); ax.legend(fontsize=8)
 fig.tight_layout()"""),
