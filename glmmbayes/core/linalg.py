@@ -312,11 +312,15 @@ def row_projections(f: Factor, V) -> tuple[np.ndarray, np.ndarray | None]:
         Y = np.einsum("nij,nj->ni", Linv, xh)
         return np.einsum("nji,nj->ni", Linv, Y), None
     M = sla.cho_solve((f.L22, True), np.eye(s.q2), check_finite=False)
-    L21d = f.L21.toarray()  # (q2, q1)
-    ML = M @ L21d
-    Lb = L21d.reshape(s.q2, s.m[0], k0)
-    MLb = ML.reshape(s.q2, s.m[0], k0)
-    Q = np.einsum("rja,rjb->jab", Lb, MLb)  # per head level: L21_j' M L21_j
+    if k0 == 1 and f.L21.nnz < 0.05 * s.q1 * s.q2:
+        # sparse L21 (nested designs: one nonzero per column): M L21 costs q2 * nnz, not q2² q1
+        ML = np.asarray((f.L21.T @ M).T)
+        Q = np.asarray(f.L21.multiply(ML).sum(axis=0)).reshape(s.m[0], 1, 1)
+    else:
+        L21d = f.L21.toarray()  # (q2, q1)
+        ML = M @ L21d
+        Q = np.einsum("rja,rjb->jab", L21d.reshape(s.q2, s.m[0], k0), ML.reshape(s.q2, s.m[0], k0))
+    Q = Q.copy()  # per head level: L21_j' M L21_j, plus I below
     Q[:, np.arange(k0), np.arange(k0)] += 1.0
     H = np.einsum("jai,jab,jbc->jic", f.L1inv, Q, f.L1inv)  # head diagonal blocks of A^{-1}
     width = sum(s.k[1:])
