@@ -126,10 +126,31 @@ class ReStructure:
             rows21, cols21 = uniq // self.q1, uniq % self.q1
             indptr21 = np.concatenate([[0], np.cumsum(np.bincount(rows21, minlength=self.q2))])
             idx22 = (tc[:, :, None] * self.q2 + tc[:, None, :]).ravel()
-            pat = {"inv21": inv21, "cols21": cols21, "indptr21": indptr21, "nnz21": len(uniq),
-                   "idx22": idx22, "width": width, "k0": k0}
+            pat = {"inv21": inv21, "cols21": cols21, "rows21": rows21, "indptr21": indptr21,
+                   "nnz21": len(uniq), "idx22": idx22, "width": width, "k0": k0}
             self.__dict__["_cross_pattern"] = pat
         return pat
+
+    def column_pairs(self, limit: int = 20_000_000):
+        """For a sparse L21 with the A21 pattern: every ordered pair of nonzeros in one column,
+        as flat indices into S (q2 x q2), so L21 L21' is one bincount. None if too many."""
+        pat = self.cross_pattern()
+        if "pairs" not in pat:
+            cols, rows = pat["cols21"], pat["rows21"]
+            order = np.argsort(cols, kind="stable")
+            cs = cols[order]
+            start = np.searchsorted(cs, cs, side="left")
+            cnt = np.searchsorted(cs, cs, side="right") - start
+            total = int(np.sum(cnt))
+            if total > limit:
+                pat["pairs"] = None
+            else:
+                e1 = np.repeat(np.arange(len(cs)), cnt)
+                within = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+                e2 = np.repeat(start, cnt) + within
+                p1, p2 = order[e1], order[e2]
+                pat["pairs"] = (p1, p2, rows[p1] * self.q2 + rows[p2])
+        return pat["pairs"]
 
     def head_sparse(self, V) -> sp.csr_matrix:
         return sp.csr_matrix(
@@ -160,10 +181,31 @@ class Factor:
     s: ReStructure
     L1inv: np.ndarray  # (m0, k0, k0) inverses of the diagonal blocks of the first term
     logdet_L1: float
-    L21: sp.csr_matrix | None
+    L21_csr: sp.csr_matrix | None
     L22: np.ndarray | None
     LX: np.ndarray | None = None  # L^{-1} Λ'Z'WX, (q, p)
     RX: np.ndarray | None = None  # lower Cholesky of X'WX - LX'LX, (p, p)
+    L21v: np.ndarray | None = None  # L21's values on the A21 pattern (first term scalar)
+
+    @property
+    def L21(self) -> sp.csr_matrix | None:
+        if self.L21_csr is None and self.L21v is not None:
+            pat = self.s.cross_pattern()
+            self.L21_csr = sp.csr_matrix((self.L21v, pat["cols21"], pat["indptr21"]),
+                                         shape=(self.s.q2, self.s.q1))
+        return self.L21_csr
+
+    def _l21_mult(self, y1: np.ndarray) -> np.ndarray:
+        if self.L21v is not None and y1.ndim == 1:  # no sparse-matrix object on the hot path
+            pat = self.s.cross_pattern()
+            return np.bincount(pat["rows21"], weights=self.L21v * y1[pat["cols21"]], minlength=self.s.q2)
+        return self.L21 @ y1
+
+    def _l21t_mult(self, x2: np.ndarray) -> np.ndarray:
+        if self.L21v is not None and x2.ndim == 1:
+            pat = self.s.cross_pattern()
+            return np.bincount(pat["cols21"], weights=self.L21v * x2[pat["rows21"]], minlength=self.s.q1)
+        return self.L21.T @ x2
 
     @property
     def ldL2(self) -> float:
@@ -192,7 +234,7 @@ class Factor:
         y1 = self._head_apply(self.L1inv, b[:q1], transpose=False)
         if self.L22 is None:
             return y1
-        rhs2 = b[q1:] - self.L21 @ y1
+        rhs2 = b[q1:] - self._l21_mult(y1)
         y2 = sla.solve_triangular(self.L22, rhs2, lower=True, check_finite=False)
         return np.concatenate([y1, y2], axis=0)
 
@@ -202,7 +244,7 @@ class Factor:
         if self.L22 is None:
             return self._head_apply(self.L1inv, y, transpose=True)
         x2 = sla.solve_triangular(self.L22, y[q1:], lower=True, trans="T", check_finite=False)
-        x1 = self._head_apply(self.L1inv, y[:q1] - self.L21.T @ x2, transpose=True)
+        x1 = self._head_apply(self.L1inv, y[:q1] - self._l21t_mult(x2), transpose=True)
         return np.concatenate([x1, x2], axis=0)
 
     def solve(self, b: np.ndarray) -> np.ndarray:
@@ -264,7 +306,7 @@ def factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None = None) -> 
     L1 = _batched_chol(B)
     logdet_L1 = float(np.sum(np.log(np.diagonal(L1, axis1=1, axis2=2))))
     L1inv = _batched_inv_lower(L1)
-    L21 = L22 = None
+    L21 = L22 = L21v = None
     if len(s.terms) > 1:
         pat = s.cross_pattern()
         V2 = np.hstack(V[1:]) * np.sqrt(w)[:, None]
@@ -274,19 +316,29 @@ def factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None = None) -> 
         A22 = np.bincount(pat["idx22"], weights=(V2[:, :, None] * V2[:, None, :]).ravel(),
                           minlength=s.q2 * s.q2).reshape(s.q2, s.q2)
         A22[np.diag_indices_from(A22)] += 1.0
-        A21 = sp.csr_matrix((vals, pat["cols21"], pat["indptr21"]), shape=(s.q2, s.q1))
+        dense = pat["nnz21"] > 0.05 * s.q1 * s.q2  # dense enough that BLAS beats sparse products
+        pairs = None if (dense or k0 != 1) else s.column_pairs()
         if k0 == 1:  # L21 = A21 L11^{-T}: a column scaling
-            L21 = sp.csr_matrix((vals * L1inv[pat["cols21"] // 1, 0, 0], pat["cols21"], pat["indptr21"]),
-                                shape=(s.q2, s.q1))
+            L21v = vals * L1inv[pat["cols21"], 0, 0]
         else:
+            A21 = sp.csr_matrix((vals, pat["cols21"], pat["indptr21"]), shape=(s.q2, s.q1))
             L21 = (A21 @ _blockdiag(np.transpose(L1inv, (0, 2, 1)))).tocsr()
-        if L21.nnz > 0.05 * s.q1 * s.q2:  # dense enough that BLAS beats the sparse product
-            L21d = L21.toarray()
+        if dense:
+            L21d = np.zeros((s.q2, s.q1))
+            if L21v is not None:
+                L21d[pat["rows21"], pat["cols21"]] = L21v
+            else:
+                L21d = L21.toarray()
             S = A22 - L21d @ L21d.T
+        elif pairs is not None:
+            p1, p2, flat = pairs
+            S = A22 - np.bincount(flat, weights=L21v[p1] * L21v[p2], minlength=s.q2 * s.q2).reshape(s.q2, s.q2)
         else:
+            if L21 is None:
+                L21 = sp.csr_matrix((L21v, pat["cols21"], pat["indptr21"]), shape=(s.q2, s.q1))
             S = A22 - (L21 @ L21.T).toarray()
         L22 = np.linalg.cholesky(S)
-    f = Factor(s, L1inv, logdet_L1, L21, L22)
+    f = Factor(s, L1inv, logdet_L1, L21, L22, L21v=L21v)
     if X is not None:
         C = s.zl_tmult_matrix(V, w[:, None] * X)
         f.LX = f.forward(C)
