@@ -8,10 +8,10 @@ untimed with few draws first, so both find PyTensor's on-disk compilation cache 
 bambi is not a dependency of glmmbayes (it pins arviz-plots that fails under matplotlib 3.11), so
 run this in a separate environment that has both:
 
-    python -m venv /tmp/bambi-env
-    /tmp/bambi-env/bin/pip install bambi "matplotlib<3.11"
-    /tmp/bambi-env/bin/pip install -e .
-    /tmp/bambi-env/bin/python benchmarks/bench_hmc.py --out docs/benchmarks-hmc-table.md
+    python -m venv .bambi-env
+    .bambi-env/bin/pip install bambi "matplotlib<3.11"
+    .bambi-env/bin/pip install -e .
+    .bambi-env/bin/python benchmarks/bench_hmc.py --out docs/benchmarks-hmc-table.md
 
 Without bambi importable, only glmmbayes is measured.
 """

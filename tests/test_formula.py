@@ -1,5 +1,3 @@
-import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,24 +17,14 @@ from glmmbayes.formula import (
     term_matrix_newdata,
 )
 
-REF = Path("/work/shared/reference")
-
-
-# ----------------------------------------------------------------------------- fixtures
-
 
 @pytest.fixture(scope="module")
 def load():
-    if not (REF / "factor_levels.json").exists():
-        pytest.skip("reference data not available")
-    levels = json.loads((REF / "factor_levels.json").read_text())
+    """The shipped data sets, with R's factor level order."""
+    from glmmbayes import datasets
 
     def _load(name):
-        lv = levels.get(name, {})
-        d = pd.read_csv(REF / "data" / f"{name}.csv", dtype={k: str for k in lv})
-        for col, cats in lv.items():
-            d[col] = pd.Categorical(d[col], categories=cats)
-        return d
+        return datasets.load(name)
 
     return _load
 
