@@ -26,6 +26,7 @@ class OptResult:
     success: bool
     message: str
     trace: tuple = field(default=())  # (evaluation, deviance) pairs at each iteration
+    inv_hessian_diag: np.ndarray | None = None  # the quasi-Newton estimate (original coordinates)
 
 
 class _Counted:
@@ -187,6 +188,12 @@ def minimize_deviance(
         Pinv = np.linalg.inv(P)
         H = Pinv.T @ Hz @ Pinv
     gx = np.linalg.solve(P.T, g)
+    ihd = None
+    try:  # the L-BFGS inverse Hessian, mapped back: a free scale estimate for a later stage
+        Hinv = res.hess_inv.todense() if hasattr(res.hess_inv, "todense") else np.asarray(res.hess_inv)
+        ihd = np.diag(P @ Hinv @ P.T).copy()
+    except Exception:  # noqa: BLE001 - an estimate only
+        ihd = None
     return OptResult(
         x=to_x(z),
         fun=float(fx),
@@ -197,6 +204,7 @@ def minimize_deviance(
         success=bool(res.success),
         message=str(res.message),
         trace=tuple(trace),
+        inv_hessian_diag=ihd,
     )
 
 

@@ -117,7 +117,12 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
         P[nth : nth + p, nth : nth + p] = np.linalg.cholesky(vcov_cond)
     except np.linalg.LinAlgError:
         pass
-    r2 = minimize_deviance(f2, x2, lo2, P, hessian=True, value_and_grad=vg)
+    # θ scaled by stage 1's quasi-Newton curvature (deviance scale: sd = sqrt(2 h^-1)), so that
+    # every coordinate of stage 2 has curvature near one
+    ihd = r1.inv_hessian_diag
+    if ihd is not None and np.all(np.isfinite(ihd[:nth])):
+        P[np.arange(nth), np.arange(nth)] = np.clip(np.sqrt(2.0 * np.maximum(ihd[:nth], 0.0)), 0.02, 5.0)
+    r2 = minimize_deviance(f2, x2, lo2, P, hessian=True, value_and_grad=vg, ftol=1e-12, gtol=1e-6)
     theta = r2.x[:nth]
     beta = r2.x[nth : nth + p]
     phi = float(np.exp(r2.x[nth + p])) if disp else 1.0
