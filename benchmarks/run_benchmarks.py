@@ -140,7 +140,7 @@ def write_markdown(rows: list[dict], command: str, path: Path) -> None:
     lines = [
         "# Benchmarks",
         "",
-        "Laplace maximum-likelihood fits (nAGQ = 1; the sleepstudy LMM by ML), median wall time of "
+        "Maximum-likelihood fits (Laplace unless the case says nAGQ; the sleepstudy LMM by ML), median wall time of "
         "repeated fits. Ratio = ours / fastest of lme4 and glmmTMB (below 1 means we are faster). "
         "`evals` counts objective evaluations (stage 1 + stage 2, including finite-difference "
         "gradients and the Hessian used for standard errors).",
@@ -162,6 +162,14 @@ def write_markdown(rows: list[dict], command: str, path: Path) -> None:
             f"| {r['case']} | {r['n']} | {r['ours_s']:.3f} | {lme4} | {tmb} | "
             f"{r['ratio']:.2f} | {r['evals']} | {dll} | {r['peak_mb']:.0f} |"
         )
+    # the companion benchmarks (AGQ, HMC against bambi) are recorded here too, from their own files
+    if path.name == "benchmarks.md":
+        for extra, title in (("benchmarks-agq.md", "Adaptive Gauss-Hermite quadrature (nAGQ = 25)"),
+                             ("benchmarks-hmc.md", "HMC against bambi")):
+            f = path.parent / extra
+            if f.exists():
+                body = [ln for ln in f.read_text().splitlines() if not ln.startswith("# ")]
+                lines += ["", f"## {title}", "", f"(from `docs/{extra}`)", *body]
     path.write_text("\n".join(lines) + "\n")
 
 
