@@ -215,9 +215,12 @@ def _hessian_z(fz, grad_z, z, fx, zl, analytic: bool, h: float = 1e-3):
         return fd_hessian(fz, z, fx, zl, h)
     d = len(z)
     zc = z + np.where(z - zl < h, h, 0.0)  # stay inside the feasible region
+    g0 = grad_z(zc)[1]
     H = np.empty((d, d))
     for i in range(d):
+        # forward differences of an analytic gradient: O(h) = 1e-3 relative in whitened units,
+        # far inside what standard errors need, for half the evaluations of central ones
         e = np.zeros(d)
         e[i] = h
-        H[:, i] = (grad_z(zc + e)[1] - grad_z(zc - e)[1]) / (2 * h)
+        H[:, i] = (grad_z(zc + e)[1] - g0) / h
     return 0.5 * (H + H.T)

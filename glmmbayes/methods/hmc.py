@@ -338,6 +338,9 @@ def posterior_summary(fit: Fit) -> pd.DataFrame:
 # ------------------------------------------------------------------------ the method
 
 
+FULL_MASS_MAX = 600  # unconstrained parameters up to which NUTS adapts a dense mass matrix
+
+
 def fit(
     design: Design,
     draws: int = 1000,
@@ -353,11 +356,14 @@ def fit(
     hdi_prob: float = 0.95,
     compute_map: bool = True,
     jitter: float = 1.0,
+    mass_matrix: str = "auto",
 ) -> Fit:
     """Sample the posterior with NUTS and summarize it as a Fit (estimate_kind="mean").
 
     sampler: "pymc" (PyMC's NUTS, default) or "nutpie" (if installed). seed makes the run
-    reproducible. basis: "ml" (whitened by the Laplace fit, default) or "qr". The priors are
+    reproducible. basis: "ml" (whitened by the Laplace fit, default) or "qr". mass_matrix:
+    "full" (dense adaptation), "diag", or "auto" (full up to FULL_MASS_MAX unconstrained
+    parameters, diagonal beyond). The priors are
     resolved (defaults in docs/priors.md), stored in ``fit.optinfo["priors"]`` and printed on
     interactive use.
     """
@@ -375,6 +381,8 @@ def fit(
             import nutpie  # noqa: F401
         except ImportError as e:
             raise SpecError("sampler='nutpie' needs the optional nutpie package (pip install nutpie)") from e
+    if mass_matrix not in ("auto", "full", "diag"):
+        raise SpecError(f"mass_matrix must be 'auto', 'full' or 'diag', got {mass_matrix!r}")
     if basis not in ("ml", "qr"):
         raise SpecError(f"basis must be 'ml' or 'qr', got {basis!r}")
     for nm, v in (("draws", draws), ("tune", tune), ("chains", chains)):
@@ -434,7 +442,17 @@ def fit(
             if compute_map and start is not None:
                 map_pt, map_msg = _map(model, vg, start, info)
             vg.trust_input = True
-            step = pm.NUTS(logp_dlogp_func=vg, target_accept=target_accept)
+            potential = None
+            ip = model.initial_point()
+            x0 = np.concatenate([np.ravel(ip[v.name]) for v in model.continuous_value_vars])
+            if mass_matrix == "full" or (mass_matrix == "auto" and len(x0) <= FULL_MASS_MAX):
+                # a dense mass matrix learns the correlation of each random effect with its sd
+                # (strong where groups are informative); it made R-hat reliably <= 1.01 on
+                # Contraception where the diagonal one failed for about one seed in ten
+                from pymc.step_methods.hmc.quadpotential import QuadPotentialFullAdapt
+
+                potential = QuadPotentialFullAdapt(len(x0), x0)
+            step = pm.NUTS(logp_dlogp_func=vg, target_accept=target_accept, potential=potential)
             idata = pm.sample(step=step, initvals=initvals, **kw)
         else:
             idata = pm.sample(nuts_sampler="nutpie", target_accept=target_accept, **kw)
