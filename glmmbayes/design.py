@@ -358,8 +358,6 @@ def _group_labels(group_vars, data: pd.DataFrame) -> list[str]:
 
 def _group_factor(group_vars, data: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...]]:
     """Codes and used levels of a grouping factor (interaction a:b has levels 'a1:b1', ...)."""
-    codes = None
-    levels: list[tuple] = []
     per_var = []
     for g in group_vars:
         v = data[g.strip("`")]

@@ -2,7 +2,6 @@
 notebook executes in quick mode."""
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest

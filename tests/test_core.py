@@ -63,7 +63,7 @@ def test_laplace_beta_gradient_matches_finite_differences(case):
     theta = np.array(list(ref["laplace"]["theta"].values())) * 1.1
     beta = np.array(list(ref["laplace"]["fixef"].values())) + 0.05
     st = pirls(prob, theta, beta, None)
-    g = ob.laplace_beta_gradient(prob, st)
+    _, g = ob.laplace_gradient(prob, st, theta=False)
     warm = ob.WarmStart(d.structure.q)
     warm.u = st.u
     fd = []

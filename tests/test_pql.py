@@ -112,7 +112,7 @@ def test_glmmpql_parity(parity_fits, key):
     for c_ours, c_ref in zip(cor_rows["sdcor"], corrs):
         assert abs(c_ours - c_ref) < CORR_TOL
     assert f.converged and f.optinfo["pql_converged"]
-    assert 1 <= f.optinfo["iterations"] <= 10
+    assert f.optinfo["iterations"] >= 1 and f.optinfo["iterations"] <= 10  # glmmPQL's niter
 
 
 def test_pql_has_no_likelihood(parity_fits):

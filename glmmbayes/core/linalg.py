@@ -64,10 +64,6 @@ class ReStructure:
             # column indices of the tail terms (2nd, 3rd, ...) in the stacked tail block
             idx = [self._col_index[i] + (self.u_offsets[i] - self.q1) for i in range(1, len(self.terms))]
             self._tail_indices = np.hstack(idx).ravel()
-            width = sum(self.k[1:])
-            self._tail_indptr = np.arange(0, self.n * width + 1, width)
-            self._head_indices = self._col_index[0].ravel()
-            self._head_indptr = np.arange(0, self.n * self.k[0] + 1, self.k[0])
 
     @property
     def ntheta(self) -> int:
@@ -151,15 +147,6 @@ class ReStructure:
                 p1, p2 = order[e1], order[e2]
                 pat["pairs"] = (p1, p2, rows[p1] * self.q2 + rows[p2])
         return pat["pairs"]
-
-    def head_sparse(self, V) -> sp.csr_matrix:
-        return sp.csr_matrix(
-            (V[0].ravel(), self._head_indices, self._head_indptr), shape=(self.n, self.q1)
-        )
-
-    def tail_sparse(self, V) -> sp.csr_matrix:
-        data = np.hstack(V[1:]).ravel()
-        return sp.csr_matrix((data, self._tail_indices, self._tail_indptr), shape=(self.n, self.q2))
 
 
 def _batched_chol(B: np.ndarray) -> np.ndarray:

@@ -120,7 +120,7 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     fam = prob.family
     if not fam.is_canonical or not st.converged:
         return None, None
-    from .linalg import row_projections
+    from .linalg import leverages, row_projections
 
     s = prob.structure
     X, V, eta, w = prob.X, st.V, st.eta, st.weights
@@ -128,10 +128,7 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     dW = _dweights(fam, eta, prob.wt, phi)
     proj = row_projections(st.factor, V)
     Ph, Pt = proj
-    lev = np.einsum("ni,ni->n", V[0], Ph)
-    if Pt is not None:
-        lev += np.einsum("ni,ni->n", np.hstack(V[1:]), Pt)
-    wl = dW * lev
+    wl = dW * leverages(st.factor, V, proj)
 
     def d_eta(h, rhs_u, rhs_b):
         """dη for a perturbation with direct part h and stationarity right-hand side."""
@@ -171,7 +168,3 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
             tail_off += t.k
     return g_theta, g_beta
 
-
-def laplace_beta_gradient(prob: Problem, st: PirlsState, phi: float = 1.0) -> np.ndarray | None:
-    """Gradient of the Laplace deviance with respect to β (see `laplace_gradient`)."""
-    return laplace_gradient(prob, st, phi, theta=False)[1]

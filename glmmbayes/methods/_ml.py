@@ -97,18 +97,15 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
         phi_ = float(np.exp(x[nth + p])) if disp else 1.0
         return nAGQ_objective(prob, x[:nth], x[nth : nth + p], warm2, phi_)
 
-    vg = None
-    if hasattr(nAGQ_objective, "value_and_grad"):
-
-        def vg(x):
-            phi_ = float(np.exp(x[nth + p])) if disp else 1.0
-            fx, gt, gb = nAGQ_objective.value_and_grad(prob, x[:nth], x[nth : nth + p], warm2, phi_)
-            g = np.full(len(x), np.nan)
-            if gt is not None:
-                g[:nth] = gt
-            if gb is not None:
-                g[nth : nth + p] = gb
-            return fx, g
+    def vg(x):
+        phi_ = float(np.exp(x[nth + p])) if disp else 1.0
+        fx, gt, gb = nAGQ_objective.value_and_grad(prob, x[:nth], x[nth : nth + p], warm2, phi_)
+        g = np.full(len(x), np.nan)
+        if gt is not None:
+            g[:nth] = gt
+        if gb is not None:
+            g[nth : nth + p] = gb
+        return fx, g
 
     x2 = np.concatenate([theta, beta] + ([[np.log(phi)]] if disp else []))
     lo2 = np.concatenate([s.theta_lower, np.full(p, -np.inf)] + ([[-np.inf]] if disp else []))
@@ -122,7 +119,9 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
     ihd = r1.inv_hessian_diag
     if ihd is not None and np.all(np.isfinite(ihd[:nth])):
         P[np.arange(nth), np.arange(nth)] = np.clip(np.sqrt(2.0 * np.maximum(ihd[:nth], 0.0)), 0.02, 5.0)
-    r2 = minimize_deviance(f2, x2, lo2, P, hessian=True, value_and_grad=vg, ftol=1e-12, gtol=1e-6)
+    has_grad = hasattr(nAGQ_objective, "value_and_grad")
+    r2 = minimize_deviance(f2, x2, lo2, P, hessian=True, value_and_grad=vg if has_grad else None,
+                           ftol=1e-12, gtol=1e-6)
     theta = r2.x[:nth]
     beta = r2.x[nth : nth + p]
     phi = float(np.exp(r2.x[nth + p])) if disp else 1.0

@@ -89,7 +89,6 @@ def _start_point(design: Design, ml, priors: Priors) -> dict[str, np.ndarray]:
 def _jitter(design: Design, start: dict, ml, rng: np.random.Generator, basis_kind: str, scale: float):
     """One chain's start: about `scale` posterior sds away from the ML point."""
     out = {}
-    s = design.structure
     for k, v in start.items():
         v = np.asarray(v, float)
         if k == "beta_z":
