@@ -435,6 +435,34 @@ class Family:
         """The eta-dependent part of the log density (what PIRLS needs, cheaper than loglik)."""
         return self.dist.kernel(y, eta, wt, phi, self.link, ops)
 
+    def kernel_and_score(self, y, eta, wt, phi=1.0):
+        """(loglik_kernel, dℓ/dη) in one pass (numpy).
+
+        The quadrature evaluates both at rows x knots, so the canonical binomial and Poisson
+        cases share their one exponential between the two.
+        """
+        name, canonical = self.dist.name, self.is_canonical
+        k = y * wt
+        if canonical and name == "binomial":  # ℓ = kη - wt log(1 + e^η), μ = expit(η)
+            e = np.exp(-np.abs(eta))
+            ker = np.log1p(e)
+            ker += np.maximum(eta, 0.0)  # softplus(η)
+            ker *= -wt
+            ker += k * eta
+            mu = np.where(eta >= 0.0, 1.0, e)
+            mu /= 1.0 + e
+            mu *= -wt
+            mu += k
+            return ker, mu
+        if canonical and name == "poisson":  # ℓ = wt (yη - e^η)
+            mu = np.exp(eta)
+            ker = k * eta - wt * mu
+            mu *= -wt
+            mu += k
+            return ker, mu
+        w, mu, d = self.working_weights(eta, wt, phi)
+        return self.loglik_kernel(y, eta, wt, phi), w * (y - mu) / d
+
     def working_weights(self, eta, wt, phi=1.0):
         """IRLS weights wt * mu_eta^2 / (phi V(mu)) (Fisher scoring, as lme4); also mu and mu_eta."""
         mu = self.linkinv(eta)

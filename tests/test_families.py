@@ -100,6 +100,20 @@ def test_loglik_matches_scipy(family, link):
     np.testing.assert_allclose(got, _scipy_logpdf(family, y, mu, wt, phi), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("family, link", PAIRS, ids=IDS)
+def test_kernel_and_score(family, link):
+    """The fused (kernel, dℓ/dη) of the quadrature: the kernel equals loglik_kernel and the score
+    is its η-derivative, on (knots, rows) arrays as AGQ evaluates them."""
+    fam = get_family(family, link)
+    y, mu, wt, phi = _data(family, np.random.default_rng(2))
+    eta = fam.linkfun(mu)[None, :] + np.array([-0.01, 0.0, 0.02])[:, None] * np.abs(fam.linkfun(mu))
+    ker, score = fam.kernel_and_score(y, eta, wt, phi)
+    np.testing.assert_allclose(ker, fam.loglik_kernel(y, eta, wt, phi), rtol=1e-12, atol=1e-12)
+    h = 1e-6 * np.maximum(1e-2, np.abs(eta))  # relative: Gamma-identity curves sharply at small η
+    numeric = (fam.loglik_kernel(y, eta + h, wt, phi) - fam.loglik_kernel(y, eta - h, wt, phi)) / (2 * h)
+    np.testing.assert_allclose(score, numeric, rtol=1e-6, atol=1e-6 * np.max(np.abs(numeric)))
+
+
 @pytest.mark.parametrize("family", ["gaussian", "Gamma"])
 def test_loglik_with_prior_weights(family):
     # prior weights scale the dispersion: y_i ~ N(mu, phi / w_i), Gamma with shape w_i / phi

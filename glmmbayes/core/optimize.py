@@ -125,7 +125,17 @@ def minimize_deviance(
     def fz(z):
         return counted(to_x(z))
 
+    last = {}  # L-BFGS ends on a point it has evaluated; the polish and Hessian start there
+
     def grad_z(z, fx=None):
+        key = np.asarray(z, float).tobytes()
+        if key not in last:
+            last.clear()
+            last[key] = _grad_z(z, fx)
+        fx_, g_ = last[key]
+        return fx_, g_.copy()
+
+    def _grad_z(z, fx=None):
         """(f, gradient in z) using the analytic part where there is one."""
         if value_and_grad is None:
             fx = fz(z) if fx is None else fx

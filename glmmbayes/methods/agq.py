@@ -80,40 +80,94 @@ def _rule(design: Design, nAGQ: int, grid: str | None) -> Rule:
 # --------------------------------------------------------------------------- the quadrature
 
 
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """The rows sorted by level of the grouping factor, so that the per-level sums over
+    rows x knots are contiguous reductions (np.add.reduceat) rather than scattered ones."""
+
+    order: np.ndarray  # row permutation
+    codes: np.ndarray  # level of each sorted row
+    starts: np.ndarray  # first sorted row of each level with rows
+    present: np.ndarray | None  # those levels, or None when every level has rows
+    counts: np.ndarray  # rows per level (m,)
+    y: np.ndarray
+    wt: np.ndarray
+    X: np.ndarray
+    x: np.ndarray  # the term's covariate (d = 1)
+    level_constant_x: bool  # the covariate is constant within each level (an intercept term)
+
+    def level_sums(self, a: np.ndarray) -> np.ndarray:
+        """(K, n) sorted rows -> (m, K): the sum over each level's rows, per knot."""
+        r = np.add.reduceat(a, self.starts, axis=1).T
+        if self.present is None:
+            return r
+        out = np.zeros((len(self.counts), a.shape[0]))
+        out[self.present] = r
+        return out
+
+    def spread(self, a: np.ndarray) -> np.ndarray:
+        """(m, K) per level -> (K, n) for the sorted rows."""
+        return np.repeat(a.T, self.counts, axis=1)
+
+
+def _layout(prob: Problem) -> _Layout:
+    cache = prob.__dict__.setdefault("_agq_cache", {})
+    if "layout" not in cache:
+        t = prob.structure.terms[0]
+        order = np.argsort(t.codes, kind="stable")
+        codes = t.codes[order]
+        counts = np.bincount(codes, minlength=t.nlevels)
+        present = np.flatnonzero(counts)
+        starts = (np.cumsum(counts) - counts)[present]
+        xs = np.ascontiguousarray(t.X[order, 0])
+        cache["layout"] = _Layout(
+            order=order, codes=codes, starts=starts,
+            present=None if len(present) == t.nlevels else present, counts=counts,
+            y=prob.y[order], wt=prob.wt[order], X=np.ascontiguousarray(prob.X[order]),
+            x=xs, level_constant_x=bool(np.all(xs == np.repeat(xs[starts], counts[present]))),
+        )
+    return cache["layout"]
+
+
+def _level_constants(prob: Problem, phi: float) -> np.ndarray:
+    """Σ over each level's rows of the η-free part of log p(y|η) (once, not once per knot)."""
+    cache = prob.__dict__.setdefault("_agq_cache", {})
+    key = ("const", float(phi))
+    if key not in cache:
+        t = prob.structure.terms[0]
+        c = prob.family.dist.constant(prob.y, prob.wt, phi, NUMPY)
+        cache[key] = np.bincount(t.codes, weights=c, minlength=t.nlevels)
+    return cache[key]
+
+
 def log_integrand(prob: Problem, st: PirlsState, z: np.ndarray, phi: float = 1.0) -> np.ndarray:
     """g_j(z) for every level j (rows) and knot z (columns): (m, K)."""
     s = prob.structure
     t = s.terms[0]
     m, d = t.nlevels, t.k
     z = np.asarray(z, float).reshape(-1, d)
+    lay = _layout(prob)
     Linv = st.factor.L1inv  # (m, d, d): L_j^{-1}
     U = st.u[: s.q1].reshape(m, d)
-    codes = t.codes
-    V = st.V[0]  # (n, d): rows of ZΛ
+    V = st.V[0][lay.order]  # (n, d): rows of ZΛ, sorted by level
     # η_i(u(z)) = η̂_i + V_i'(L_j^{-T} z) = η̂_i + (L_j^{-1} V_i)'z
     if d == 1:
-        Vt = (Linv[codes, 0, 0] * V[:, 0])[:, None]
+        Vt = Linv[lay.codes, 0, 0][:, None] * V
     else:
-        Vt = np.einsum("nij,nj->ni", Linv[codes], V)
-    n = len(codes)
-    K = z.shape[0]
+        Vt = np.einsum("nij,nj->ni", Linv[lay.codes], V)
+    eta0 = st.eta[lay.order]
+    n, K = len(eta0), z.shape[0]
     fam = prob.family
-    y, wt = prob.y[:, None], prob.wt[:, None]
-    # the η-free part of log p(y|η) is summed once per group, not once per knot
-    const = np.bincount(codes, weights=fam.dist.constant(prob.y, prob.wt, phi, NUMPY), minlength=m)
     S = np.empty((m, K))
     step = max(1, _CHUNK // max(n, 1))
     for a in range(0, K, step):
-        zc = z[a : a + step]
-        kc = zc.shape[0]
-        eta = st.eta[:, None] + Vt @ zc.T
-        ll = fam.loglik_kernel(y, eta, wt, phi)
-        idx = (codes[:, None] * kc + np.arange(kc)[None, :]).ravel()
-        S[:, a : a + kc] = np.bincount(idx, weights=np.broadcast_to(ll, (n, kc)).ravel(),
-                                       minlength=m * kc).reshape(m, kc)
+        eta = z[a : a + step] @ Vt.T  # (knots, rows)
+        eta += eta0
+        S[:, a : a + step] = lay.level_sums(fam.loglik_kernel(lay.y, eta, lay.wt, phi))
     # u(z) = û_j + L_j^{-T} z
     Uz = U[:, None, :] + np.einsum("mji,kj->mki", Linv, z)
-    return S + const[:, None] - 0.5 * np.sum(Uz * Uz, axis=2) + 0.5 * np.sum(z * z, axis=1)[None, :]
+    return (S + _level_constants(prob, phi)[:, None] - 0.5 * np.sum(Uz * Uz, axis=2)
+            + 0.5 * np.sum(z * z, axis=1)[None, :])
 
 
 def log_det_blocks(st: PirlsState) -> np.ndarray:
@@ -152,6 +206,54 @@ def agq_deviance(prob: Problem, theta, beta, nAGQ: int = 25, *, grid: str | None
     return deviance_at_state(prob, st, rule, phi)
 
 
+_EXP_SAFE = 700.0  # |η| below which exp(η) and 1 + exp(η) are finite
+
+
+def _knot_loglik(prob: Problem, lay: _Layout, st: PirlsState, Vs, z, Lj, phi):
+    """(Σ over each level's rows of the log-likelihood kernel at every knot (m, K),
+    dℓ/dη at every knot and sorted row (K, n)) for one scalar term.
+
+    η_iz = η̂_i + c_i z with c_i = V_i / L_j. For an intercept term c is constant within a
+    level, so with the canonical binomial and Poisson links exp(η_iz) = exp(η̂_i) exp(c_j z)
+    costs a product instead of an exponential, and the linear part Σ_i k_i η_iz is a per-level
+    sum: what remains per row and knot is one log (binomial) or nothing (Poisson).
+    """
+    fam = prob.family
+    eta0 = st.eta[lay.order]
+    c = Vs / Lj[lay.codes]
+    fast = (lay.level_constant_x and fam.is_canonical and fam.name in ("binomial", "poisson")
+            and float(np.max(np.abs(eta0))) + float(np.max(np.abs(c))) * float(np.max(np.abs(z)))
+            < _EXP_SAFE)
+    if not fast:
+        eta = z[:, None] * c[None, :]
+        eta += eta0
+        ker, dl = fam.kernel_and_score(lay.y, eta, lay.wt, phi)
+        return lay.level_sums(ker), dl
+    k, wt = lay.y * lay.wt, lay.wt
+    unit = bool(np.all(wt == 1.0))
+    cj = np.zeros(len(lay.counts))
+    cj[lay.counts > 0] = c[lay.starts]
+    lin = np.bincount(lay.codes, weights=k * eta0, minlength=len(cj))[:, None] + np.outer(
+        cj * np.bincount(lay.codes, weights=k, minlength=len(cj)), z)
+    t = lay.spread(np.exp(np.outer(cj, z)))
+    t *= np.exp(eta0)  # exp(η) at every knot and row
+    if fam.name == "binomial":  # kη - wt log(1 + e^η); μ = e^η / (1 + e^η)
+        opd = t + 1.0
+        ker = np.log(opd)
+        if not unit:
+            ker *= wt
+        t /= opd
+        del opd
+    else:  # Poisson: kη - wt e^η; μ = e^η
+        ker = t if unit else t * wt
+    S = lin - lay.level_sums(ker)
+    del ker
+    if not unit:
+        t *= wt
+    np.subtract(k, t, out=t)  # dℓ/dη = k - wt μ
+    return S, t
+
+
 def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0):
     """(deviance, gradient in θ, gradient in β) of the AGQ deviance for one scalar term.
 
@@ -169,27 +271,19 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     from ..core.objective import _dweights
 
     m, codes, X = t.nlevels, t.codes, prob.X
-    n, p = X.shape
+    p = X.shape[1]
+    lay = _layout(prob)
     z, lw = rule.z[:, 0], np.log(np.maximum(rule.w, 1e-300))
-    K = len(z)
     Lj = 1.0 / st.factor.L1inv[:, 0, 0]
     Aj = Lj * Lj
     V = st.V[0][:, 0]
     x = t.X[:, 0]
     uhat = st.u[:m]
-    y, wt = prob.y[:, None], prob.wt[:, None]
     uz = uhat[:, None] + z[None, :] / Lj[:, None]  # (m, K)
-    eta = st.eta[:, None] + (V / Lj[codes])[:, None] * z[None, :]  # (n, K)
-    ker = fam.loglik_kernel(y, eta, wt, phi)
-    Wz, muz, dmuz = fam.working_weights(eta, wt, phi)
-    dl = Wz * (y - muz) / dmuz  # dℓ/dη at every row and knot
-    idx = (codes[:, None] * K + np.arange(K)[None, :]).ravel()
-
-    def gsum(a):  # Σ over the rows of each group, per knot: (n, K) -> (m, K)
-        return np.bincount(idx, weights=a.ravel(), minlength=m * K).reshape(m, K)
-
-    const = np.bincount(codes, weights=fam.dist.constant(prob.y, prob.wt, phi, NUMPY), minlength=m)
-    g = gsum(ker) + const[:, None] - 0.5 * uz * uz + 0.5 * z[None, :] ** 2
+    # every (knots, rows) array is over the rows sorted by level
+    Vs = V[lay.order]
+    S, dl = _knot_loglik(prob, lay, st, Vs, z, Lj, phi)
+    g = S + _level_constants(prob, phi)[:, None] - 0.5 * uz * uz + 0.5 * z[None, :] ** 2
     h = g + lw[None, :]
     hmax = h.max(axis=1, keepdims=True)
     e = np.exp(h - hmax)
@@ -197,27 +291,27 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     logL = np.log(tot) + hmax[:, 0] - np.log(Lj)
     dev = float(-2.0 * np.sum(logL))
     pi = e / tot[:, None]
+    # Σ_z π_jz dg_j(z) splits into row sums and two knot sums per group, so no (K, n) array
+    # is built per parameter:  Σ_i df_i r_i + Σ_i dV_i r2_i + a_j dû_j - b_j dA_j / (2 L_j³)
+    r = np.einsum("kn,kn->n", lay.spread(pi), dl)  # Σ_z π dℓ/dη, sorted rows
+    r2 = np.einsum("kn,kn->n", lay.spread(pi * uz), dl)
+    dl *= Vs
+    G = lay.level_sums(dl) - uz  # ∂g/∂u at each knot
+    del dl
+    a = np.sum(pi * G, axis=1)
+    b = np.sum(pi * G * z[None, :], axis=1)
     # quantities at the mode
     W0 = st.weights
     dW0 = _dweights(fam, st.eta, prob.wt, phi)
-    G = gsum(dl * V[:, None]) - uz  # ∂g/∂u at each knot
 
-    def bsum(a):  # Σ over the rows of each group
-        return np.bincount(codes, weights=a, minlength=m)
-
-    # Σ_z π_jz dg_j(z) splits into row sums and two knot sums per group, so no (n, K) array
-    # is built per parameter:  Σ_i df_i r_i + Σ_i dV_i r2_i + a_j dû_j - b_j dA_j / (2 L_j³)
-    P = pi[codes]  # (n, K) knot weights of each row's group
-    r = np.einsum("nk,nk->n", P, dl)  # Σ_z π dℓ/dη
-    r2 = np.einsum("nk,nk->n", P * uz[codes], dl)
-    a = np.sum(pi * G, axis=1)
-    b = np.sum(pi * G * z[None, :], axis=1)
+    def bsum(v):  # Σ over the rows of each group
+        return np.bincount(codes, weights=v, minlength=m)
 
     def dlogL_rest(du_hat, dA):
         return a * du_hat - b * dA / (2.0 * Lj**3) - dA / (2.0 * Aj)
 
     # β: df = X, dV = 0
-    g_beta = X.T @ r
+    g_beta = lay.X.T @ r
     for k in range(p):
         xk = X[:, k]
         du_hat = -bsum(W0 * V * xk) / Aj
@@ -230,7 +324,7 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     du_hat = (-bsum(W0 * V * x) * uhat + bsum(dl0 * x)) / Aj
     deta0 = x * uhat[codes] + V * du_hat[codes]
     dA = bsum(dW0 * deta0 * V * V + 2.0 * W0 * V * x)
-    g_theta = np.array([-2.0 * (float(x @ r2) + np.sum(dlogL_rest(du_hat, dA)))])
+    g_theta = np.array([-2.0 * (float(lay.x @ r2) + np.sum(dlogL_rest(du_hat, dA)))])
     return dev, g_theta, g_beta
 
 
