@@ -64,7 +64,9 @@ def binary_1m(seed: int = 4) -> tuple[str, str, pd.DataFrame]:
 
 
 def nested_binary_2k(seed: int = 5) -> tuple[str, str, pd.DataFrame]:
-    """2k rows, binary, 1,600 mothers within 160 communities: (1 | community/mother)."""
+    """2k binary rows, 1,600 mothers within 160 communities, shaped like mlmRev's guImmun:
+    child-, mother- and community-level covariates (16 fixed effects), most mothers with one
+    child, and large variance components (sd 1.2 for mothers, 0.7 for communities)."""
     rng = np.random.default_rng(seed)
     n_comm, per_comm = 160, 10
     mothers = n_comm * per_comm
@@ -72,12 +74,47 @@ def nested_binary_2k(seed: int = 5) -> tuple[str, str, pd.DataFrame]:
     # 2,000 births: every mother has one, 400 have two
     mother = np.concatenate([np.arange(mothers), rng.choice(mothers, 400, replace=False)])
     comm = comm_of_mother[mother]
-    x = rng.standard_normal(len(mother))
-    bm, bc = rng.normal(0, 1.0, mothers), rng.normal(0, 0.6, n_comm)
-    eta = -0.2 + 0.5 * x + bm[mother] + bc[comm]
+    n = len(mother)
+
+    rural_c = rng.random(n_comm) < 0.7
+    indig_c = np.clip(rng.beta(0.6, 1.2, n_comm), 0, 1)
+    mom = {
+        "mom25p": rng.random(mothers) < 0.5,
+        "ethn": np.where(rng.random(mothers) < indig_c[comm_of_mother], rng.choice([1, 2], mothers), 0),
+        "momEd": rng.choice(3, mothers, p=[0.4, 0.5, 0.1]),
+        "husEd": rng.choice(4, mothers, p=[0.3, 0.5, 0.1, 0.1]),
+        "momWork": rng.random(mothers) < 0.5,
+    }
+    kid2p = rng.random(n) < 0.6
+    order = rng.choice(4, n, p=[0.35, 0.3, 0.2, 0.15])
+    bm, bc = rng.normal(0, 1.2, mothers), rng.normal(0, 0.7, n_comm)
+    eta = (-0.9 + 1.3 * kid2p - 0.1 * mom["mom25p"][mother] + np.array([0, -0.15, 0.15, 0.3])[order]
+           + np.array([0, -0.1, 0.0])[mom["ethn"][mother]] + np.array([0, 0.3, 0.3])[mom["momEd"][mother]]
+           + np.array([0, 0.4, 0.35, 0.0])[mom["husEd"][mother]] + 0.25 * mom["momWork"][mother]
+           - 0.65 * rural_c[comm] - 0.85 * indig_c[comm] + bm[mother] + bc[comm])
     y = rng.binomial(1, 1 / (1 + np.exp(-eta)))
-    d = pd.DataFrame({"y": y, "x": x, "community": _factor(comm, "c"), "mother": _factor(mother % per_comm, "m")})
-    return "y ~ x + (1 | community/mother)", "binomial", d
+
+    def factor(codes, labels):
+        return pd.Categorical.from_codes(np.asarray(codes, int), categories=labels)
+
+    yn = ["N", "Y"]
+    d = pd.DataFrame({
+        "y": y,
+        "kid2p": factor(kid2p, yn),
+        "mom25p": factor(mom["mom25p"][mother], yn),
+        "ord": factor(order, ["01", "23", "46", "7p"]),
+        "ethn": factor(mom["ethn"][mother], ["L", "N", "S"]),
+        "momEd": factor(mom["momEd"][mother], ["N", "P", "S"]),
+        "husEd": factor(mom["husEd"][mother], ["N", "P", "S", "U"]),
+        "momWork": factor(mom["momWork"][mother], yn),
+        "rural": factor(rural_c[comm], yn),
+        "pcInd": indig_c[comm],
+        "community": _factor(comm, "c"),
+        "mother": _factor(mother % per_comm, "m"),
+    })
+    formula = ("y ~ kid2p + mom25p + ord + ethn + momEd + husEd + momWork + rural + pcInd"
+               " + (1 | community/mother)")
+    return formula, "binomial", d
 
 
 SIMULATED = {

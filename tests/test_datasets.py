@@ -19,6 +19,7 @@ ROWS = {
     "VerbAgg": 7584,
     "grouseticks": 403,
     "bacteria": 220,
+    "guImmun": 2159,
 }
 
 COLUMNS = {
@@ -28,6 +29,8 @@ COLUMNS = {
     "VerbAgg": ["Anger", "Gender", "item", "resp", "id", "btype", "situ", "mode", "r2"],
     "grouseticks": ["INDEX", "TICKS", "BROOD", "HEIGHT", "YEAR", "LOCATION", "cHEIGHT"],
     "bacteria": ["y", "ap", "hilo", "week", "ID", "trt"],
+    "guImmun": ["kid", "mom", "comm", "immun", "kid2p", "mom25p", "ord", "ethn", "momEd", "husEd",
+                "momWork", "rural", "pcInd81"],
 }
 
 NUMERIC = {
@@ -37,6 +40,7 @@ NUMERIC = {
     "VerbAgg": {"Anger": "int"},
     "grouseticks": {"TICKS": "int", "HEIGHT": "int", "cHEIGHT": "float"},
     "bacteria": {"week": "int"},
+    "guImmun": {"pcInd81": "float"},
 }
 
 
@@ -46,7 +50,8 @@ def _levels():
 
 
 def test_names():
-    assert datasets.names() == ("bacteria", "cbpp", "Contraception", "grouseticks", "sleepstudy", "VerbAgg")
+    assert datasets.names() == ("bacteria", "cbpp", "Contraception", "grouseticks", "guImmun", "sleepstudy",
+                                "VerbAgg")
     assert set(_levels()) == set(datasets.names())
 
 

@@ -2,7 +2,7 @@
 
 >>> from glmmbayes import datasets
 >>> datasets.names()
-('bacteria', 'cbpp', 'Contraception', 'grouseticks', 'sleepstudy', 'VerbAgg')
+('bacteria', 'cbpp', 'Contraception', 'grouseticks', 'guImmun', 'sleepstudy', 'VerbAgg')
 >>> cbpp = datasets.load("cbpp")
 
 Every R factor becomes a pandas ``Categorical`` with R's level order (``levels.json``);
@@ -23,7 +23,7 @@ from glmmbayes.errors import DataError
 
 __all__ = ["load", "names", "describe"]
 
-_NAMES: tuple[str, ...] = ("bacteria", "cbpp", "Contraception", "grouseticks", "sleepstudy", "VerbAgg")
+_NAMES: tuple[str, ...] = ("bacteria", "cbpp", "Contraception", "grouseticks", "guImmun", "sleepstudy", "VerbAgg")
 _BY_LOWER = {n.lower(): n for n in _NAMES}
 
 _DESCRIPTIONS = {
@@ -62,6 +62,21 @@ _DESCRIPTIONS = {
         "63 locations), cHEIGHT (float, HEIGHT centred at its mean). Typical Poisson GLMM: "
         "TICKS ~ YEAR + HEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION); centred or scaled "
         "height (cHEIGHT, or a column you add) helps the fit."
+    ),
+    "guImmun": (
+        "guImmun (R package mlmRev): complete immunization of children in the 1987 Guatemalan "
+        "Survey of Family Health (Rodríguez and Goldman 1995, 2001); 2159 rows, one per child "
+        "aged 1-4 who received at least one immunization. Columns: kid (factor, child id), mom "
+        "(factor, 1595 mothers), comm (factor, 161 communities), immun (factor N/Y, complete "
+        "immunization), kid2p (factor N/Y, child aged 2 or more), mom25p (factor N/Y, mother aged "
+        "25 or more), ord (factor 01/23/46/7p, birth order), ethn (factor L/N/S: Ladino, "
+        "indigenous not speaking Spanish, indigenous speaking Spanish), momEd and husEd (factors, "
+        "mother's and husband's education: N none, P primary, S secondary or more, U unknown), "
+        "momWork (factor N/Y), rural (factor N/Y), pcInd81 (float, proportion indigenous in the "
+        "1981 census). Mothers are nested in communities and most have one child, a hard case for "
+        "PQL and for lme4's optimizer. Typical binomial GLMM: immun ~ kid2p + mom25p + ord + "
+        "ethn + momEd + husEd + momWork + rural + pcInd81 + (1 | mom) + (1 | comm); the response "
+        "is immun == \"Y\"."
     ),
     "sleepstudy": (
         "sleepstudy (R package lme4): reaction times of 18 subjects under sleep deprivation "
