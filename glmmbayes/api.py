@@ -7,8 +7,8 @@ import inspect
 import warnings
 
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
+from .core.threads import single_threaded_blas
 from .design import Design, build_design
 from .errors import ConvergenceWarning, SpecError
 from .fit import Fit
@@ -71,9 +71,7 @@ def fit(spec: Spec | str, data: pd.DataFrame, method: str = "laplace", nAGQ: int
     if method == "hmc":
         result = module.fit(design, **options)
     else:
-        # the dense blocks are small: multithreaded BLAS only spins and, on a busy machine,
-        # can make each small Cholesky 100x slower
-        with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
             result = module.fit(design, **options)
     bad = [m for m in result.messages if not m.startswith("boundary")]
     if bad or not result.converged:

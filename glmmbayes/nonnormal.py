@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, sparse
 from scipy.special import logsumexp
-from threadpoolctl import threadpool_limits
+from .core.threads import single_threaded_blas
 
 from .design import Design, build_design
 from .errors import SpecError
@@ -346,7 +346,7 @@ def fit_ml(spec: Spec | Problem, data: pd.DataFrame | None = None, phi: float | 
             val = -np.sum(group_logliks(prob, b, pv_, ph_, grid))
             return val if np.isfinite(val) else 1e300
 
-        with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
             res = optimize.minimize(nll, theta, method="BFGS", jac="3-point",
                                     options={"gtol": 1e-7 * max(1.0, prob.design.n ** 0.5), "maxiter": 1000})
         if not res.success and "precision" not in str(res.message):
@@ -486,7 +486,7 @@ def fit_joint(spec: Spec | Problem, data: pd.DataFrame | None = None, parameteri
             return 1e300, np.zeros_like(x)
         return -v, -g
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_threaded_blas():
         res = optimize.minimize(f, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                                 options={"maxiter": 20000, "maxfun": 50000, "ftol": 1e-15, "gtol": 1e-11,
                                          "maxcor": 30})

@@ -133,9 +133,9 @@ def _one(q, rep, seed, n, beta, lam, hmc, hmc_opts):
 
 def _chunk(args):
     q, reps, seed, n, beta, lam, hmc, hmc_opts = args
-    from threadpoolctl import threadpool_limits
+    from .core.threads import single_threaded_blas
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_threaded_blas():
         return [_one(q, r, seed, n, beta, lam, hmc, hmc_opts) for r in reps]
 
 

@@ -127,3 +127,23 @@ def test_laplace_theta_gradient_matches_finite_differences(case, profiled):
         e[j] = 1e-5
         fd.append((f(theta + e) - f(theta - e)) / 2e-5)
     assert np.allclose(gt, fd, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("formula", ["Reaction ~ Days + (Days | Subject)",
+                                     "Reaction ~ Days + (Days || Subject) + (1 | g5)",
+                                     "Reaction ~ Days + (1 | Subject)"])
+@pytest.mark.parametrize("reml", [False, True])
+def test_lmm_gradient_matches_finite_differences(formula, reml):
+    """θ-gradient of the profiled LMM deviance and REML criterion (with prior weights and a
+    second, crossed term) against central differences."""
+    d = reference_data("sleepstudy")
+    d["g5"] = (d["Subject"].cat.codes % 5).astype("category")
+    d["w"] = np.random.default_rng(0).uniform(0.5, 2.0, len(d))
+    des = gb.design(gb.Spec(formula, family="gaussian", REML=reml, weights="w"), d)
+    prob = des.problem()
+    theta = des.structure.theta_start() * 0.7 + 0.05
+    g = ob.lmm_gradient(prob, ob.lmm(prob, theta, reml), reml)
+    h = 1e-6
+    fd = [(ob.lmm(prob, theta + h * e, reml).deviance - ob.lmm(prob, theta - h * e, reml).deviance) / (2 * h)
+          for e in np.eye(len(theta))]
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-6)

@@ -14,10 +14,23 @@ Schur complement S = A22 - L21 L21'. Z is never formed densely.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-import scipy.linalg as sla
 import scipy.sparse as sp
+from scipy.linalg.lapack import dpotrs, dtrtrs
+
+
+def _lsolve(L: np.ndarray, b: np.ndarray, trans: bool = False) -> np.ndarray:
+    """L^{-1} b (or L^{-T} b) for a lower-triangular L, by LAPACK directly: the scipy.linalg
+    wrapper's checks cost more than the solve at the sizes of most models. L' is an
+    upper-triangular Fortran-ordered view of C-ordered L, so nothing is copied."""
+    return dtrtrs(L.T, b, lower=0, trans=0 if trans else 1)[0]
+
+
+def _cho_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(L L')^{-1} b for a lower Cholesky factor L."""
+    return dpotrs(L.T, b, lower=0)[0]
 
 
 def theta_to_lower(theta_t: np.ndarray, k: int) -> np.ndarray:
@@ -28,8 +41,11 @@ def theta_to_lower(theta_t: np.ndarray, k: int) -> np.ndarray:
     return T
 
 
+@lru_cache(maxsize=None)
 def _colwise_tril(k: int):
     cols, rows = np.triu_indices(k)  # column-wise enumeration of the lower triangle
+    rows.setflags(write=False)
+    cols.setflags(write=False)
     return rows, cols
 
 
@@ -222,7 +238,7 @@ class Factor:
         if self.L22 is None:
             return y1
         rhs2 = b[q1:] - self._l21_mult(y1)
-        y2 = sla.solve_triangular(self.L22, rhs2, lower=True, check_finite=False)
+        y2 = _lsolve(self.L22, rhs2)
         return np.concatenate([y1, y2], axis=0)
 
     def backward(self, y: np.ndarray) -> np.ndarray:
@@ -230,7 +246,7 @@ class Factor:
         q1 = self.s.q1
         if self.L22 is None:
             return self._head_apply(self.L1inv, y, transpose=True)
-        x2 = sla.solve_triangular(self.L22, y[q1:], lower=True, trans="T", check_finite=False)
+        x2 = _lsolve(self.L22, y[q1:], trans=True)
         x1 = self._head_apply(self.L1inv, y[:q1] - self._l21t_mult(x2), transpose=True)
         return np.concatenate([x1, x2], axis=0)
 
@@ -240,14 +256,14 @@ class Factor:
     def solve_joint(self, bu: np.ndarray, bb: np.ndarray):
         """Solve the bordered system for (x_u, x_beta)."""
         yu = self.forward(bu)
-        yb = sla.solve_triangular(self.RX, bb - self.LX.T @ yu, lower=True, check_finite=False)
-        xb = sla.solve_triangular(self.RX, yb, lower=True, trans="T", check_finite=False)
+        yb = _lsolve(self.RX, bb - self.LX.T @ yu)
+        xb = _lsolve(self.RX, yb, trans=True)
         xu = self.backward(yu - self.LX @ xb)
         return xu, xb
 
     def rx_inverse(self) -> np.ndarray:
         """(RX RX')^{-1}: the unscaled covariance of beta given θ."""
-        Rinv = sla.solve_triangular(self.RX, np.eye(self.RX.shape[0]), lower=True, check_finite=False)
+        Rinv = _lsolve(self.RX, np.eye(self.RX.shape[0]))
         return Rinv.T @ Rinv
 
     def inverse_diag_blocks(self) -> list[np.ndarray]:
@@ -257,7 +273,7 @@ class Factor:
         out = [first]
         if self.L22 is None:
             return out
-        L22inv = sla.solve_triangular(self.L22, np.eye(s.q2), lower=True, check_finite=False)
+        L22inv = _lsolve(self.L22, np.eye(s.q2))
         # G = L22^{-1} L21 L11^{-1}: the coupling of the head into the tail of A^{-1}
         G = L22inv @ np.asarray((self.L21 @ _blockdiag(self.L1inv)).todense())
         m0, k0 = s.m[0], s.k[0]
@@ -350,7 +366,7 @@ def row_projections(f: Factor, V) -> tuple[np.ndarray, np.ndarray | None]:
     if f.L22 is None:
         Y = np.einsum("nij,nj->ni", Linv, xh)
         return np.einsum("nji,nj->ni", Linv, Y), None
-    M = sla.cho_solve((f.L22, True), np.eye(s.q2), check_finite=False)
+    M = _cho_solve(f.L22, np.eye(s.q2))
     if k0 == 1 and f.L21.nnz < 0.05 * s.q1 * s.q2:
         # sparse L21 (nested designs: one nonzero per column): M L21 costs q2 * nnz, not q2² q1
         ML = np.asarray((f.L21.T @ M).T)

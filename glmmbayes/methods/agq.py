@@ -291,13 +291,14 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     logL = np.log(tot) + hmax[:, 0] - np.log(Lj)
     dev = float(-2.0 * np.sum(logL))
     pi = e / tot[:, None]
-    # Σ_z π_jz dg_j(z) splits into row sums and two knot sums per group, so no (K, n) array
-    # is built per parameter:  Σ_i df_i r_i + Σ_i dV_i r2_i + a_j dû_j - b_j dA_j / (2 L_j³)
+    # Σ_z π_jz dg_j(z) splits into row sums and knot sums per group, so no (K, n) array is
+    # built per parameter:  Σ_i df_i r_i + Σ_jz π_jz u_jz dθ Gx_jz + a_j dû_j - b_j dA_j / (2 L_j³)
     r = np.einsum("kn,kn->n", lay.spread(pi), dl)  # Σ_z π dℓ/dη, sorted rows
-    r2 = np.einsum("kn,kn->n", lay.spread(pi * uz), dl)
-    dl *= Vs
-    G = lay.level_sums(dl) - uz  # ∂g/∂u at each knot
+    dl *= lay.x
+    Gx = lay.level_sums(dl)  # Σ_i x_i dℓ/dη per level and knot
     del dl
+    theta = float(Vs @ lay.x) / float(lay.x @ lay.x)  # V = x θ exactly
+    G = theta * Gx - uz  # ∂g/∂u at each knot
     a = np.sum(pi * G, axis=1)
     b = np.sum(pi * G * z[None, :], axis=1)
     # quantities at the mode
@@ -324,7 +325,7 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     du_hat = (-bsum(W0 * V * x) * uhat + bsum(dl0 * x)) / Aj
     deta0 = x * uhat[codes] + V * du_hat[codes]
     dA = bsum(dW0 * deta0 * V * V + 2.0 * W0 * V * x)
-    g_theta = np.array([-2.0 * (float(lay.x @ r2) + np.sum(dlogL_rest(du_hat, dA)))])
+    g_theta = np.array([-2.0 * (float(np.sum(pi * uz * Gx)) + np.sum(dlogL_rest(du_hat, dA)))])
     return dev, g_theta, g_beta
 
 

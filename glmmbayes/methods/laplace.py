@@ -55,7 +55,11 @@ def fit_lmm(design: Design) -> Fit:
     def f(theta):
         return ob.lmm(prob, theta, reml).deviance
 
-    opt = minimize_deviance(f, s.theta_start(), s.theta_lower, hessian=True)
+    def vg(theta):
+        sol = ob.lmm(prob, theta, reml)
+        return sol.deviance, ob.lmm_gradient(prob, sol, reml)
+
+    opt = minimize_deviance(f, s.theta_start(), s.theta_lower, hessian=True, value_and_grad=vg)
     sol = ob.lmm(prob, opt.x, reml)
     msgs, ok = convergence_messages(design, opt.x, opt, 0, n_main=len(opt.x))
     return Fit(
