@@ -95,6 +95,7 @@ class _Layout:
     X: np.ndarray
     x: np.ndarray  # the term's covariate (d = 1)
     level_constant_x: bool  # the covariate is constant within each level (an intercept term)
+    _work: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def level_sums(self, a: np.ndarray) -> np.ndarray:
         """(K, n) sorted rows -> (m, K): the sum over each level's rows, per knot."""
@@ -107,7 +108,13 @@ class _Layout:
 
     def spread(self, a: np.ndarray) -> np.ndarray:
         """(m, K) per level -> (K, n) for the sorted rows."""
-        return np.repeat(a.T, self.counts, axis=1)
+        return np.repeat(np.ascontiguousarray(a.T), self.counts, axis=1)
+
+    def workspace(self, K: int) -> np.ndarray:
+        """A (K, n) scratch array kept for the fit (the kernel's, summed as soon as it is made)."""
+        if self._work.get("K") != K:
+            self._work.update(K=K, array=np.empty((K, len(self.codes))))
+        return self._work["array"]
 
 
 def _layout(prob: Problem) -> _Layout:
@@ -235,19 +242,18 @@ def _knot_loglik(prob: Problem, lay: _Layout, st: PirlsState, Vs, z, Lj, phi):
     cj[lay.counts > 0] = c[lay.starts]
     lin = np.bincount(lay.codes, weights=k * eta0, minlength=len(cj))[:, None] + np.outer(
         cj * np.bincount(lay.codes, weights=k, minlength=len(cj)), z)
+    ker = lay.workspace(len(z))
     t = lay.spread(np.exp(np.outer(cj, z)))
     t *= np.exp(eta0)  # exp(η) at every knot and row
     if fam.name == "binomial":  # kη - wt log(1 + e^η); μ = e^η / (1 + e^η)
-        opd = t + 1.0
-        ker = np.log(opd)
-        if not unit:
-            ker *= wt
-        t /= opd
-        del opd
+        np.add(t, 1.0, out=ker)
+        t /= ker
+        np.log(ker, out=ker)
     else:  # Poisson: kη - wt e^η; μ = e^η
-        ker = t if unit else t * wt
+        ker[...] = t
+    if not unit:
+        ker *= wt
     S = lin - lay.level_sums(ker)
-    del ker
     if not unit:
         t *= wt
     np.subtract(k, t, out=t)  # dℓ/dη = k - wt μ
