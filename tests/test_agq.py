@@ -379,18 +379,122 @@ def test_sparse_grid_fit_option(contraception):
 # --------------------------------------------------------------------------- errors and LMMs
 
 
-def test_several_terms_raise_spec_error():
+def test_crossed_terms_raise_spec_error():
+    va = load("VerbAgg")
+    f = "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)"  # subjects crossed with items
+    with pytest.raises(SpecError, match="nested quadrature.*method='laplace'"):
+        gb.fit(f, va, method="agq", nAGQ=5)
+    with pytest.raises(SpecError, match="laplace"):
+        gb.fit(f, va, method="laplace", nAGQ=5)
+    gt = load("grouseticks")  # three terms
+    with pytest.raises(SpecError, match="3 terms"):
+        gb.fit("TICKS ~ YEAR + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)", gt, family="poisson", method="agq")
+
+
+# --------------------------------------------------------------------------- nested terms
+
+
+def _sim_nested(family, seed):
+    """4 outer levels x 3 inner levels x 1-3 rows, large variance components."""
+    rng = np.random.default_rng(seed)
+    rows = [(f"c{c}", f"m{m}", rng.normal()) for c in range(4) for m in range(3) for _ in range(rng.integers(1, 4))]
+    df = pd.DataFrame(rows, columns=["comm", "mom", "x"])
+    ci = df.comm.str[1:].astype(int).to_numpy()
+    mi = 3 * ci + df.mom.str[1:].astype(int).to_numpy()
+    eta = 0.3 - 0.7 * df.x.to_numpy() + rng.normal(0, 1.1, 4)[ci] + rng.normal(0, 1.8, 12)[mi]
+    df["y"] = rng.binomial(1, expit(eta)) if family == "binomial" else rng.poisson(np.exp(eta))
+    return df
+
+
+def _brute_nested(family, design, beta, theta, h=0.02, half=12.0):
+    """Σ_c log ∫ φ(v) Π_m ∫ φ(w) Π_i p(y_i | η_i) dw dv on a fixed fine grid in both variables
+    (trapezoid: exponentially accurate for these smooth, rapidly decaying integrands)."""
+    inner, outer = design.terms
+    x, y = design.X[:, 1], design.y
+    grid = np.arange(-half, half + h / 2, h)
+    logphi = stats.norm.logpdf(grid)
+    total = 0.0
+    for c in range(outer.nlevels):
+        log_f = logphi.copy()  # over v
+        for m in np.unique(inner.codes[outer.codes == c]):
+            lw = np.broadcast_to(logphi[None, :], (len(grid), len(grid))).copy()  # (v, w)
+            for i in np.flatnonzero(inner.codes == m):
+                eta = beta[0] + beta[1] * x[i] + theta[0] * grid[None, :] + theta[1] * grid[:, None]
+                lw += (stats.bernoulli.logpmf(y[i], expit(eta)) if family == "binomial"
+                       else stats.poisson.logpmf(y[i], np.exp(eta)))
+            log_f += logsumexp(lw, axis=1) + np.log(h)
+        total += logsumexp(log_f) + np.log(h)
+    return total
+
+
+@pytest.mark.parametrize("family,seed", [("binomial", 4), ("poisson", 5)])
+def test_nested_agq_matches_bruteforce(family, seed):
+    """Two nested scalar terms: nested AGQ(k) at fixed (θ, β) converges to the marginal
+    log-likelihood by brute-force integration on a fine grid; k = 1 is the Laplace approximation."""
+    from glmmbayes.methods import agq_nested
+
+    df = _sim_nested(family, seed)
+    des = gb.design(gb.Spec("y ~ x + (1 | comm/mom)", family=family), df)
+    outer_of, desc = agq_nested.nesting(des)
+    assert desc == "comm:mom within comm"
+    prob = des.problem()
+    theta, beta = np.array([1.8, 1.1]), np.array([0.3, -0.7])
+    exact = _brute_nested(family, des, beta, theta)
+    ll = {k: -0.5 * agq_nested.nested_agq_deviance(prob, theta, beta, k, outer_of) for k in (1, 3, 9, 25)}
+    st = pirls(prob, theta, beta)
+    assert ll[1] == pytest.approx(-0.5 * ob.laplace_value(prob, st), abs=EXACT_TOL)
+    assert ll[25] == pytest.approx(exact, abs=BRUTE_TOL)
+    errs = [abs(ll[k] - exact) for k in (3, 9, 25)]
+    assert abs(ll[1] - exact) > 1e-2 and errs == sorted(errs, reverse=True)
+
+
+def test_nested_agq_fit(cbpp_laplace):
+    """cbpp with an observation-level effect, obs nested in herd: nAGQ = 1 reproduces the Laplace
+    fit, and the nested AGQ fit reports its nesting."""
     cb = load("cbpp").copy()
     cb["obs"] = pd.Categorical(np.arange(len(cb)).astype(str))
-    with pytest.raises(SpecError, match="method='laplace'"):
-        gb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | obs)", cb, method="agq", nAGQ=5)
-    with pytest.raises(SpecError, match="laplace"):
-        gb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | obs)", cb, method="laplace", nAGQ=5)
+    f = "cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | obs)"
+    lap = _fit(f, cb)
+    one = _fit(f, cb, method="agq", nAGQ=1)
+    assert one.loglik == pytest.approx(lap.loglik, abs=1e-6)
+    np.testing.assert_allclose(one.fixef, lap.fixef, rtol=1e-4, atol=1e-4)
+    fit9 = _fit(f, cb, method="agq", nAGQ=9)
+    assert fit9.converged, fit9.messages
+    info = fit9.optinfo["agq"]
+    assert info["nesting"] == "obs within herd" and info["knots"] == 81
+    assert fit9.loglik != pytest.approx(lap.loglik, abs=1e-3)  # the quadrature moves the answer
+    with pytest.raises(SpecError, match="laplace_adequacy"):
+        fit9.laplace_adequacy()
 
 
-def test_same_factor_two_terms_suggests_one_term(contraception):
-    with pytest.raises(SpecError, match=r"one term"):
-        gb.fit("use ~ age + urban + (1 | district) + (0 + age | district)", contraception, method="agq", nAGQ=3)
+def test_two_scalar_terms_on_one_factor():
+    """(x || g) is two scalar terms on the same levels: the nested rule is then a 2-d product
+    rule, checked against brute-force integration on a fine grid."""
+    from glmmbayes.methods import agq_nested
+
+    rng = np.random.default_rng(2)
+    g = np.repeat(np.arange(8), rng.integers(2, 6, 8))
+    x = rng.normal(size=len(g))
+    eta = 0.2 - 0.4 * x + rng.normal(0, 1.3, 8)[g] + rng.normal(0, 0.9, 8)[g] * x
+    df = pd.DataFrame({"y": rng.binomial(1, expit(eta)), "x": x, "g": pd.Categorical([f"g{i}" for i in g])})
+    des = gb.design(gb.Spec("y ~ x + (x || g)", family="binomial"), df)
+    outer_of, desc = agq_nested.nesting(des)
+    assert desc == "(1 | g) and (0 + x | g) on the same levels"
+    theta, beta = np.array([1.3, 0.9]), np.array([0.2, -0.4])
+    h = 0.02
+    grid = np.arange(-10, 10 + h / 2, h)
+    lp = stats.norm.logpdf(grid)
+    exact = 0.0
+    for j in range(8):
+        lj = lp[:, None] + lp[None, :]
+        for i in np.flatnonzero(g == j):
+            e = beta[0] + beta[1] * x[i] + theta[0] * grid[:, None] + theta[1] * x[i] * grid[None, :]
+            lj = lj + stats.bernoulli.logpmf(df.y[i], expit(e))
+        exact += logsumexp(lj) + 2 * np.log(h)
+    ll = -0.5 * agq_nested.nested_agq_deviance(des.problem(), theta, beta, 25, outer_of)
+    assert ll == pytest.approx(exact, abs=BRUTE_TOL)
+    fit = _fit("y ~ x + (x || g)", df, method="agq", nAGQ=9)
+    assert fit.optinfo["agq"]["nesting"] == desc
 
 
 def test_bad_options():

@@ -33,6 +33,7 @@ from ..design import Design
 from ..families import NUMPY
 from ..errors import SpecError
 from ..fit import Fit
+from . import agq_nested
 from ._ml import fit_ml, ml_fit
 
 MAX_NODES = 200_000  # a product grid larger than this is refused (use grid="sparse" or a lower nAGQ)
@@ -42,10 +43,11 @@ _CHUNK = 2_000_000  # rows x knots evaluated at once
 # --------------------------------------------------------------------------- checks
 
 
-def check_integrable(design: Design, what: str = "method='agq'") -> None:
-    """AGQ needs the random effects of exactly one term (one grouping factor)."""
+def check_integrable(design: Design, what: str = "method='agq'", *, nested: bool = False) -> None:
+    """AGQ needs the random effects of exactly one term (one grouping factor), or, with
+    `nested`, two scalar terms one nested in the other (`agq_nested`)."""
     terms = design.terms
-    if len(terms) == 1:
+    if len(terms) == 1 or (nested and agq_nested.nesting(design) is not None):
         return
     if not terms:
         raise SpecError(f"{what} needs a random-effect term; this model has none")
@@ -58,7 +60,10 @@ def check_integrable(design: Design, what: str = "method='agq'") -> None:
     raise SpecError(
         f"{what} integrates the random effects of a single term with one grouping factor; this "
         f"model has {len(terms)} terms ({names}) over {len(groups)} grouping factor(s){hint}, whose "
-        "integral does not factor into low-dimensional pieces. Use method='laplace' (nAGQ=1) instead."
+        "integral does not factor into low-dimensional pieces"
+        + (" (two scalar terms with one factor nested in the other, e.g. (1 | community/mother), "
+           "are integrated by nested quadrature)" if nested else "")
+        + ". Use method='laplace' (nAGQ=1) instead."
     )
 
 
@@ -384,7 +389,10 @@ def fit(design: Design, nAGQ: int = 25, grid: str | None = None) -> Fit:
 
         lmm = fit_lmm(design)
         return dataclasses.replace(lmm, method="agq", nAGQ=int(nAGQ), seconds=time.perf_counter() - t0)
-    check_integrable(design)
+    check_integrable(design, nested=True)
+    nest = agq_nested.nesting(design)
+    if nest is not None:
+        return _fit_nested(design, nAGQ, grid, nest, t0)
     rule = _rule(design, nAGQ, grid)
     objective = AGQObjective(rule)
     res = fit_ml(design, objective)
@@ -395,6 +403,27 @@ def fit(design: Design, nAGQ: int = 25, grid: str | None = None) -> Fit:
         "grid": rule.kind if d > 1 else "gauss-hermite",
         "knots": rule.size,
         "negative_weights": rule.has_negative_weights,
+        "objective_evaluations": objective.evaluations,
+        "integrand_evaluations": objective.integrand_evaluations,
+    }
+    return ml_fit(design, res, method="agq", nAGQ=int(nAGQ), t0=t0, extra_optinfo={"agq": agq_info})
+
+
+def _fit_nested(design: Design, nAGQ, grid, nest, t0: float) -> Fit:
+    """Two nested scalar terms: nested Gauss-Hermite rules, nAGQ knots per level."""
+    rule = _rule(design, nAGQ, None)
+    if grid not in (None, "product"):
+        raise SpecError("nested quadrature uses Gauss-Hermite rules per level: leave grid unset")
+    outer_of, desc = nest
+    objective = agq_nested.NestedAGQObjective(rule, outer_of)
+    res = fit_ml(design, objective)
+    agq_info = {
+        "nAGQ": int(nAGQ),
+        "dim": 1,
+        "grid": "nested gauss-hermite",
+        "nesting": desc,
+        "knots": rule.size ** 2,  # knot pairs per outer level
+        "negative_weights": False,
         "objective_evaluations": objective.evaluations,
         "integrand_evaluations": objective.integrand_evaluations,
     }
