@@ -115,6 +115,23 @@ def test_glmmpql_parity(parity_fits, key):
     assert f.optinfo["iterations"] >= 1 and f.optinfo["iterations"] <= 10  # glmmPQL's niter
 
 
+def test_glmmpql_parity_nested_guimmun():
+    """Mothers within communities (glmmPQL(random = ~ 1 | comm/mom)): PQL's mother sd 2.21 is
+    glmmPQL's, twice the Laplace value, and its dispersion is well below one."""
+    ref = _ref("guimmun_nested")
+    r = ref["pql"]
+    with _nowarn():
+        f = fit(ref["formula"], _data("guImmun"), method="pql", family="binomial")
+    names = list(r["fixef"])
+    assert list(f.fixef.index) == names
+    assert np.max(_rel(f.fixef.to_numpy(), [r["fixef"][n] for n in names])) < FIXEF_TOL
+    assert np.max(np.abs(f.se.to_numpy() / np.array([r["se"][n] for n in names]) - 1.0)) < SE_TOL
+    sd = f.varcorr.set_index("grp")["sdcor"]
+    for grp, value in r["sd"].items():
+        assert abs(sd[grp] / value - 1.0) < SD_TOL, grp
+    assert abs(f.sigma / r["sigma"] - 1.0) < SD_TOL
+
+
 def test_pql_has_no_likelihood(parity_fits):
     f = parity_fits["cbpp_herd"]
     assert f.method == "pql" and f.estimate_kind == "pql"

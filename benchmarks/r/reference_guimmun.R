@@ -1,7 +1,8 @@
 # guImmun (mlmRev): the data set shipped as glmmbayes/datasets/guImmun.csv.gz (its factor
-# levels in R's order) and the lme4 / glmmTMB reference tests/reference/guimmun_nested.json.
+# levels in R's order) and the lme4 / glmmTMB / MASS::glmmPQL reference
+# tests/reference/guimmun_nested.json.
 # Usage (from the repository root): Rscript benchmarks/r/reference_guimmun.R <dir for the csv>
-suppressMessages({library(lme4); library(glmmTMB); library(mlmRev); library(jsonlite)})
+suppressMessages({library(lme4); library(glmmTMB); library(mlmRev); library(jsonlite); library(MASS); library(nlme)})
 args <- commandArgs(trailingOnly = TRUE)
 data(guImmun)
 d <- guImmun
@@ -35,10 +36,16 @@ lme4_block <- function(nagq) {
 tm <- timed(function() glmmTMB(form, d, family = binomial))
 mt <- tm$r
 vct <- VarCorr(mt)$cond
+pq <- timed(function() glmmPQL(immun ~ kid2p + mom25p + ord + ethn + momEd + husEd + momWork + rural + pcInd81,
+                               random = ~ 1 | comm/mom, family = binomial, data = d, verbose = FALSE), reps = 1)
+vp <- VarCorr(pq$r)
+pql <- list(fixef = as.list(fixef(pq$r)), se = as.list(sqrt(diag(vcov(pq$r)))),
+            sd = list(comm = as.numeric(vp[2, "StdDev"]), mom = as.numeric(vp[4, "StdDev"])),
+            sigma = pq$r$sigma, median_s = pq$median)
 out <- list(
   data = "guImmun", formula = paste(deparse(form, width.cutoff = 500), collapse = ""),
   family = "binomial", link = "logit",
-  laplace = lme4_block(1), nagq0 = lme4_block(0),
+  laplace = lme4_block(1), nagq0 = lme4_block(0), pql = pql,
   glmmtmb = list(fixef = as.list(fixef(mt)$cond), se = as.list(sqrt(diag(vcov(mt)$cond))),
                  varcorr = lapply(names(vct), function(g) list(grp = g, var1 = "(Intercept)", var2 = NULL,
                                                                sdcor = unname(attr(vct[[g]], "stddev")))),
