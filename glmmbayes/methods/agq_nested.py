@@ -77,7 +77,7 @@ def nested_log_likelihood(prob: Problem, st: PirlsState, outer_of: np.ndarray, r
     L22 = np.diag(f.L22).copy()  # (C,): diagonal for a nested design
     pat = s.cross_pattern()
     l21 = np.zeros(M)
-    l21[pat["cols21"]] = f.L21v if f.L21v is not None else np.asarray(f.L21[pat["rows21"], pat["cols21"]]).ravel()
+    l21[pat["cols21"]] = f.L21v  # one entry per inner level (the factor keeps them for a scalar head)
     u_m, u_c = st.u[:M], st.u[M:]
     dc = z[None, :] / L22[:, None]  # (C, K): u_c - û_c at each outer knot
     # u_m - û_m at each (inner level, outer knot, inner knot): (M, K, K)
