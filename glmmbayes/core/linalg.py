@@ -81,6 +81,18 @@ class ReStructure:
             idx = [self._col_index[i] + (self.u_offsets[i] - self.q1) for i in range(1, len(self.terms))]
             self._tail_indices = np.hstack(idx).ravel()
 
+    def level_order(self, i: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row order, rows per level, first sorted row of each level) for term i: the rows
+        sorted by level, so that per-level sums are contiguous reductions (np.add.reduceat).
+        Every level has rows (the design keeps only the levels that occur)."""
+        cache = self.__dict__.setdefault("_level_order", {})
+        if i not in cache:
+            t = self.terms[i]
+            order = np.argsort(t.codes, kind="stable")
+            counts = np.bincount(t.codes, minlength=t.nlevels)
+            cache[i] = (order, counts, np.cumsum(counts) - counts)
+        return cache[i]
+
     @property
     def ntheta(self) -> int:
         return int(self.theta_offsets[-1])

@@ -30,7 +30,6 @@ import pandas as pd
 from ..core.pirls import PirlsState, Problem, pirls
 from ..core.quadrature import Rule, default_grid, make_rule
 from ..design import Design
-from ..families import NUMPY
 from ..errors import SpecError
 from ..fit import Fit
 from . import agq_nested
@@ -92,8 +91,7 @@ class _Layout:
 
     order: np.ndarray  # row permutation
     codes: np.ndarray  # level of each sorted row
-    starts: np.ndarray  # first sorted row of each level with rows
-    present: np.ndarray | None  # those levels, or None when every level has rows
+    starts: np.ndarray  # first sorted row of each level
     counts: np.ndarray  # rows per level (m,)
     y: np.ndarray
     wt: np.ndarray
@@ -104,12 +102,7 @@ class _Layout:
 
     def level_sums(self, a: np.ndarray) -> np.ndarray:
         """(K, n) sorted rows -> (m, K): the sum over each level's rows, per knot."""
-        r = np.add.reduceat(a, self.starts, axis=1).T
-        if self.present is None:
-            return r
-        out = np.zeros((len(self.counts), a.shape[0]))
-        out[self.present] = r
-        return out
+        return np.add.reduceat(a, self.starts, axis=1).T
 
     def spread(self, a: np.ndarray) -> np.ndarray:
         """(m, K) per level -> (K, n) for the sorted rows."""
@@ -126,30 +119,14 @@ def _layout(prob: Problem) -> _Layout:
     cache = prob.__dict__.setdefault("_agq_cache", {})
     if "layout" not in cache:
         t = prob.structure.terms[0]
-        order = np.argsort(t.codes, kind="stable")
-        codes = t.codes[order]
-        counts = np.bincount(codes, minlength=t.nlevels)
-        present = np.flatnonzero(counts)
-        starts = (np.cumsum(counts) - counts)[present]
+        order, counts, starts = prob.structure.level_order(0)
         xs = np.ascontiguousarray(t.X[order, 0])
         cache["layout"] = _Layout(
-            order=order, codes=codes, starts=starts,
-            present=None if len(present) == t.nlevels else present, counts=counts,
+            order=order, codes=t.codes[order], starts=starts, counts=counts,
             y=prob.y[order], wt=prob.wt[order], X=np.ascontiguousarray(prob.X[order]),
-            x=xs, level_constant_x=bool(np.all(xs == np.repeat(xs[starts], counts[present]))),
+            x=xs, level_constant_x=bool(np.all(xs == np.repeat(xs[starts], counts))),
         )
     return cache["layout"]
-
-
-def _level_constants(prob: Problem, phi: float) -> np.ndarray:
-    """Σ over each level's rows of the η-free part of log p(y|η) (once, not once per knot)."""
-    cache = prob.__dict__.setdefault("_agq_cache", {})
-    key = ("const", float(phi))
-    if key not in cache:
-        t = prob.structure.terms[0]
-        c = prob.family.dist.constant(prob.y, prob.wt, phi, NUMPY)
-        cache[key] = np.bincount(t.codes, weights=c, minlength=t.nlevels)
-    return cache[key]
 
 
 def log_integrand(prob: Problem, st: PirlsState, z: np.ndarray, phi: float = 1.0) -> np.ndarray:
@@ -178,7 +155,7 @@ def log_integrand(prob: Problem, st: PirlsState, z: np.ndarray, phi: float = 1.0
         S[:, a : a + step] = lay.level_sums(fam.loglik_kernel(lay.y, eta, lay.wt, phi))
     # u(z) = û_j + L_j^{-T} z
     Uz = U[:, None, :] + np.einsum("mji,kj->mki", Linv, z)
-    return (S + _level_constants(prob, phi)[:, None] - 0.5 * np.sum(Uz * Uz, axis=2)
+    return (S + agq_nested.level_constants(prob, phi)[:, None] - 0.5 * np.sum(Uz * Uz, axis=2)
             + 0.5 * np.sum(z * z, axis=1)[None, :])
 
 
@@ -243,8 +220,7 @@ def _knot_loglik(prob: Problem, lay: _Layout, st: PirlsState, Vs, z, Lj, phi):
         return lay.level_sums(ker), dl
     k, wt = lay.y * lay.wt, lay.wt
     unit = bool(np.all(wt == 1.0))
-    cj = np.zeros(len(lay.counts))
-    cj[lay.counts > 0] = c[lay.starts]
+    cj = c[lay.starts]  # c per level
     lin = np.bincount(lay.codes, weights=k * eta0, minlength=len(cj))[:, None] + np.outer(
         cj * np.bincount(lay.codes, weights=k, minlength=len(cj)), z)
     ker = lay.workspace(len(z))
@@ -294,7 +270,7 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     # every (knots, rows) array is over the rows sorted by level
     Vs = V[lay.order]
     S, dl = _knot_loglik(prob, lay, st, Vs, z, Lj, phi)
-    g = S + _level_constants(prob, phi)[:, None] - 0.5 * uz * uz + 0.5 * z[None, :] ** 2
+    g = S + agq_nested.level_constants(prob, phi)[:, None] - 0.5 * uz * uz + 0.5 * z[None, :] ** 2
     h = g + lw[None, :]
     hmax = h.max(axis=1, keepdims=True)
     e = np.exp(h - hmax)

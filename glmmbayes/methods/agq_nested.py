@@ -22,6 +22,7 @@ the Laplace approximation exactly.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import logsumexp
 
 from ..core.pirls import PirlsState, Problem, pirls
 from ..core.quadrature import Rule, gauss_hermite
@@ -48,20 +49,16 @@ def nesting(design: Design) -> tuple[np.ndarray, str] | None:
     return outer_of, f"{inner.group_name} within {outer.group_name}"
 
 
-def _sorted_rows(prob: Problem):
-    cache = prob.__dict__.setdefault("_agq_nested_cache", {})
-    if "rows" not in cache:
-        inner = prob.structure.terms[0]
-        order = np.argsort(inner.codes, kind="stable")
-        counts = np.bincount(inner.codes, minlength=inner.nlevels)
-        cache["rows"] = (order, np.cumsum(counts) - counts)
-    return cache["rows"]
-
-
-def _inner_constants(prob: Problem, phi: float) -> np.ndarray:
-    inner = prob.structure.terms[0]
-    c = prob.family.dist.constant(prob.y, prob.wt, phi, NUMPY)
-    return np.bincount(inner.codes, weights=c, minlength=inner.nlevels)
+def level_constants(prob: Problem, phi: float) -> np.ndarray:
+    """Σ over the rows of each level of the first term of the η-free part of log p(y|η): summed
+    once per fit and φ, not once per knot (shared with the single-term quadrature)."""
+    cache = prob.__dict__.setdefault("_agq_cache", {})
+    key = ("const", float(phi))
+    if key not in cache:
+        t = prob.structure.terms[0]
+        c = prob.family.dist.constant(prob.y, prob.wt, phi, NUMPY)
+        cache[key] = np.bincount(t.codes, weights=c, minlength=t.nlevels)
+    return cache[key]
 
 
 def _nested_terms(prob: Problem, st: PirlsState, outer_of: np.ndarray, rule: Rule, phi: float) -> dict:
@@ -81,7 +78,7 @@ def _nested_terms(prob: Problem, st: PirlsState, outer_of: np.ndarray, rule: Rul
     dc = z[None, :] / L22[:, None]  # (C, K): u_c - û_c at each outer knot
     # u_m - û_m at each (inner level, outer knot, inner knot): (M, K, K)
     dm = (z[None, None, :] - (l21[:, None] * dc[outer_of])[:, :, None]) / L11[:, None, None]
-    order, starts = _sorted_rows(prob)
+    order, _, starts = s.level_order(0)
     m_row, c_row = inner.codes[order], outer.codes[order]
     v_in, v_out = st.V[0][order, 0], st.V[1][order, 0]
     # η_i = η̂_i + p_i z_inner + q_i z_outer: separable in the two knots
@@ -100,14 +97,14 @@ def _nested_terms(prob: Problem, st: PirlsState, outer_of: np.ndarray, rule: Rul
         S[a0:a1] = np.add.reduceat(fam.loglik_kernel(y, eta, wt, phi), starts, axis=2)
     S = S.transpose(2, 0, 1)  # (M, K, K)
     um = u_m[:, None, None] + dm
-    G_in = S + _inner_constants(prob, phi)[:, None, None] - 0.5 * um * um + (0.5 * z * z + lw)[None, None, :]
-    I_in = _logsumexp(G_in, axis=2)  # (M, K): the inner integral at each outer knot
+    G_in = S + level_constants(prob, phi)[:, None, None] - 0.5 * um * um + (0.5 * z * z + lw)[None, None, :]
+    I_in = logsumexp(G_in, axis=2)  # (M, K): the inner integral at each outer knot
     J = np.zeros((C, K))
     np.add.at(J, outer_of, I_in)
     uc = u_c[:, None] + dc
     G_out = J - 0.5 * uc * uc + (0.5 * z * z + lw)[None, :]
     log_det = np.log(L22) + np.bincount(outer_of, weights=np.log(L11), minlength=C)
-    logL = float(np.sum(_logsumexp(G_out, axis=1) - log_det))
+    logL = float(np.sum(logsumexp(G_out, axis=1) - log_det))
     return dict(z=z, K=K, L11=L11, L22=L22, l21=l21, dc=dc, dm=dm, um=um, uc=uc, order=order,
                 m_row=m_row, c_row=c_row, p=p, q=q, eta0=eta0, y=y, wt=wt, step=step,
                 G_in=G_in, I_in=I_in, G_out=G_out, logL=logL)
@@ -141,7 +138,7 @@ def nested_gradient(prob: Problem, st: PirlsState, outer_of: np.ndarray, rule: R
     L11, L22, l21 = T["L11"], T["L22"], T["l21"]
     order, m_row, c_row = T["order"], T["m_row"], T["c_row"]
     pi_in = np.exp(T["G_in"] - T["I_in"][:, :, None])  # (M, K, K): π_m(b | a)
-    pi_out = np.exp(T["G_out"] - _logsumexp(T["G_out"], axis=1)[:, None])  # (C, K)
+    pi_out = np.exp(T["G_out"] - logsumexp(T["G_out"], axis=1)[:, None])  # (C, K)
     omega = pi_out[outer_of][:, :, None] * pi_in  # (M, K, K)
     # second pass over rows x knot pairs: the scores contracted with ω (sorted rows)
     omT, dmT = omega.transpose(1, 2, 0), dm.transpose(1, 2, 0)  # (K, K, M)
@@ -201,12 +198,6 @@ def nested_gradient(prob: Problem, st: PirlsState, outer_of: np.ndarray, rule: R
     r_out[M:] += np.bincount(cout, weights=x_out * s0, minlength=C)
     g_theta = np.array([dlogl(r_in, h_in, x_in, zero), dlogl(r_out, h_out, zero, x_out)])
     return T["logL"], g_theta, g_beta
-
-
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    amax = np.max(a, axis=axis, keepdims=True)
-    with np.errstate(divide="ignore"):
-        return np.log(np.sum(np.exp(a - amax), axis=axis)) + np.squeeze(amax, axis=axis)
 
 
 def nested_agq_deviance(prob: Problem, theta, beta, nAGQ: int, outer_of: np.ndarray, *,
