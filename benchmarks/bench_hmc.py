@@ -62,7 +62,7 @@ def run_ours(name, data, draws, tune, chains, seed):
     wall = time.perf_counter() - t0
     names = ["beta", f"sd_{c['group']}"]
     ndiv = int(fit.idata.sample_stats["diverging"].sum())
-    rhat = fit.optinfo["diagnostics"]["max_rhat"]
+    rhat = fit.sampler.diagnostics.max_rhat
     return wall, min_ess(fit.idata, names), ndiv, rhat, fit
 
 

@@ -93,13 +93,11 @@ def run(with_r: bool, reps: int, cases: list[str], nagq: int = 1) -> list[dict]:
             laplace_s = statistics.median(p[1] for p in pairs)
         else:
             ours_s, fit = time_ours(spec, data, ours_reps, **kw)
-        st1 = fit.optinfo.get("stage1") or {}
-        st2 = fit.optinfo.get("stage2") or {}
         row = {
             "case": case + (f" (nAGQ={nagq})" if nagq > 1 else ""),
             "n": fit.nobs,
             "ours_s": ours_s,
-            "evals": (st1.get("nfev") or 0) + (st2.get("nfev") or 0),
+            "evals": fit.optimizer.nfev if fit.optimizer is not None else 0,
             "ours_loglik": fit.loglik,
             "lme4_s": None, "glmmtmb_s": None, "lme4_loglik": None,
             "peak_mb": max(_peak_rss_mb(), peak0),

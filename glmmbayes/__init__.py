@@ -17,14 +17,14 @@ from .fit import Fit
 from .pymc_model import to_pymc
 from .spec import Spec
 from .re_dist import RandomEffect
-from . import nonnormal, studies  # non-normal random effects (seed 000), simulation studies
-from .nonnormal import to_pymc_nonnormal
+from .adequacy import laplace_adequacy
+from . import studies  # simulation studies
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Spec", "Fit", "fit", "compare", "Comparison", "to_pymc", "design", "datasets", "get_family",
-    "RandomEffect", "to_pymc_nonnormal", "nonnormal", "studies",
+    "RandomEffect", "laplace_adequacy", "studies",
     "GlmmError", "FormulaError", "DataError", "FamilyError", "SpecError",
     "ConvergenceWarning", "RankDeficiencyWarning",
 ]

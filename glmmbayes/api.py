@@ -1,78 +1,45 @@
-"""`fit(spec, data, method=...)`: compile one Spec to the chosen estimation method."""
+"""`fit(spec, data, method=...)`: compile one Spec to the chosen estimation method.
+
+The pipeline, one way: Spec -> Design -> the method table (`glmmbayes.methods`) -> an Estimate
+-> `build_fit` -> the Fit. A method that needs another method's estimate first (joint: θ from
+PQL; hmc: the ML start) gets it from here, through the same table.
+"""
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import time
 import warnings
+from functools import partial
+from typing import Any, Mapping
 
 import pandas as pd
 
+from . import methods
+from .build import build_fit
 from .core.threads import single_threaded_blas
 from .design import Design, build_design
-from .errors import ConvergenceWarning, SpecError
-from .fit import Fit
-from .spec import Spec
+from .errors import ConvergenceWarning, GlmmError
+from .fit import Fit, FitCall
+from .spec import Spec, as_spec
 
-METHODS = ("laplace", "agq", "pql", "joint", "hmc")
-
-
-def _as_spec(spec, family=None, link=None, **kw) -> Spec:
-    if isinstance(spec, Spec):
-        given = {k: v for k, v in dict(kw, family=family, link=link).items() if v is not None}
-        if given:
-            raise SpecError(
-                f"{', '.join(sorted(given))} belong{'s' if len(given) == 1 else ''} to the Spec: "
-                f"pass them to Spec(...) (or give the formula as a string), not to fit()"
-            )
-        return spec
-    if isinstance(spec, str):
-        return Spec(spec, family=family or "binomial", link=link, **kw)
-    raise SpecError(f"spec must be a glmmbayes.Spec or a formula string, got {type(spec).__name__}")
+SPEC_KEYWORDS = ("family", "link", "weights", "offset", "na_action", "REML", "known_dispersion", "re_dist")
 
 
 def fit(spec: Spec | str, data: pd.DataFrame, method: str = "laplace", nAGQ: int | None = None, **options) -> Fit:
     """Fit a GLMM.
 
     method: "laplace" (nAGQ=1 Laplace, nAGQ=0 lme4's fast criterion, nAGQ>1 AGQ), "agq"
-    (nAGQ quadrature points per dimension, default 25), "pql",
-    "joint" or "hmc". Options are passed to the method. Convergence problems are reported in
-    `fit.messages` (and warned once).
+    (nAGQ quadrature points per dimension, default 25; the exact ML for a non-normal random
+    effect), "pql", "joint" or "hmc". Options are the method's (see `glmmbayes.methods`).
+    Convergence problems are reported in `fit.messages` (and warned once).
     """
-    spec_kw = {k: options.pop(k) for k in ("family", "link", "weights", "offset", "na_action", "REML") if k in options}
-    spec = _as_spec(spec, **spec_kw)
-    if method not in METHODS:
-        raise SpecError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
-    if nAGQ is not None and method not in ("laplace", "agq"):
-        raise SpecError(f"nAGQ applies to method='laplace' or 'agq', not to method={method!r}")
-    if nAGQ is None:
-        nAGQ = 25 if method == "agq" else 1
-    if not isinstance(nAGQ, int) or isinstance(nAGQ, bool) or nAGQ < 0:
-        raise SpecError(f"nAGQ must be a non-negative integer, got {nAGQ!r}")
-    if getattr(spec, "re_dist", None) is not None:
-        raise SpecError(
-            f"this Spec has non-normal random effects ({spec.re_dist}); the methods of fit() assume "
-            "normal ones. Use glmmbayes.nonnormal.fit_ml (exact ML), glmmbayes.nonnormal.fit_joint "
-            "or glmmbayes.to_pymc_nonnormal"
-        )
-    design = build_design(spec, data)
-    module = importlib.import_module(f"glmmbayes.methods.{method}")
-    if method in ("laplace", "agq"):
+    spec_kw = {k: options.pop(k) for k in SPEC_KEYWORDS if k in options}
+    spec = as_spec(spec, **spec_kw)
+    methods.get(method)
+    if nAGQ is not None:
         options["nAGQ"] = nAGQ
-    params = inspect.signature(module.fit).parameters
-    allowed = [p for p, v in params.items() if p != "design" and v.kind != v.VAR_KEYWORD]
-    takes_any = any(v.kind == v.VAR_KEYWORD for v in params.values())
-    unknown = sorted(set(options) - set(allowed))
-    if unknown and not takes_any:
-        raise SpecError(
-            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for "
-            f"method={method!r}; its options are: {', '.join(allowed) or '(none)'}"
-        )
-    if method == "hmc":
-        result = module.fit(design, **options)
-    else:
-        with single_threaded_blas():
-            result = module.fit(design, **options)
+    opts = methods.checked_options(method, options)  # before the design: a typo fails fast
+    result = run_method(build_design(spec, data), method, opts)
     bad = [m for m in result.messages if not m.startswith("boundary")]
     if bad or not result.converged:
         warnings.warn("; ".join(result.messages) or "fit did not converge", ConvergenceWarning, stacklevel=2)
@@ -81,6 +48,35 @@ def fit(spec: Spec | str, data: pd.DataFrame, method: str = "laplace", nAGQ: int
     return result
 
 
+def run_method(design: Design, method: str, options: Mapping[str, Any] | None = None) -> Fit:
+    """Run one method of the table on a design (no warnings: the Fit carries its messages)."""
+    opts = methods.checked_options(method, dict(options or {}))
+    entry = methods.get(method)
+    t0 = time.perf_counter()
+    extra = {}
+    if entry.prerequisite is not None:
+        pre = entry.prerequisite(design, opts)
+        if pre is not None:
+            extra["source"] = _prerequisite(design, *pre)
+    runner = methods.route(method, design, opts)
+    if entry.own_threads:
+        est = runner(design, **extra)
+    else:
+        with single_threaded_blas():
+            est = runner(design, **extra)
+    call = FitCall(method, opts, refit=partial(run_method, method=method, options=opts))
+    return build_fit(design, est, time.perf_counter() - t0, call)
+
+
+def _prerequisite(design: Design, method: str, options, required: bool) -> Fit | None:
+    try:
+        return run_method(design, method, options)
+    except GlmmError:
+        if required:
+            raise
+        return None
+
+
 def design(spec: Spec | str, data: pd.DataFrame, **kw) -> Design:
     """Evaluate a spec on data without fitting (X, y, the random-effect terms)."""
-    return build_design(_as_spec(spec, **kw), data)
+    return build_design(as_spec(spec, **kw), data)

@@ -11,7 +11,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .api import _as_spec, fit
+from .api import fit
+from .spec import as_spec
 from .fit import Fit, varcorr_table
 from .spec import Spec
 
@@ -27,8 +28,8 @@ _KIND = {"ml": "ml", "mode": "mode", "pql": "mode", "mean": "mean", "median": "m
 
 def _sd_se(fit: Fit) -> dict[tuple, float]:
     """Delta-method SEs of the random-effect sds and correlations from the (θ, β) covariance."""
-    cov = (fit.optinfo or {}).get("vcov_full")
-    if cov is None:
+    cov = fit.estimate.vcov_full
+    if cov is None or fit.design.spec.re_dist is not None:
         return {}
     nth = len(fit.theta_hat)
     Vt = np.asarray(cov)[:nth, :nth]
@@ -58,7 +59,7 @@ def fit_rows(name: str, f: Fit) -> list[dict]:
     kind = _KIND.get(f.estimate_kind, f.estimate_kind)
     common = {"method": name, "estimate_kind": kind, "loglik": f.loglik, "seconds": f.seconds,
               "converged": f.converged}
-    post = (f.optinfo or {}).get("posterior_summary")
+    post = f.posterior
     rows = []
     if post is not None:  # sampled: posterior means, sds and HDIs
         for _, r in post.iterrows():
@@ -81,6 +82,9 @@ def fit_rows(name: str, f: Fit) -> list[dict]:
         lo, hi = (r["sdcor"] - _Z95 * se, r["sdcor"] + _Z95 * se) if np.isfinite(se) else (np.nan, np.nan)
         rows.append({**common, "quantity": key[0], "term": key[1], "group": key[2],
                      "estimate": r["sdcor"], "se_or_sd": se, "lower": lo, "upper": hi})
+    for nm, v in (f.re_params or {}).items():
+        rows.append({**common, "quantity": "re_param", "term": nm, "group": f.design.terms[0].group_name,
+                     "estimate": v, "se_or_sd": np.nan, "lower": np.nan, "upper": np.nan})
     return rows
 
 
@@ -155,7 +159,7 @@ def compare(
     options: per-method keyword arguments, e.g. {"agq": {"nAGQ": 9}, "hmc": {"draws": 500}}.
     A method that fails is listed in `errors` (and in the printed comparison); the others run.
     """
-    spec = _as_spec(spec, **spec_kw)
+    spec = as_spec(spec, **spec_kw)
     options = dict(options or {})
     t0 = time.perf_counter()
     fits: dict[str, Fit] = {}

@@ -6,6 +6,7 @@ only ever sees clean arrays.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from contextlib import contextmanager
@@ -96,12 +97,32 @@ class Design:
         return tuple(nm for t in self.terms for nm in t.theta_names)
 
     @property
+    def dispersion_estimated(self) -> bool:
+        """The family has a dispersion φ and the spec does not fix it."""
+        return self.family.has_dispersion and self.spec.known_dispersion is None
+
+    @property
+    def fixed_phi(self) -> float:
+        """φ when it is not estimated: the spec's known dispersion, else 1."""
+        return 1.0 if self.spec.known_dispersion is None else float(self.spec.known_dispersion)
+
+    @property
     def theta_lower(self) -> np.ndarray:
         return self.structure.theta_lower
 
     @property
     def ngrps(self) -> dict[str, int]:
         return {t.group_name: t.nlevels for t in self.terms}
+
+    def with_response(self, y, wt=None) -> "Design":
+        """The same design with another response (and prior weights / trials): a refit on
+        simulated data (bootstrap, simulation studies) reuses X and the random-effect structure."""
+        y = np.array(y, dtype=float)
+        wt = self.wt if wt is None else np.array(wt, dtype=float)
+        if y.shape != self.y.shape or wt.shape != self.wt.shape:
+            raise DataError(f"a new response must have {self.n} values, got {y.shape[0]}")
+        self.family.validate(y, wt)
+        return dataclasses.replace(self, y=y, wt=wt)
 
     def problem(self, y=None, wt=None) -> Problem:
         """The numeric problem for the core (optionally with a working response/weights)."""
@@ -137,7 +158,7 @@ class Design:
         out = []
         for t in self.terms:
             Xt = fm.term_matrix_newdata(t.lhs_state, newdata)
-            labels = _group_labels(t.group_vars, newdata)
+            labels = group_labels(t.group_vars, newdata)
             index = {lv: i for i, lv in enumerate(t.levels)}
             codes = np.array([index.get(lv, -1) for lv in labels], dtype=np.int64)
             out.append((codes, Xt))
@@ -346,7 +367,7 @@ def _offset(spec: Spec, data: pd.DataFrame, rows=None) -> np.ndarray:
     return off
 
 
-def _group_labels(group_vars, data: pd.DataFrame) -> list[str]:
+def group_labels(group_vars, data: pd.DataFrame) -> list[str]:
     parts = []
     for g in group_vars:
         v = data[g.strip("`")]

@@ -90,6 +90,7 @@ class Link:
     linkfun: Callable
     linkinv: Callable
     mu_eta: Callable
+    dlog_mu_eta: Callable  # d log|mu_eta| / d eta (numpy): the weights' derivatives need it
     log_mu: Callable | None = None  # log(linkinv(eta)), stable, if the link has a closed form
     log1m_mu: Callable | None = None  # log(1 - linkinv(eta)) for links onto (0, 1)
 
@@ -107,6 +108,7 @@ LINKS: dict[str, Link] = {
         linkfun=lambda mu, ops=NUMPY: ops.log(mu) - ops.log1p(-mu),
         linkinv=lambda eta, ops=NUMPY: ops.expit(eta),
         mu_eta=lambda eta, ops=NUMPY: ops.expit(eta) * ops.expit(-eta),
+        dlog_mu_eta=lambda eta: 1.0 - 2.0 * special.expit(eta),
         log_mu=lambda eta, ops=NUMPY: ops.log_expit(eta),
         log1m_mu=lambda eta, ops=NUMPY: ops.log_expit(-eta),
     ),
@@ -115,6 +117,7 @@ LINKS: dict[str, Link] = {
         linkfun=lambda mu, ops=NUMPY: special.ndtri(mu),
         linkinv=lambda eta, ops=NUMPY: ops.ndtr(eta),
         mu_eta=lambda eta, ops=NUMPY: ops.exp(-0.5 * eta * eta - 0.5 * _LOG_2PI),
+        dlog_mu_eta=lambda eta: -eta,
         log_mu=lambda eta, ops=NUMPY: ops.log_ndtr(eta),
         log1m_mu=lambda eta, ops=NUMPY: ops.log_ndtr(-eta),
     ),
@@ -123,6 +126,7 @@ LINKS: dict[str, Link] = {
         linkfun=lambda mu, ops=NUMPY: ops.log(-ops.log1p(-mu)),
         linkinv=lambda eta, ops=NUMPY: -ops.expm1(-ops.exp(eta)),
         mu_eta=lambda eta, ops=NUMPY: ops.exp(eta - ops.exp(eta)),
+        dlog_mu_eta=lambda eta: 1.0 - np.exp(eta),
         log_mu=lambda eta, ops=NUMPY: _cloglog_log_mu(eta, ops),
         log1m_mu=lambda eta, ops=NUMPY: -ops.exp(eta),
     ),
@@ -131,6 +135,7 @@ LINKS: dict[str, Link] = {
         linkfun=lambda mu, ops=NUMPY: ops.log(mu),
         linkinv=lambda eta, ops=NUMPY: ops.exp(eta),
         mu_eta=lambda eta, ops=NUMPY: ops.exp(eta),
+        dlog_mu_eta=lambda eta: np.ones_like(eta),
         log_mu=lambda eta, ops=NUMPY: eta,
     ),
     "identity": Link(
@@ -138,12 +143,14 @@ LINKS: dict[str, Link] = {
         linkfun=lambda mu, ops=NUMPY: mu,
         linkinv=lambda eta, ops=NUMPY: eta,
         mu_eta=lambda eta, ops=NUMPY: 1.0 + 0.0 * eta,
+        dlog_mu_eta=lambda eta: np.zeros_like(eta),
     ),
     "inverse": Link(
         "inverse",
         linkfun=lambda mu, ops=NUMPY: 1.0 / mu,
         linkinv=lambda eta, ops=NUMPY: 1.0 / eta,
         mu_eta=lambda eta, ops=NUMPY: -1.0 / (eta * eta),
+        dlog_mu_eta=lambda eta: -2.0 / eta,
         log_mu=lambda eta, ops=NUMPY: -ops.log(eta),
     ),
 }
@@ -292,20 +299,115 @@ def _gamma_validate(y, wt, rows=None):
         )
 
 
+def _binomial_simulate(rng, mu, wt, phi):
+    trials = np.round(wt).astype(int)
+    k = rng.binomial(trials, mu)
+    return np.where(trials > 0, k / np.maximum(trials, 1), 0.0)
+
+
+def _poisson_simulate(rng, mu, wt, phi):
+    return rng.poisson(mu * np.ones_like(wt)).astype(float)
+
+
+def _gaussian_simulate(rng, mu, wt, phi):
+    return mu + rng.standard_normal(mu.shape) * np.sqrt(phi / wt)
+
+
+def _gamma_simulate(rng, mu, wt, phi):
+    shape = wt / phi
+    return rng.gamma(shape, mu / shape)
+
+
+def _binomial_cumulant_from_exp(t, out):
+    """A(η) = log(1 + e^η) into `out`, and μ = e^η / (1 + e^η) into `t`, given t = e^η."""
+    np.add(t, 1.0, out=out)
+    t /= out
+    np.log(out, out=out)
+
+
+def _poisson_cumulant_from_exp(t, out):
+    """A(η) = e^η into `out`; μ = e^η is `t` already."""
+    out[...] = t
+
+
+def _binomial_canonical(y, eta, wt):
+    """(kernel, score) for the logit link in one pass: ℓ = kη - wt log(1 + e^η), μ = expit(η)."""
+    k = y * wt
+    e = np.exp(-np.abs(eta))
+    ker = np.log1p(e)
+    ker += np.maximum(eta, 0.0)  # softplus(η)
+    ker *= -wt
+    ker += k * eta
+    mu = np.where(eta >= 0.0, 1.0, e)
+    mu /= 1.0 + e
+    mu *= -wt
+    mu += k
+    return ker, mu
+
+
+def _poisson_canonical(y, eta, wt):
+    """(kernel, score) for the log link: ℓ = wt (yη - e^η)."""
+    k = y * wt
+    mu = np.exp(eta)
+    ker = k * eta - wt * mu
+    mu *= -wt
+    mu += k
+    return ker, mu
+
+
+@dataclass(frozen=True)
+class Dispersion:
+    """A family's dispersion φ and the parameter users see for it (σ = √φ, shape = 1/φ, ...).
+
+    `residual_row`: lme4 reports it as the "Residual" row of VarCorr (variance φ, sd √φ).
+    `default_prior`: sd(y) -> (prior name, args, note), the Bayesian methods' default prior on
+    the user's parameter (docs/priors.md).
+    """
+
+    name: str
+    to_param: Callable  # φ -> the user's parameter (numpy or PyTensor)
+    from_param: Callable  # the user's parameter -> φ (numpy or PyTensor)
+    default_prior: Callable
+    residual_row: bool = True
+
+
+@dataclass(frozen=True)
+class CanonicalForm:
+    """The canonical-link shortcuts of an exponential family with ℓ = kη - wt A(η) (binomial,
+    Poisson): PIRLS weights from one transcendental pass, and the quadrature's factored kernel
+    exp(η̂ + c z) = exp(η̂) exp(c z), which leaves only A(η) per row and knot."""
+
+    kernel_and_score: Callable  # (y, eta, wt) -> (kernel, dℓ/dη)
+    cumulant_from_exp: Callable  # (t = e^η, out) -> out = A(η), t = μ (in place)
+
+
 @dataclass(frozen=True)
 class Distribution:
-    """The conditional distribution of y given the linear predictor."""
+    """The conditional distribution of y given the linear predictor: one entry of the table.
+
+    Everything family-specific lives here, so that the numerical core, the quadratures, PQL,
+    the PyMC model and `simulate` never branch on a family's name.
+    """
 
     name: str
     links: tuple[str, ...]  # supported links, canonical first
-    variance: Callable  # V(mu)
+    variance: Callable  # V(mu): the unit variance function (φ-free, as R's family$variance)
+    dlog_variance: Callable  # d log V / d mu
     kernel: Callable  # (y, eta, wt, phi, link, ops) -> the part of the log density that depends on eta
     constant: Callable  # (y, wt, phi, ops) -> the rest: kernel + constant = fully normalized log density
     unit_deviance: Callable  # (y, mu, wt) -> per-row deviance (numpy)
     validate: Callable  # (y, wt, rows=None) -> None or DataError naming the row
     mustart: Callable  # (y, wt) -> starting mu
-    has_dispersion: bool
+    simulate: Callable  # (rng, mu, wt, phi) -> a response in the design's convention
     mu_bounds: tuple[float, float]
+    dispersion: Dispersion | None = None
+    canonical: CanonicalForm | None = None  # shortcuts for the canonical link
+    binary_response: bool = False  # takes 0/1, proportions with trials, cbind() and factor responses
+    saturated_own_link: bool = True  # the saturated density is evaluated through the model's link
+
+    @property
+    def has_dispersion(self) -> bool:
+        return self.dispersion is not None
 
     def loglik_eta(self, y, eta, wt, phi, link, ops=NUMPY):
         """Per-row log density of y given eta, fully normalized."""
@@ -316,54 +418,70 @@ class Distribution:
         return self.links[0]
 
 
+_SIGMA = Dispersion("sigma", to_param=lambda phi: phi ** 0.5, from_param=lambda s: s * s,
+                    default_prior=lambda sy: ("half_student_t", (3.0, 2.5 * sy), "2.5·sd(y)"))
+_SHAPE = Dispersion("shape", to_param=lambda phi: 1.0 / phi, from_param=lambda k: 1.0 / k,
+                    default_prior=lambda sy: ("gamma", (0.01, 0.01), "brms default"))
+
 DISTRIBUTIONS: dict[str, Distribution] = {
     "binomial": Distribution(
         "binomial",
         links=("logit", "probit", "cloglog"),
         variance=lambda mu: mu * (1.0 - mu),
+        dlog_variance=lambda mu: (1.0 - 2.0 * mu) / (mu * (1.0 - mu)),
         kernel=_binomial_kernel,
         constant=_binomial_const,
         unit_deviance=_binomial_deviance,
         validate=_binomial_validate,
         mustart=lambda y, wt: (wt * y + 0.5) / (wt + 1.0),
-        has_dispersion=False,
+        simulate=_binomial_simulate,
         mu_bounds=(_EPS, 1.0 - _EPS),
+        canonical=CanonicalForm(_binomial_canonical, _binomial_cumulant_from_exp),
+        binary_response=True,
     ),
     "poisson": Distribution(
         "poisson",
         links=("log",),
         variance=lambda mu: mu,
+        dlog_variance=lambda mu: 1.0 / mu,
         kernel=_poisson_kernel,
         constant=_poisson_const,
         unit_deviance=_poisson_deviance,
         validate=_poisson_validate,
         mustart=lambda y, wt: y + 0.1,
-        has_dispersion=False,
+        simulate=_poisson_simulate,
         mu_bounds=(_EPS, np.inf),
+        canonical=CanonicalForm(_poisson_canonical, _poisson_cumulant_from_exp),
     ),
     "gaussian": Distribution(
         "gaussian",
         links=("identity", "log", "inverse"),
         variance=lambda mu: np.ones_like(mu),
+        dlog_variance=lambda mu: np.zeros_like(mu),
         kernel=_gaussian_kernel,
         constant=_gaussian_const,
         unit_deviance=_gaussian_deviance,
         validate=_gaussian_validate,
         mustart=lambda y, wt: y,
-        has_dispersion=True,
+        simulate=_gaussian_simulate,
         mu_bounds=(-np.inf, np.inf),
+        dispersion=_SIGMA,
+        saturated_own_link=False,
     ),
     "Gamma": Distribution(
         "Gamma",
         links=("inverse", "log", "identity"),
         variance=lambda mu: mu * mu,
+        dlog_variance=lambda mu: 2.0 / mu,
         kernel=_gamma_kernel,
         constant=_gamma_const,
         unit_deviance=_gamma_deviance,
         validate=_gamma_validate,
         mustart=lambda y, wt: y,
-        has_dispersion=True,
+        simulate=_gamma_simulate,
         mu_bounds=(_EPS, np.inf),
+        dispersion=_SHAPE,
+        saturated_own_link=False,
     ),
 }
 
@@ -390,9 +508,23 @@ class Family:
         return self.dist.has_dispersion
 
     @property
+    def dispersion(self) -> Dispersion | None:
+        return self.dist.dispersion
+
+    @property
     def is_lmm(self) -> bool:
         """Gaussian with identity link: the linear mixed model, fitted exactly."""
         return self.dist.name == "gaussian" and self.link.name == "identity"
+
+    def re_scale(self, phi: float) -> float:
+        """The factor between Λ(θ)Λ(θ)' and the random effects' covariance: lme4's LMM θ is
+        relative to the residual σ (the factor is φ = σ²); a GLMM's is absolute (1)."""
+        return phi if self.is_lmm else 1.0
+
+    @property
+    def fast_canonical(self) -> CanonicalForm | None:
+        """The canonical-link shortcuts when this family uses its canonical link."""
+        return self.dist.canonical if self.is_canonical else None
 
     def linkinv(self, eta, ops=NUMPY):
         mu = self.link.linkinv(eta, ops)
@@ -426,7 +558,7 @@ class Family:
         mu = np.clip(y, *self.dist.mu_bounds)
         # the saturated density does not depend on the link; gaussian/Gamma go through the
         # identity link so that y outside the link's range (log link, y <= 0) stays finite
-        link = self.link if self.dist.name in ("binomial", "poisson") else LINKS["identity"]
+        link = self.link if self.dist.saturated_own_link else LINKS["identity"]
         with np.errstate(divide="ignore"):
             eta = link.linkfun(mu)
         return self.dist.loglik_eta(y, eta, wt, phi, link, NUMPY)
@@ -435,43 +567,42 @@ class Family:
         """The eta-dependent part of the log density (what PIRLS needs, cheaper than loglik)."""
         return self.dist.kernel(y, eta, wt, phi, self.link, ops)
 
+    def loglik_constant(self, y, wt, phi=1.0, ops=NUMPY):
+        """The eta-free part of the log density, per row (summed once per fit, not per step)."""
+        return self.dist.constant(y, wt, phi, ops)
+
+    def score(self, y, eta, wt, phi=1.0):
+        """dℓ/dη per row: wt (y - μ) μ'(η) / (φ V(μ)) (numpy)."""
+        w, mu, d = self.working_weights(eta, wt, phi)
+        return w * (y - mu) / d
+
     def kernel_and_score(self, y, eta, wt, phi=1.0):
         """(loglik_kernel, dℓ/dη) in one pass (numpy).
 
         The quadrature evaluates both at rows x knots, so the canonical binomial and Poisson
         cases share their one exponential between the two.
         """
-        name, canonical = self.dist.name, self.is_canonical
-        k = y * wt
-        if canonical and name == "binomial":  # ℓ = kη - wt log(1 + e^η), μ = expit(η)
-            e = np.exp(-np.abs(eta))
-            ker = np.log1p(e)
-            ker += np.maximum(eta, 0.0)  # softplus(η)
-            ker *= -wt
-            ker += k * eta
-            mu = np.where(eta >= 0.0, 1.0, e)
-            mu /= 1.0 + e
-            mu *= -wt
-            mu += k
-            return ker, mu
-        if canonical and name == "poisson":  # ℓ = wt (yη - e^η)
-            mu = np.exp(eta)
-            ker = k * eta - wt * mu
-            mu *= -wt
-            mu += k
-            return ker, mu
+        fast = self.fast_canonical
+        if fast is not None:
+            return fast.kernel_and_score(y, eta, wt)
         w, mu, d = self.working_weights(eta, wt, phi)
         return self.loglik_kernel(y, eta, wt, phi), w * (y - mu) / d
 
     def working_weights(self, eta, wt, phi=1.0):
         """IRLS weights wt * mu_eta^2 / (phi V(mu)) (Fisher scoring, as lme4); also mu and mu_eta."""
         mu = self.linkinv(eta)
-        if self.is_canonical and self.dist.name in ("binomial", "poisson"):
+        if self.fast_canonical is not None:
             # canonical link: mu_eta = V(mu), so one transcendental pass gives everything
             d = np.maximum(self.variance(mu), _EPS)
             return wt * d / phi, mu, d
         d = self.mu_eta(eta)
         return wt * d * d / (phi * self.variance(mu)), mu, d
+
+    def dweights(self, eta, wt, phi=1.0):
+        """dW/dη of the working weights W = wt μ'(η)² / (φ V(μ)) (analytic):
+        W (2 d log|μ'|/dη - μ'(η) d log V/dμ)."""
+        w, mu, d = self.working_weights(eta, wt, phi)
+        return w * (2.0 * self.link.dlog_mu_eta(eta) - d * self.dist.dlog_variance(mu))
 
     def validate(self, y, wt, rows=None):
         """DataError naming the first row whose y lies outside the family's support (`rows`:
@@ -482,40 +613,34 @@ class Family:
         return self.dist.mustart(y, wt)
 
     def simulate(self, rng: np.random.Generator, eta, wt, phi=1.0):
-        mu = self.linkinv(eta)
-        n = self.dist.name
-        if n == "binomial":
-            trials = np.round(wt).astype(int)
-            k = rng.binomial(trials, mu)
-            return np.where(trials > 0, k / np.maximum(trials, 1), 0.0)
-        if n == "poisson":
-            return rng.poisson(mu * np.ones_like(wt)).astype(float)
-        if n == "gaussian":
-            return mu + rng.standard_normal(mu.shape) * np.sqrt(phi / wt)
-        if n == "Gamma":
-            shape = wt / phi
-            return rng.gamma(shape, mu / shape)
-        raise FamilyError(f"simulate is not available for family {n!r}")
+        """A response drawn at η, in the design's convention (proportions for binomial)."""
+        return self.dist.simulate(rng, self.linkinv(eta), wt, phi)
 
     def __repr__(self) -> str:
         return f"Family({self.dist.name!r}, link={self.link.name!r})"
 
 
 def get_family(family: str | Family = "binomial", link: str | None = None) -> Family:
-    """Look up a family by name, with its canonical link unless one is given."""
+    """Look up a family by name (case-insensitive), with its canonical link unless one is given."""
     if isinstance(family, Family):
         if link is not None and link != family.link.name:
             return get_family(family.dist.name, link)
         return family
     if not isinstance(family, str):
         raise FamilyError(f"family must be a name such as 'binomial', got {family!r}")
-    key = _ALIASES.get(family, family)
+    by_lower = {k.lower(): k for k in DISTRIBUTIONS}
+    key = _ALIASES.get(family.lower(), by_lower.get(family.lower(), family))
     if key not in DISTRIBUTIONS:
         raise FamilyError(
             f"unknown family {family!r}; available: {', '.join(DISTRIBUTIONS)}"
         )
     dist = DISTRIBUTIONS[key]
+    if link is not None and not isinstance(link, str):
+        raise FamilyError(f"link must be a name such as 'logit', got {link!r}")
     link = dist.canonical_link if link is None else link
+    if link not in LINKS:
+        low = {k.lower(): k for k in LINKS}
+        link = low.get(link.lower(), link)
     if link not in LINKS:
         raise FamilyError(f"unknown link {link!r}; available: {', '.join(LINKS)}")
     if link not in dist.links:

@@ -1,87 +1,197 @@
-"""`Fit`: the one immutable result type every method returns."""
+"""`Fit`: the one immutable result type. Built in one place (`glmmbayes.build.build_fit`) from a
+method's `Estimate`; names and numbers follow lme4 (`fixef`, `VarCorr`, `ranef`, `logLik`)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from .design import Design, _group_labels
+from .design import Design, group_labels
 from .errors import DataError
+from .estimate import Estimate
 
 
-def varcorr_table(design: Design, theta: np.ndarray, phi: float = 1.0) -> pd.DataFrame:
-    """Variance components at θ (and dispersion φ) like R's as.data.frame(VarCorr())."""
-    scale = phi if design.family.is_lmm else 1.0  # lme4's LMM Λ is relative to σ
+def varcorr_table(design: Design, theta: np.ndarray, phi: float = 1.0,
+                  re_params: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """Variance components at θ (and dispersion φ) like R's as.data.frame(VarCorr()).
+
+    For a non-normal random effect the row gives the variance and sd of b = h(u) at the
+    distribution's parameters `re_params`."""
+    fam = design.family
     rows = []
-    for t, T in zip(design.terms, design.structure.lambdas(np.asarray(theta, float))):
-        S = scale * T @ T.T
-        sd = np.sqrt(np.diag(S))
-        for i, c in enumerate(t.coef_names):
-            rows.append((t.group_name, c, None, S[i, i], sd[i]))
-        for j in range(t.k):
-            for i in range(j + 1, t.k):
-                corr = S[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
-                rows.append((t.group_name, t.coef_names[j], t.coef_names[i], S[i, j], corr))
-    if design.family.has_dispersion:
+    re = design.spec.re_dist
+    if re is not None:
+        t = design.terms[0]
+        mean, sd = re.entry_moments(re_params)
+        rows.append((t.group_name, t.coef_names[0], None, sd * sd, sd))
+    else:
+        scale = fam.re_scale(phi)
+        for t, T in zip(design.terms, design.structure.lambdas(np.asarray(theta, float))):
+            S = scale * T @ T.T
+            sd = np.sqrt(np.diag(S))
+            for i, c in enumerate(t.coef_names):
+                rows.append((t.group_name, c, None, S[i, i], sd[i]))
+            for j in range(t.k):
+                for i in range(j + 1, t.k):
+                    corr = S[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
+                    rows.append((t.group_name, t.coef_names[j], t.coef_names[i], S[i, j], corr))
+    if fam.dispersion is not None and fam.dispersion.residual_row:
         rows.append(("Residual", None, None, phi, math.sqrt(phi)))
     return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
 
 
 @dataclass(frozen=True)
+class FitCall:
+    """How a Fit was made: the method and its checked options (lme4's `getCall`).
+
+    `refit` re-runs the same method with the same options on another design (new responses,
+    a profile's fixed parameter); it is supplied by `glmmbayes.fit()`, so this module never
+    reaches into the methods.
+    """
+
+    method: str
+    options: Mapping[str, Any]
+    refit: Callable[[Design], "Fit"] | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class Fit:
-    """A fitted GLMM. Names and numbers follow lme4 (`fixef`, `VarCorr`, `ranef`, `logLik`).
+    """A fitted GLMM: the design, the method's `Estimate` and the builder's verdict.
 
     `estimate_kind` says what the point estimates are: "ml" (maximum likelihood), "mode"
     (joint/posterior mode), "mean" (posterior mean) or "pql" (quasi-likelihood).
     """
 
     design: Design
-    method: str
-    beta_hat: np.ndarray
-    vcov_beta: np.ndarray
-    theta_hat: np.ndarray
-    phi: float  # dispersion: sigma^2 for gaussian, 1/shape for Gamma, 1 otherwise
-    u: np.ndarray  # spherical conditional modes (b = Λ(θ) u)
-    u_condvar: tuple  # per term, (nlevels, k, k) conditional covariance of u
-    loglik: float | None  # fully normalized log-likelihood; None where not defined (PQL)
+    estimate: Estimate = field(repr=False)
     converged: bool
     messages: tuple[str, ...]
     seconds: float
-    nAGQ: int | None = None
-    estimate_kind: str = "ml"
-    reml_criterion: float | None = None
-    optinfo: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    raw: Any = field(default=None, repr=False)
+    call: FitCall | None = field(default=None, repr=False)
 
-    # ---------------------------------------------------------------- parameters
+    # ---------------------------------------------------------------- the estimate
     @property
     def spec(self):
         return self.design.spec
 
+    @property
+    def method(self) -> str:
+        return self.estimate.method
+
+    @property
+    def estimate_kind(self) -> str:
+        return self.estimate.estimate_kind
+
+    @property
+    def beta_hat(self) -> np.ndarray:
+        return self.estimate.beta
+
+    @property
+    def vcov_beta(self) -> np.ndarray:
+        return self.estimate.vcov_beta
+
+    @property
+    def theta_hat(self) -> np.ndarray:
+        return self.estimate.theta
+
+    @property
+    def phi(self) -> float:
+        """The dispersion: σ² for gaussian, 1/shape for Gamma, 1 for binomial and Poisson."""
+        return self.estimate.phi
+
+    @property
+    def u(self) -> np.ndarray | None:
+        """Spherical conditional modes (b = Λ(θ) u); None for non-normal random effects."""
+        return self.estimate.u
+
+    @property
+    def u_condvar(self) -> tuple | None:
+        return self.estimate.u_condvar
+
+    @property
+    def loglik(self) -> float | None:
+        """Fully normalized log-likelihood (None where the method has none: PQL, joint, hmc)."""
+        return self.estimate.loglik
+
+    @property
+    def likelihood(self) -> str | None:
+        """What `loglik` is: "laplace", "nagq0", "agq", "exact" (LMM, non-normal quadrature) or
+        "reml"; None where there is none."""
+        return self.estimate.likelihood
+
+    @property
+    def nAGQ(self) -> int | None:
+        return self.estimate.nAGQ
+
+    @property
+    def reml_criterion(self) -> float | None:
+        return self.estimate.reml_criterion
+
+    @property
+    def vcov_full(self) -> pd.DataFrame | None:
+        """Covariance of every optimized parameter (θ, β[, log φ]) from the Hessian of the
+        deviance; None where the method has none."""
+        V = self.estimate.vcov_full
+        if V is None:
+            return None
+        names = list(self.estimate.vcov_full_names or range(V.shape[0]))
+        return pd.DataFrame(V, index=names, columns=names)
+
+    @property
+    def optimizer(self):
+        """The optimizer's report (`glmmbayes.estimate.OptimizerReport`): stages, gradient,
+        Hessian; None for sampled fits."""
+        return self.estimate.optimizer
+
+    @property
+    def sampler(self):
+        """The sampler's report (`glmmbayes.estimate.SamplerReport`) of an hmc fit."""
+        return self.estimate.sampler
+
+    @property
+    def details(self):
+        """The method's own typed record (AGQInfo, PQLInfo, JointInfo, ...)."""
+        return self.estimate.details
+
+    @property
+    def idata(self):
+        """ArviZ InferenceData of a posterior fit (method="hmc"); None for other methods."""
+        return None if self.sampler is None else self.sampler.idata
+
+    @property
+    def posterior(self) -> pd.DataFrame | None:
+        """Posterior summary table of an hmc fit (mean, median, sd, HDI, R-hat, ESS, MAP, ML)."""
+        return None if self.sampler is None else self.sampler.summary
+
+    @property
+    def re_params(self) -> dict | None:
+        """Parameters of a non-normal random-effect distribution (known and estimated)."""
+        p = self.estimate.re_params
+        return None if p is None else dict(p)
+
+    # ---------------------------------------------------------------- parameters
     @property
     def fixef(self) -> pd.Series:
         return pd.Series(self.beta_hat, index=list(self.design.fixef_names), name="fixef")
 
     @property
     def vcov(self) -> pd.DataFrame:
+        """Covariance of the fixed effects (lme4's vcov)."""
         nm = list(self.design.fixef_names)
         return pd.DataFrame(self.vcov_beta, index=nm, columns=nm)
 
     @property
     def se(self) -> pd.Series:
+        """Standard errors of the fixed effects (posterior sds for hmc)."""
         return pd.Series(np.sqrt(np.diag(self.vcov_beta)), index=list(self.design.fixef_names), name="se")
 
     @property
-    def idata(self):
-        """ArviZ InferenceData of a posterior fit (method="hmc"); None for other methods."""
-        return self.raw if type(self.raw).__name__ == "InferenceData" else None
-
-    @property
     def theta(self) -> pd.Series:
+        """lme4's θ: the relative (LMM) or absolute (GLMM) Cholesky factors, column-wise."""
         return pd.Series(self.theta_hat, index=list(self.design.theta_names), name="theta")
 
     @property
@@ -89,22 +199,20 @@ class Fit:
         """Residual standard deviation (LMM) or sqrt(dispersion); 1 for binomial/poisson."""
         return math.sqrt(self.phi)
 
-    @property
-    def _re_scale(self) -> float:
-        # lme4's LMM Λ is relative to σ; GLMM Λ is absolute
-        return self.phi if self.design.family.is_lmm else 1.0
-
     def re_covariances(self) -> list[np.ndarray]:
         """Covariance matrix of each term's random effects."""
-        return [self._re_scale * T @ T.T for T in self.design.structure.lambdas(self.theta_hat)]
+        scale = self.design.family.re_scale(self.phi)
+        return [scale * T @ T.T for T in self.design.structure.lambdas(self.theta_hat)]
 
     @property
     def varcorr(self) -> pd.DataFrame:
         """Like R's as.data.frame(VarCorr(fit)): grp, var1, var2, vcov, sdcor."""
-        return varcorr_table(self.design, self.theta_hat, self.phi)
+        return varcorr_table(self.design, self.theta_hat, self.phi, self.estimate.re_params)
 
     # ---------------------------------------------------------------- random effects
     def _b_blocks(self) -> list[np.ndarray]:
+        if self.estimate.ranef is not None:
+            return list(self.estimate.ranef)
         s = self.design.structure
         out = []
         for i, (t, T) in enumerate(zip(self.design.terms, s.lambdas(self.theta_hat))):
@@ -123,9 +231,12 @@ class Fit:
     @property
     def ranef_condvar(self) -> dict[str, np.ndarray]:
         """Conditional covariance of each level's random effects, (nlevels, k, k) (lme4's postVar)."""
+        if self.estimate.ranef_condvar is not None:
+            return {t.group_name: C for t, C in zip(self.design.terms, self.estimate.ranef_condvar)}
+        scale = self.design.family.re_scale(self.phi)
         out = {}
         for t, T, C in zip(self.design.terms, self.design.structure.lambdas(self.theta_hat), self.u_condvar):
-            out[t.group_name] = self._re_scale * np.einsum("ij,mjk,lk->mil", T, C, T)
+            out[t.group_name] = scale * np.einsum("ij,mjk,lk->mil", T, C, T)
         return out
 
     def ranef_frame(self) -> pd.DataFrame:
@@ -150,7 +261,10 @@ class Fit:
 
     @property
     def npar(self) -> int:
-        return self.design.p + len(self.theta_hat) + int(self.design.family.has_dispersion)
+        """Number of estimated parameters (β, the variance parameters, an estimated dispersion)."""
+        re = self.design.spec.re_dist
+        nvar = len(re.estimated) if re is not None else len(self.theta_hat)
+        return self.design.p + nvar + int(self.design.dispersion_estimated)
 
     @property
     def df_resid(self) -> int:
@@ -175,10 +289,16 @@ class Fit:
         return None if self.loglik is None else -2.0 * self.loglik + math.log(self.nobs) * self.npar
 
     # ---------------------------------------------------------------- fitted values
+    def _re_part(self, codes_X, blocks) -> np.ndarray:
+        out = np.zeros(self.design.n if codes_X is None else len(codes_X[0][0]))
+        pairs = [(t.codes, t.X) for t in self.design.terms] if codes_X is None else codes_X
+        for (codes, Xt), B in zip(pairs, blocks):
+            out += np.einsum("ij,ij->i", Xt, B[codes])
+        return out
+
     def linear_predictor(self) -> np.ndarray:
         d = self.design
-        s = d.structure
-        return d.X @ self.beta_hat + d.offset + s.zl_mult(s.zl_values(self.theta_hat), self.u)
+        return d.X @ self.beta_hat + d.offset + self._re_part(None, self._b_blocks())
 
     def fitted_values(self) -> np.ndarray:
         return self.design.family.linkinv(self.linear_predictor())
@@ -231,24 +351,40 @@ class Fit:
         if newdata is None:
             eta = self.linear_predictor() if not population else d.X @ self.beta_hat + d.offset
         else:
-            X = d.new_fixed(newdata)
-            eta = X @ self.beta_hat + d.new_offset(newdata)
+            eta = d.new_fixed(newdata) @ self.beta_hat + d.new_offset(newdata)
             if not population:
-                for (codes, Xt), t, B in zip(d.new_terms(newdata), d.terms, self._b_blocks()):
-                    unseen = codes < 0
-                    if unseen.any() and not allow_new_levels:
-                        i = int(np.flatnonzero(unseen)[0])
-                        label = _group_labels(t.group_vars, newdata)[i]
-                        raise DataError(
-                            f"newdata row {i} has level '{label}' of '{t.group_name}', not seen in "
-                            f"the fit ({int(unseen.sum())} such row{'s' if unseen.sum() > 1 else ''}); pass allow_new_levels=True to "
-                            "predict them at the population level"
-                        )
-                    contrib = np.einsum("ij,ij->i", Xt, B[np.maximum(codes, 0)])
-                    eta = eta + np.where(unseen, 0.0, contrib)
+                eta = eta + self._new_re_part(newdata, allow_new_levels)
         out = d.family.linkinv(eta) if type == "response" else eta
         index = d.row_index if newdata is None else newdata.index
         return pd.Series(out, index=index, name=f"predicted ({type})")
+
+    def _new_re_part(self, newdata: pd.DataFrame, allow_new_levels: bool) -> np.ndarray:
+        d = self.design
+        out = np.zeros(len(newdata))
+        for (codes, Xt), t, B in zip(d.new_terms(newdata), d.terms, self._b_blocks()):
+            unseen = codes < 0
+            if unseen.any() and not allow_new_levels:
+                i = int(np.flatnonzero(unseen)[0])
+                label = group_labels(t.group_vars, newdata)[i]
+                raise DataError(
+                    f"newdata row {i} has level '{label}' of '{t.group_name}', not seen in the fit "
+                    f"({int(unseen.sum())} such row{'s' if unseen.sum() > 1 else ''}); pass "
+                    "allow_new_levels=True to predict them at the population level"
+                )
+            contrib = np.einsum("ij,ij->i", Xt, B[np.maximum(codes, 0)])
+            out += np.where(unseen, 0.0, contrib)
+        return out
+
+    def _new_b_blocks(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """Random effects drawn afresh from the fitted distribution, per term."""
+        d = self.design
+        re = d.spec.re_dist
+        if re is not None:
+            t = d.terms[0]
+            return [re.simulate(rng, t.nlevels, self.estimate.re_params).reshape(t.nlevels, 1)]
+        scale = math.sqrt(d.family.re_scale(self.phi))
+        return [scale * rng.standard_normal((t.nlevels, t.k)) @ T.T
+                for t, T in zip(d.terms, d.structure.lambdas(self.theta_hat))]
 
     def simulate(self, nsim: int = 1, seed: int | None = None, use_u: bool = False) -> pd.DataFrame:
         """Simulate responses from the fitted model (new random effects unless use_u), as lme4.
@@ -257,29 +393,23 @@ class Fit:
         """
         rng = np.random.default_rng(seed)
         d = self.design
-        s = d.structure
-        V = s.zl_values(self.theta_hat)
         base = d.X @ self.beta_hat + d.offset
-        scale = math.sqrt(self._re_scale)
+        counts = d.family.dist.binary_response and np.any(d.wt > 1)
         out = {}
         for i in range(nsim):
-            u = self.u if use_u else rng.standard_normal(s.q) * scale
-            eta = base + s.zl_mult(V, u)
-            y = d.family.simulate(rng, eta, d.wt, self.phi)
-            if d.family.name == "binomial" and np.any(d.wt > 1):
-                y = np.round(y * d.wt)
-            out[f"sim_{i + 1}"] = y
+            blocks = self._b_blocks() if use_u else self._new_b_blocks(rng)
+            y = d.family.simulate(rng, base + self._re_part(None, blocks), d.wt, self.phi)
+            out[f"sim_{i + 1}"] = np.round(y * d.wt) if counts else y
         return pd.DataFrame(out, index=d.row_index)
 
-    # ---------------------------------------------------------------- diagnostics
+    # ---------------------------------------------------------------- after the fit
     def laplace_adequacy(self, nAGQ: int = 25, **kw) -> pd.DataFrame:
         """Per-cluster Laplace vs AGQ(nAGQ) log-integrals at this fit's parameters, with advice on
-        nAGQ in `.attrs["summary"]` / `.attrs["advice"]` (see glmmbayes.methods.agq.laplace_adequacy)."""
-        from .methods.agq import laplace_adequacy
+        nAGQ in `.attrs["summary"]` / `.attrs["advice"]` (see glmmbayes.adequacy)."""
+        from .adequacy import laplace_adequacy
 
         return laplace_adequacy(self, nAGQ=nAGQ, **kw)
 
-    # ---------------------------------------------------------------- printing
     def summary(self) -> str:
         from .report import fit_summary
 

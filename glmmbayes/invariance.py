@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .api import _as_spec, fit as fit_model
+from .api import fit as fit_model
+from .spec import as_spec
 from .core import objective as ob
 from .core.linalg import factorize
 from .core.optimize import minimize_deviance
@@ -48,6 +49,11 @@ class InvarianceResult:
     grid: pd.DataFrame  # sigma, log profile likelihood, log posterior (σ scale)
     group: str
     prior: str
+
+    @property
+    def scales(self):
+        """scale -> (ψ from σ, σ from ψ, dσ/dψ): the transforms the table and the plot use."""
+        return SCALES
 
     def plot(self, **kw):
         from .plots import invariance_plot
@@ -72,7 +78,7 @@ def variance_component_invariance(spec, data, group: str | None = None, prior=No
     """
     from .priors import resolve_priors
 
-    spec = _as_spec(spec, **spec_kw)
+    spec = as_spec(spec, **spec_kw)
     design = build_design(spec, data)
     if design.family.is_lmm:
         raise SpecError("variance_component_invariance is written for GLMMs (absolute Λ); "
@@ -99,8 +105,8 @@ def variance_component_invariance(spec, data, group: str | None = None, prior=No
     k0 = int(s.theta_offsets[ti])
     prob = design.problem()
     sig_ml = float(ml.theta_hat[k0])
-    se = np.sqrt((ml.optinfo.get("vcov_full") if ml.optinfo.get("vcov_full") is not None
-                  else np.eye(len(ml.theta_hat)) * 0.25)[k0, k0])
+    V = ml.estimate.vcov_full
+    se = np.sqrt((V if V is not None else np.eye(len(ml.theta_hat)) * 0.25)[k0, k0])
     lo = max(sig_ml * 1e-3, 1e-4) if sig_ml > 0 else 1e-4
     hi = max(sig_ml + 8 * se, 4 * max(sig_ml, 0.1))
     sig = np.exp(np.linspace(np.log(lo), np.log(hi), n_grid))

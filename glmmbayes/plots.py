@@ -58,13 +58,11 @@ def invariance_plot(result, figsize=(10, 6.5)):
     land on the same σ on every panel; the posterior mode does not."""
     import matplotlib.pyplot as plt
 
-    from .invariance import SCALES
-
     sig = result.grid["sigma"].to_numpy()
     dens_sigma = np.exp(result.grid["log_posterior"].to_numpy())
     fig, axes = plt.subplots(2, 2, figsize=figsize)
     for a, (_, row) in zip(axes.ravel(), result.table.iterrows()):
-        to, _, dsdpsi = SCALES[row["scale"]]
+        to, _, dsdpsi = result.scales[row["scale"]]
         psi = to(sig)
         dens = dens_sigma * dsdpsi(sig)
         srt = np.argsort(psi)

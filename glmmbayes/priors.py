@@ -165,6 +165,7 @@ class Priors:
     cor: Mapping[str, Prior]  # group -> lkj prior (vector-valued terms only)
     dispersion: Mapping[str, Prior]  # "sigma" (gaussian) or "shape" (Gamma)
     flat_fixef: bool = False
+    re_params: Mapping[str, Prior] = field(default_factory=dict)  # estimated non-normal RE parameters
 
     def table(self):
         import pandas as pd
@@ -179,6 +180,8 @@ class Priors:
             rows.append(("cor", g, str(p), p.note))
         for nm, p in self.dispersion.items():
             rows.append((nm, nm, str(p), p.note))
+        for nm, p in self.re_params.items():
+            rows.append(("re", nm, str(p), p.note))
         return pd.DataFrame(rows, columns=["parameter", "term", "prior", "note"])
 
     def __str__(self) -> str:
@@ -210,7 +213,10 @@ def _intercept_index(design) -> int | None:
 def resolve_priors(design, user: Mapping[str, Any] | None = None) -> Priors:
     """Defaults for `design`, with the user's overrides applied; unknown keys are an error."""
     user = dict(user or {})
-    allowed = {"fixef", "intercept", "sd", "cor", "sigma", "shape", "center"}
+    fam_disp = design.family.dispersion
+    re_dist = design.spec.re_dist
+    allowed = {"fixef", "intercept", "center"} | ({fam_disp.name} if fam_disp else set())
+    allowed |= {"sd", "cor"} if re_dist is None else {"re"}
     unknown = set(user) - allowed
     if unknown:
         raise SpecError(f"unknown prior keys {sorted(unknown)}; available: {sorted(allowed)}")
@@ -257,7 +263,7 @@ def resolve_priors(design, user: Mapping[str, Any] | None = None) -> Priors:
     cor: dict[str, Prior] = {}
     usd = user.get("sd")
     ucor = user.get("cor")
-    for t in design.terms:
+    for t in design.terms if re_dist is None else ():
         for c in t.coef_names:
             p = Prior("half_student_t", (3.0, 2.5 * scale), note=f"2.5{sfac}" if sname else "")
             if isinstance(usd, Mapping):
@@ -287,18 +293,41 @@ def resolve_priors(design, user: Mapping[str, Any] | None = None) -> Priors:
 
     # ---- dispersion
     disp: dict[str, Prior] = {}
-    if fam.has_dispersion:
-        if fam.name == "gaussian":
-            sy = float(np.std(design.y, ddof=1)) or 1.0
-            disp["sigma"] = as_prior(user["sigma"], "sigma prior") if "sigma" in user else Prior(
-                "half_student_t", (3.0, 2.5 * sy), note="2.5·sd(y)")
+    if fam_disp is not None and design.dispersion_estimated:
+        nm = fam_disp.name
+        if nm in user:
+            disp[nm] = as_prior(user[nm], f"{nm} prior")
         else:
-            disp["shape"] = as_prior(user["shape"], "shape prior") if "shape" in user else Prior(
-                "gamma", (0.01, 0.01), note="brms default")
+            sy = (float(np.std(design.y, ddof=1)) if design.n > 1 else 1.0) or 1.0
+            dist, args, note = fam_disp.default_prior(sy)
+            disp[nm] = Prior(dist, args, note=note)
         for nm, p in disp.items():
             if p.support != "positive":
                 raise SpecError(f"prior {p} for {nm} must be on (0, inf)")
-    return Priors(fixef, centered and icpt is not None, sd, cor, disp, flat_fixef=flat)
+    return Priors(fixef, centered and icpt is not None, sd, cor, disp, flat_fixef=flat,
+                  re_params=_re_param_priors(re_dist, user.get("re")))
+
+
+def _re_param_priors(re_dist, user) -> dict[str, Prior]:
+    """Priors of the estimated parameters of a non-normal random effect: half_normal(10) each
+    unless the user's {"re": prior or {parameter: prior}} says otherwise."""
+    out: dict[str, Prior] = {}
+    if re_dist is None:
+        return out
+    if isinstance(user, Mapping):
+        bad = set(user) - set(re_dist.estimated)
+        if bad:
+            raise SpecError(f"re prior for {sorted(bad)}: the estimated parameters are {list(re_dist.estimated)}")
+    for nm in re_dist.estimated:
+        p = Prior("half_normal", (10.0,), note="weakly informative")
+        if isinstance(user, Mapping) and nm in user:
+            p = as_prior(user[nm], f"prior for {nm!r}")
+        elif user is not None and not isinstance(user, Mapping):
+            p = as_prior(user, "re prior")
+        if p.support != "positive":
+            raise SpecError(f"prior {p} for the random-effect parameter {nm!r} must be on (0, inf)")
+        out[nm] = p
+    return out
 
 
 def centering_matrix(design, priors: Priors) -> np.ndarray:

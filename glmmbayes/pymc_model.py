@@ -12,6 +12,8 @@ Built from the same `Design` as every other method (never a second formula parse
 - random effects non-centred, b = Λ u with u ~ N(0, I): per term ``u_<group>`` (dims
   ``<group>, <group>_coef``), ``sd_<group>``, and for vector-valued terms ``chol_<group>`` from
   `pm.LKJCholeskyCov` with ``cor_<group>``; ``b_<group>`` = the random effects (Deterministic).
+  A non-normal random effect is ``u_<group>`` or ``w_<group>`` (see `build_model`), its estimated
+  parameters ``re_<name>``; ``b_<group>`` is again the effect as it enters η.
 - the likelihood from the shared family table (`Family.loglik` with PyTensor ops) with the
   design's response, prior weights / binomial trials and offset, exactly as the ML fit uses them.
 """
@@ -25,6 +27,7 @@ import numpy as np
 
 from .design import Design, build_design
 from .priors import Prior, Priors, centering_matrix, resolve_priors
+from .spec import as_spec
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,75 @@ def _vector_dist(priors: list[Prior]):
     return cls.dist(**kw, shape=len(priors))
 
 
-def build_model(design: Design, priors: Priors | Mapping[str, Any] | None = None, basis: Basis | None = None):
-    """(pm.Model, ModelInfo) for a design. `basis` defaults to the QR basis of the centred X."""
+def _normal_terms(design: Design, priors: Priors):
+    """The non-centred normal random effects b = Λu of every term; their contribution to η."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    eta = 0.0
+    for t in design.terms:
+        g = t.group_name
+        sdp = [priors.sd[(g, c)] for c in t.coef_names]
+        u = pm.Normal(f"u_{g}", 0.0, 1.0, dims=(g, f"{g}_coef"))
+        if t.k == 1:
+            sd = sdp[0].pymc(f"sd_{g}", dims=f"{g}_coef")
+            b = u * sd[None, :]
+        else:
+            chol, corr, sds = pm.LKJCholeskyCov(
+                f"chol_{g}", n=t.k, eta=np.float64(priors.cor[g].kwargs["eta"]), sd_dist=_vector_dist(sdp),
+                compute_corr=True)
+            pm.Deterministic(f"sd_{g}", sds, dims=f"{g}_coef")
+            pm.Deterministic(f"cor_{g}", corr, dims=(f"{g}_coef", f"{g}_coef2"))
+            b = pt.dot(u, chol.T)
+        b = pm.Deterministic(f"b_{g}", b, dims=(g, f"{g}_coef"))
+        rows = b[t.codes]
+        if t.k == 1:
+            eta = eta + (rows[:, 0] if np.all(t.X[:, 0] == 1.0) else rows[:, 0] * t.X[:, 0])
+        else:
+            eta = eta + pt.sum(rows * t.X, axis=1)
+    return eta
+
+
+def nonnormal_variable(design: Design, parameterization: str) -> str:
+    """Name of the sampled random-effect variable: u_<group> (the latent u as declared) or
+    w_<group> (w = h(u)); positive ones are sampled as log_<name>."""
+    return f"{'u' if parameterization == 'u' else 'w'}_{design.terms[0].group_name}"
+
+
+def _nonnormal_term(design: Design, priors: Priors, parameterization: str, ops):
+    """A non-normal random effect in parameterization "u" (density f_u, entering as h(u)) or
+    "w" (w = h(u) with density f_u(h⁻¹(w)) |dh⁻¹/dw|): the same posterior for β, different modes.
+    Positive effects are sampled on the log scale with the Jacobian added."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    re = design.spec.re_dist
+    t = design.terms[0]
+    g = t.group_name
+    pv: dict[str, Any] = dict(re.known)
+    for nm in re.estimated:
+        pv[nm] = priors.re_params[nm].pymc(f"re_{nm}")
+    name = nonnormal_variable(design, parameterization)
+    if re.support == "positive":
+        logv = pm.Flat(f"log_{name}", dims=g)
+        v = pm.Deterministic(name, pt.exp(logv), dims=g)
+        logjac = logv
+    else:
+        v = pm.Flat(name, dims=g)
+        logjac = 0.0
+    if parameterization == "u":
+        dens, w = re.logpdf(v, pv, ops), re.entry_fn(v, ops)
+    else:
+        dens, w = re.logpdf_entry(v, pv, ops), v
+    pm.Potential(f"{name}_density", pt.sum(dens + logjac))
+    pm.Deterministic(f"b_{g}", w[:, None], dims=(g, f"{g}_coef"))
+    return t.X[:, 0] * w[t.codes]
+
+
+def build_model(design: Design, priors: Priors | Mapping[str, Any] | None = None, basis: Basis | None = None,
+                parameterization: str = "u"):
+    """(pm.Model, ModelInfo) for a design. `basis` defaults to the QR basis of the centred X;
+    `parameterization` ("u" or "w") applies to a non-normal random effect."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -132,35 +202,15 @@ def build_model(design: Design, priors: Priors | Mapping[str, Any] | None = None
                     pm.Potential("fixef_prior", pt.sum(pt.stack(terms)))
             pm.Deterministic("beta", basis.shift + pt.dot(basis.B, z), dims="fixef")
             eta = eta + pt.dot(design.X @ basis.B, z)
-        for t in design.terms:
-            g = t.group_name
-            sdp = [priors.sd[(g, c)] for c in t.coef_names]
-            u = pm.Normal(f"u_{g}", 0.0, 1.0, dims=(g, f"{g}_coef"))
-            if t.k == 1:
-                sd = sdp[0].pymc(f"sd_{g}", dims=f"{g}_coef")
-                b = u * sd[None, :]
-            else:
-                chol, corr, sds = pm.LKJCholeskyCov(
-                    f"chol_{g}", n=t.k, eta=np.float64(priors.cor[g].kwargs["eta"]), sd_dist=_vector_dist(sdp),
-                    compute_corr=True)
-                pm.Deterministic(f"sd_{g}", sds, dims=f"{g}_coef")
-                pm.Deterministic(f"cor_{g}", corr, dims=(f"{g}_coef", f"{g}_coef2"))
-                b = pt.dot(u, chol.T)
-            b = pm.Deterministic(f"b_{g}", b, dims=(g, f"{g}_coef"))
-            rows = b[t.codes]
-            if t.k == 1:
-                contrib = rows[:, 0] if np.all(t.X[:, 0] == 1.0) else rows[:, 0] * t.X[:, 0]
-            else:
-                contrib = pt.sum(rows * t.X, axis=1)
-            eta = eta + contrib
-        if "sigma" in priors.dispersion:
-            sigma = priors.dispersion["sigma"].pymc("sigma")
-            phi = sigma * sigma
-        elif "shape" in priors.dispersion:
-            shape = priors.dispersion["shape"].pymc("shape")
-            phi = 1.0 / shape
+        if design.spec.re_dist is not None:
+            eta = eta + _nonnormal_term(design, priors, parameterization, ops)
         else:
-            phi = pt.constant(1.0)
+            eta = eta + _normal_terms(design, priors)
+        disp = fam.dispersion
+        if disp is not None and disp.name in priors.dispersion:
+            phi = disp.from_param(priors.dispersion[disp.name].pymc(disp.name))
+        else:
+            phi = pt.constant(design.fixed_phi)
         wt = design.wt
 
         def logp(value, eta, phi):
@@ -173,16 +223,15 @@ def build_model(design: Design, priors: Priors | Mapping[str, Any] | None = None
     return model, ModelInfo(design, priors, basis, C)
 
 
-def to_pymc(spec, data, priors: Mapping[str, Any] | None = None):
-    """The PyMC model of `spec` on `data` (a `glmmbayes.Spec` or a formula string).
+def to_pymc(spec, data, priors: Mapping[str, Any] | None = None, parameterization: str = "u"):
+    """The PyMC model of `spec` on `data` (a `glmmbayes.Spec` or a formula string); for a
+    non-normal random effect in `parameterization` "u" or "w".
 
     Priors default to `spec.priors`, then to the documented defaults (docs/priors.md); the
     resolved priors are on ``model.glmm_priors`` (print it to see them).
     """
-    from .api import _as_spec
-
-    design = build_design(_as_spec(spec), data)
-    model, info = build_model(design, priors)
+    design = build_design(as_spec(spec), data)
+    model, info = build_model(design, priors, parameterization=parameterization)
     model.glmm_info = info
     model.glmm_priors = info.priors
     return model

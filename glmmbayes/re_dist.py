@@ -26,9 +26,9 @@ nakagami       m, omega               log 2 + m log(m/omega) - lgamma(m) + (2m-1
 Gamma(1, rate) and Rayleigh(scale) = Nakagami(1, 2 scale^2).)
 
 A parameter given as a number is *known*; one given as None (or omitted) is *estimated* by the
-ML fit (`glmmbayes.nonnormal.fit_ml`) and gets a prior in the PyMC model. Joint maximization needs
-every parameter known (jointly maximizing over a scale parameter and the random effects is
-degenerate).
+ML fit (``glmmbayes.fit(spec, data, method="agq")``) and gets a prior in the PyMC model. Joint
+maximization takes estimated parameters from the ML fit (jointly maximizing over a scale
+parameter and the random effects is degenerate).
 
 The log densities are written against the ``ops`` namespaces of `glmmbayes.families` so the same
 formula gives numpy values (quadrature ML, joint maximization) and PyTensor graphs (PyMC).
@@ -194,13 +194,24 @@ class RandomEffect:
             raise SpecError(f"{self.dist} parameter(s) {', '.join(missing)} estimated: give values")
         return out
 
-    def with_params(self, **params) -> "RandomEffect":
-        return RandomEffect(self.dist, self.entry, **{**dict(self.params), **params})
-
     # -- densities and the entry transform ----------------------------------------------
     def logpdf(self, u, p: Mapping | None = None, ops=NUMPY):
         """log density of the latent u."""
         return self.spec.logpdf(u, self.values(p), ops)
+
+    def dlogpdf(self, u, p: Mapping | None = None):
+        """d/du of the log density of u (numpy)."""
+        return self.spec.dlogpdf(u, self.values(p))
+
+    def entry_moments(self, p: Mapping | None = None) -> tuple[float, float]:
+        """Mean and sd of the random effect as it enters, b = h(u), at parameters `p`."""
+        fr = self.frozen(p)
+        if self.entry == "sqrt":
+            m1 = float(fr.expect(np.sqrt))
+            m2 = float(fr.mean())
+        else:
+            m1, m2 = float(fr.mean()), float(fr.var() + fr.mean() ** 2)
+        return m1, math.sqrt(max(m2 - m1 * m1, 0.0))
 
     def entry_fn(self, u, ops=NUMPY):
         """b = h(u): how u enters the linear predictor."""

@@ -15,10 +15,6 @@ _TITLES = {
 }
 
 
-def _fmt(x, digits=4):
-    return "NA" if x is None else f"{x:.{digits}f}"
-
-
 def fit_summary(fit) -> str:
     d = fit.design
     fam = d.family
@@ -40,7 +36,7 @@ def fit_summary(fit) -> str:
     elif fit.method == "pql":
         lines.append("(no likelihood: PQL maximizes a quasi-likelihood)")
     elif fit.method == "joint":
-        jl = (fit.optinfo or {}).get("joint_loglik")
+        jl = getattr(fit.details, "joint_loglik", None)
         extra = f": joint log-density at the mode {jl:.4f}" if jl is not None else ""
         lines.append(f"(no marginal likelihood: joint mode over (beta, u){extra})")
     elif fit.method == "hmc":
@@ -85,6 +81,3 @@ def fit_summary(fit) -> str:
         lines += [""] + [m for m in fit.messages]
     return "\n".join(lines)
 
-
-def varcorr_string(fit) -> str:  # pragma: no cover - convenience
-    return fit.varcorr.to_string(index=False)

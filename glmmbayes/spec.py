@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -11,6 +12,17 @@ from .formula import ParsedFormula, parse_formula
 from .re_dist import as_random_effect
 
 _NA_ACTIONS = ("fail", "omit")
+
+
+def _check_dispersion(v, fam: Family) -> None:
+    if fam.dispersion is None:
+        raise SpecError(f"known_dispersion: family {fam.name} has no dispersion parameter; leave it None")
+    try:
+        ok = math.isfinite(float(v)) and float(v) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise SpecError(f"known_dispersion must be a positive number (a known φ) or None, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -29,10 +41,15 @@ class Spec:
     na_action : "fail" (default: missing values in used columns are an error that names them)
         or "omit" (drop those rows, as R's na.omit, and record how many).
     REML : for the gaussian/identity LMM only: fit by REML instead of ML.
+    known_dispersion : a known dispersion φ for a family that has one (σ² for gaussian, 1/shape for
+        Gamma), e.g. 1.0 for McCulloch's normal–exponential model, whose error variance is
+        known; None (default) estimates it.
     priors : prior specification for the Bayesian methods (see `glmmbayes.priors`).
     re_dist : None (normal random effects, the default) or a `glmmbayes.RandomEffect`: a non-normal
         distribution and entry transform for a single scalar random term, fitted by
-        `glmmbayes.nonnormal` (exact ML by quadrature, joint maximization, PyMC).
+        `glmmbayes.fit` like any other: method="agq" is the exact ML (per-group quadrature),
+        "joint" the joint mode in the parameterization the RandomEffect states, "hmc" the
+        posterior.
     """
 
     formula: str
@@ -42,6 +59,7 @@ class Spec:
     offset: str | None = None
     na_action: str = "fail"
     REML: bool = False
+    known_dispersion: float | None = None
     priors: Mapping[str, Any] | None = None
     re_dist: Any = None
     parsed: ParsedFormula = field(init=False, repr=False, compare=False)
@@ -67,6 +85,9 @@ class Spec:
                 f"a non-normal random effect (re_dist) needs exactly one random term, such as "
                 f"(1 | g); the formula has {len(self.parsed.random)}"
             )
+        if self.known_dispersion is not None:
+            _check_dispersion(self.known_dispersion, self.fam)
+            object.__setattr__(self, "known_dispersion", float(self.known_dispersion))
         if self.REML and not self.fam.is_lmm:
             raise SpecError("REML is defined here for the gaussian family with identity link only")
         if not self.parsed.random:
@@ -84,3 +105,19 @@ class Spec:
 
     def __str__(self) -> str:
         return f"{self.formula}  [{self.fam.name}({self.fam.link.name})]"
+
+
+def as_spec(spec, family=None, link=None, **kw) -> Spec:
+    """A Spec from a Spec or a formula string (with family, link and the other Spec fields as
+    keywords); keywords given beside a ready Spec are an error (they belong to the Spec)."""
+    if isinstance(spec, Spec):
+        given = {k: v for k, v in dict(kw, family=family, link=link).items() if v is not None}
+        if given:
+            raise SpecError(
+                f"{', '.join(sorted(given))} belong{'s' if len(given) == 1 else ''} to the Spec: "
+                f"pass them to Spec(...) (or give the formula as a string), not to fit()"
+            )
+        return spec
+    if isinstance(spec, str):
+        return Spec(spec, family=family or "binomial", link=link, **kw)
+    raise SpecError(f"spec must be a glmmbayes.Spec or a formula string, got {type(spec).__name__}")

@@ -7,8 +7,8 @@ the replicates with its Monte Carlo standard error (sd / sqrt(n_rep)); his repli
 chosen to give SEs <= .007 (not stated; about 1200 at q = 20 down to about 250 at q = 200).
 
 His joint-maximization column "Using Z u^½" is computed from his closed form (eqs. 6–7), which
-lets u^½ = (Z'Z + 2λI)⁻¹Z'(Y - Xβ) be negative, i.e. ignores u >= 0: that is `fit_joint(...,
-"u", constrain=False)` and its expectation is exactly beta + 6 sqrt(pi)/11 = 5.967 (his eq. 7).
+lets u^½ = (Z'Z + 2λI)⁻¹Z'(Y - Xβ) be negative, i.e. ignores u >= 0: that is method="joint"
+with parameterization="u", constrain=False, and its expectation is exactly beta + 6 sqrt(pi)/11 = 5.967 (his eq. 7).
 Maximizing over the model's parameter space u >= 0 (`constrain=True`) gives a different, also
 biased estimator (about 5.75): column `joint_u_constrained`.
 """
@@ -25,6 +25,8 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from .api import run_method
+from .design import build_design
 from .re_dist import RandomEffect
 from .spec import Spec
 
@@ -77,39 +79,26 @@ def replicate_seed(seed: int, q: int, rep: int) -> np.random.SeedSequence:
 _CACHE: dict = {}
 
 
-def _problem(q, n, lam, beta):
-    from . import nonnormal as nn
-
-    key = ("prob", q, n, lam)
+def _design(q, n, lam, beta):
+    key = ("design", q, n, lam)
     if key not in _CACHE:
         df = simulate_normal_exponential(np.random.default_rng(0), q, n, beta, lam)
-        spec = Spec(FORMULA, family="gaussian", re_dist=RandomEffect("exponential", rate=lam, entry="sqrt"))
-        _CACHE[key] = nn.make_problem(spec, df, phi=1.0)
-    return _CACHE[key]
-
-
-def _hmc_model(prob, hmc_opts):
-    from . import nonnormal as nn
-
-    key = ("hmc", prob.q, id(prob))
-    if key not in _CACHE:
-        _CACHE[key] = nn.to_pymc_nonnormal(prob, None, parameterization=hmc_opts.get("parameterization", "w"))
+        spec = Spec(FORMULA, family="gaussian", known_dispersion=1.0,
+                    re_dist=RandomEffect("exponential", rate=lam, entry="sqrt"))
+        _CACHE[key] = build_design(spec, df)
     return _CACHE[key]
 
 
 def _one(q, rep, seed, n, beta, lam, hmc, hmc_opts):
-    from . import nonnormal as nn
-
     rng = np.random.default_rng(replicate_seed(seed, q, rep))
     df = simulate_normal_exponential(rng, q, n, beta, lam)
-    prob = replace(_problem(q, n, lam, beta), y=df["y"].to_numpy())
+    design = _design(q, n, lam, beta).with_response(df["y"].to_numpy())
     out = {"q": q, "rep": rep}
-    ml = nn.fit_ml(prob)
-    out["ml"] = float(ml.beta.iloc[0])
-    start = (ml.beta.to_numpy(), ml.ranef.to_numpy())
+    ml = run_method(design, "agq")
+    out["ml"] = float(ml.beta_hat[0])
     for col, par, con in (("joint_u", "u", False), ("joint_u_constrained", "u", True), ("joint_w", "w", True)):
-        j = nn.fit_joint(prob, parameterization=par, constrain=con, start=start)
-        out[col] = float(j.beta.iloc[0])
+        j = run_method(design, "joint", {"parameterization": par, "constrain": con})
+        out[col] = float(j.beta_hat[0])
         if not j.converged:
             out.setdefault("messages", []).append(f"{col}: {'; '.join(j.messages)}")
     if not ml.converged:
@@ -117,17 +106,12 @@ def _one(q, rep, seed, n, beta, lam, hmc, hmc_opts):
     if hmc:
         import logging
 
-        import pymc as pm
-
         logging.getLogger("pymc").setLevel(logging.WARNING)
-        model = _hmc_model(prob, hmc_opts)
-        with model:
-            pm.set_data({"y_obs": prob.y})
-            idata = pm.sample(draws=hmc_opts.get("draws", 1000), tune=hmc_opts.get("tune", 1000),
-                              chains=hmc_opts.get("chains", 2), cores=1, progressbar=False,
-                              random_seed=int(rng.integers(2**31)), compute_convergence_checks=False,
-                              initvals={"beta": ml.beta.to_numpy()})
-        out["hmc"] = float(idata.posterior["beta"].mean())
+        opts = {"draws": hmc_opts.get("draws", 1000), "tune": hmc_opts.get("tune", 1000),
+                "chains": hmc_opts.get("chains", 2), "cores": 1, "progressbar": False,
+                "seed": int(rng.integers(2**31)), "parameterization": hmc_opts.get("parameterization", "w"),
+                "priors": {"fixef": "flat"}, "compute_map": False}
+        out["hmc"] = float(run_method(design, "hmc", opts).beta_hat[0])
     return out
 
 

@@ -17,7 +17,9 @@ from glmmbayes.core import objective as ob
 from glmmbayes.core.pirls import pirls
 from glmmbayes.datasets import load
 from glmmbayes.errors import SpecError
-from glmmbayes.methods import agq
+from glmmbayes.adequacy import laplace_adequacy
+from glmmbayes.core import agq, nested
+from glmmbayes.core.quadrature import make_rule
 
 REF = Path(__file__).parent / "reference"
 
@@ -62,7 +64,7 @@ def slope_laplace(contraception):
 def _laplace_and_agq1(fit):
     prob = fit.design.problem()
     st = pirls(prob, fit.theta_hat, fit.beta_hat, fit.u, phi=fit.phi)
-    rule1 = agq.make_rule(1, fit.design.terms[0].k)
+    rule1 = make_rule(1, fit.design.terms[0].k)
     return ob.laplace_value(prob, st, fit.phi), agq.deviance_at_state(prob, st, rule1, fit.phi)
 
 
@@ -124,10 +126,10 @@ def test_agq25_matches_lme4(ref_name, formula, data):
     # equal to lme4 within LOGLIK_TOL, or higher (a better optimum than lme4's)
     assert fit.loglik > lme4_full - LOGLIK_TOL
     assert fit.loglik - lme4_full < LOGLIK_TOL, "better optimum than lme4: check and say so"
-    info = fit.optinfo["agq"]
-    assert info["knots"] == 25 and info["objective_evaluations"] > 0
-    assert info["integrand_evaluations"] == info["objective_evaluations"] * 25 * d.n or \
-        info["integrand_evaluations"] <= info["objective_evaluations"] * 25 * d.n
+    info = fit.details
+    assert info.knots == 25 and info.objective_evaluations > 0
+    assert info.integrand_evaluations == info.objective_evaluations * 25 * d.n or \
+        info.integrand_evaluations <= info.objective_evaluations * 25 * d.n
 
 
 def test_cbpp_loglik_is_fully_normalized():
@@ -243,7 +245,7 @@ def test_scalar_agq_gradient_matches_finite_differences(kind):
     "slope" the general one."""
     formula, df, family, theta, beta = _gradient_case(kind)
     prob = gb.design(formula, df, family=family).problem()
-    rule = agq.make_rule(11, 1)
+    rule = make_rule(11, 1)
     theta, beta = np.array(theta), np.array(beta)
 
     def dev(th, be):
@@ -267,7 +269,7 @@ def test_factored_knot_loglik_equals_the_general_one():
     prob = gb.design(formula, df, family=family).problem()
     st = pirls(prob, np.array(theta), np.array(beta))
     lay = agq._layout(prob)
-    z = agq.make_rule(25, 1).z[:, 0]
+    z = make_rule(25, 1).z[:, 0]
     Lj = 1.0 / st.factor.L1inv[:, 0, 0]
     Vs = st.V[0][lay.order, 0]
     S_fast, dl_fast = agq._knot_loglik(prob, lay, st, Vs, z, Lj, 1.0)
@@ -354,7 +356,7 @@ def test_vector_agq_fits_contraception(slope_laplace, contraception):
     for k in (1, 2, 3, 5, 7):
         f = _fit(CONTRA_SLOPE, contraception, method="agq", nAGQ=k)
         assert f.converged, (k, f.messages)
-        assert f.optinfo["agq"]["knots"] == k * k
+        assert f.details.knots == k * k
         ll[k] = f.loglik
     assert ll[1] == pytest.approx(slope_laplace.loglik, abs=1e-5)
     assert ll[7] > slope_laplace.loglik + 0.2
@@ -365,14 +367,14 @@ def test_vector_agq_fits_contraception(slope_laplace, contraception):
 def test_vector_agq_fit_quick(contraception, slope_laplace):
     f = _fit(CONTRA_SLOPE, contraception, method="agq", nAGQ=3)
     assert f.method == "agq" and f.nAGQ == 3 and f.converged, f.messages
-    assert f.optinfo["agq"] == {**f.optinfo["agq"], "dim": 2, "grid": "product", "knots": 9}
+    assert (f.details.dim, f.details.grid, f.details.knots) == (2, "product", 9)
     assert f.loglik > slope_laplace.loglik + 0.2
     assert f.u_condvar[0].shape == (slope_laplace.design.terms[0].nlevels, 2, 2)
 
 
 def test_sparse_grid_fit_option(contraception):
     f = _fit(CONTRA_SLOPE, contraception, method="agq", nAGQ=3, grid="sparse")
-    assert f.optinfo["agq"]["grid"] == "sparse" and f.optinfo["agq"]["knots"] == 13
+    assert f.details.grid == "sparse" and f.details.knots == 13
     assert f.converged, f.messages
 
 
@@ -431,16 +433,15 @@ def _brute_nested(family, design, beta, theta, h=0.02, half=12.0):
 def test_nested_agq_matches_bruteforce(family, seed):
     """Two nested scalar terms: nested AGQ(k) at fixed (θ, β) converges to the marginal
     log-likelihood by brute-force integration on a fine grid; k = 1 is the Laplace approximation."""
-    from glmmbayes.methods import agq_nested
 
     df = _sim_nested(family, seed)
     des = gb.design(gb.Spec("y ~ x + (1 | comm/mom)", family=family), df)
-    outer_of, desc = agq_nested.nesting(des)
+    outer_of, desc = nested.nesting(des)
     assert desc == "comm:mom within comm"
     prob = des.problem()
     theta, beta = np.array([1.8, 1.1]), np.array([0.3, -0.7])
     exact = _brute_nested(family, des, beta, theta)
-    ll = {k: -0.5 * agq_nested.nested_agq_deviance(prob, theta, beta, k, outer_of) for k in (1, 3, 9, 25)}
+    ll = {k: -0.5 * nested.nested_agq_deviance(prob, theta, beta, k, outer_of) for k in (1, 3, 9, 25)}
     st = pirls(prob, theta, beta)
     assert ll[1] == pytest.approx(-0.5 * ob.laplace_value(prob, st), abs=EXACT_TOL)
     assert ll[25] == pytest.approx(exact, abs=BRUTE_TOL)
@@ -454,17 +455,16 @@ def test_nested_agq_gradient_matches_finite_differences(family, formula):
     """The analytic (θ, β) gradient of the nested AGQ(7) log-likelihood against central
     differences of it (PIRLS re-run at every point)."""
     from glmmbayes.core.quadrature import gauss_hermite
-    from glmmbayes.methods import agq_nested
 
     df = _sim_nested(family, 6)
     des = gb.design(gb.Spec(formula, family=family), df)
     prob = des.problem()
-    outer_of, _ = agq_nested.nesting(des)
+    outer_of, _ = nested.nesting(des)
     theta, beta = np.array([1.3, 0.8]), np.array([0.2, -0.5])
-    ll, g_theta, g_beta = agq_nested.nested_gradient(prob, pirls(prob, theta, beta), outer_of, gauss_hermite(7))
+    ll, g_theta, g_beta = nested.nested_gradient(prob, pirls(prob, theta, beta), outer_of, gauss_hermite(7))
 
     def loglik(t, b):
-        return -0.5 * agq_nested.nested_agq_deviance(prob, t, b, 7, outer_of)
+        return -0.5 * nested.nested_agq_deviance(prob, t, b, 7, outer_of)
 
     assert ll == pytest.approx(loglik(theta, beta), abs=1e-10)
     h = 1e-5
@@ -485,8 +485,8 @@ def test_nested_agq_fit(cbpp_laplace):
     np.testing.assert_allclose(one.fixef, lap.fixef, rtol=1e-4, atol=1e-4)
     fit9 = _fit(f, cb, method="agq", nAGQ=9)
     assert fit9.converged, fit9.messages
-    info = fit9.optinfo["agq"]
-    assert info["nesting"] == "obs within herd" and info["knots"] == 81
+    info = fit9.details
+    assert info.nesting == "obs within herd" and info.knots == 81
     assert fit9.loglik != pytest.approx(lap.loglik, abs=1e-3)  # the quadrature moves the answer
     with pytest.raises(SpecError, match="laplace_adequacy"):
         fit9.laplace_adequacy()
@@ -495,7 +495,6 @@ def test_nested_agq_fit(cbpp_laplace):
 def test_two_scalar_terms_on_one_factor():
     """(x || g) is two scalar terms on the same levels: the nested rule is then a 2-d product
     rule, checked against brute-force integration on a fine grid."""
-    from glmmbayes.methods import agq_nested
 
     rng = np.random.default_rng(2)
     g = np.repeat(np.arange(8), rng.integers(2, 6, 8))
@@ -503,7 +502,7 @@ def test_two_scalar_terms_on_one_factor():
     eta = 0.2 - 0.4 * x + rng.normal(0, 1.3, 8)[g] + rng.normal(0, 0.9, 8)[g] * x
     df = pd.DataFrame({"y": rng.binomial(1, expit(eta)), "x": x, "g": pd.Categorical([f"g{i}" for i in g])})
     des = gb.design(gb.Spec("y ~ x + (x || g)", family="binomial"), df)
-    outer_of, desc = agq_nested.nesting(des)
+    outer_of, desc = nested.nesting(des)
     assert desc == "(1 | g) and (0 + x | g) on the same levels"
     theta, beta = np.array([1.3, 0.9]), np.array([0.2, -0.4])
     h = 0.02
@@ -516,10 +515,10 @@ def test_two_scalar_terms_on_one_factor():
             e = beta[0] + beta[1] * x[i] + theta[0] * grid[:, None] + theta[1] * x[i] * grid[None, :]
             lj = lj + stats.bernoulli.logpmf(df.y[i], expit(e))
         exact += logsumexp(lj) + 2 * np.log(h)
-    ll = -0.5 * agq_nested.nested_agq_deviance(des.problem(), theta, beta, 25, outer_of)
+    ll = -0.5 * nested.nested_agq_deviance(des.problem(), theta, beta, 25, outer_of)
     assert ll == pytest.approx(exact, abs=BRUTE_TOL)
     fit = _fit("y ~ x + (x || g)", df, method="agq", nAGQ=9)
-    assert fit.optinfo["agq"]["nesting"] == desc
+    assert fit.details.nesting == desc
 
 
 def test_bad_options():
@@ -571,7 +570,7 @@ def test_laplace_adequacy_flags_bad_case():
     y = rng.binomial(1, expit(-0.5 + 0.7 * x + 3.0 * rng.normal(size=m)[g]))
     df = pd.DataFrame({"y": y, "x": x, "g": pd.Categorical([f"c{i:02d}" for i in g])})
     fit = _fit("y ~ x + (1 | g)", df)
-    tab = agq.laplace_adequacy(fit, nAGQ=25)
+    tab = laplace_adequacy(fit, nAGQ=25)
     summ = tab.attrs["summary"]
     assert summ["total_difference"] > 0.5
     assert summ["recommended_nAGQ"] > 1

@@ -521,10 +521,12 @@ def test_unknown_method_option_is_named():
         gb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, method="pql", nAGQ=3)
 
 
-def test_fit_refuses_non_normal_random_effects():
+def test_laplace_and_pql_refuse_non_normal_random_effects_and_say_why():
     rng = np.random.default_rng(0)
     d = pd.DataFrame({"y": rng.normal(size=40), "x": np.tile([0.5, 1.0], 20), "g": np.repeat(np.arange(20), 2)})
     spec = gb.Spec("y ~ 0 + x + (1 | g)", family="gaussian",
                    re_dist=gb.RandomEffect("exponential", rate=1.0, entry="sqrt"))
-    with pytest.raises(SpecError, match="non-normal random effects.*nonnormal"):
+    with pytest.raises(SpecError, match="non-normal random effects.*assumes normal.*method='agq'"):
         gb.fit(spec, d)
+    with pytest.raises(SpecError, match="method='pql' cannot fit non-normal.*linear mixed model"):
+        gb.fit(spec, d, method="pql")

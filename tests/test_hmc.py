@@ -22,7 +22,7 @@ from glmmbayes.errors import ConvergenceWarning, SpecError
 pm = pytest.importorskip("pymc")
 az = pytest.importorskip("arviz")
 
-from glmmbayes.methods import hmc  # noqa: E402
+from glmmbayes import posterior as hmc  # noqa: E402 (posterior summaries of hmc fits)
 from glmmbayes.priors import Prior, resolve_priors  # noqa: E402
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
@@ -144,7 +144,7 @@ def test_cbpp_quick_fit_groups_dims_loo(cbpp):
         fit = gb.fit(CBPP, cbpp, method="hmc", draws=1000, tune=1000, chains=2, seed=11)
     assert fit.method == "hmc" and fit.estimate_kind == "mean" and fit.converged and not fit.messages
     idata = fit.idata
-    assert idata is fit.raw
+    assert idata is fit.idata and fit.sampler.idata is idata
     for g in ("posterior", "sample_stats", "observed_data", "log_likelihood"):
         assert g in idata.groups()
     post = idata.posterior
@@ -169,8 +169,8 @@ def test_cbpp_quick_fit_groups_dims_loo(cbpp):
     summ = hmc.posterior_summary(fit)
     assert set(summ.quantity) == {"fixef", "sd"}
     assert {"mean", "median", "sd", "lower", "upper", "r_hat", "ess_bulk", "ess_tail", "map", "ml"} <= set(summ.columns)
-    assert "unconstrained" in fit.optinfo["map"]["parameterization"]
-    assert str(fit.optinfo["priors"]).startswith("Priors:")
+    assert "unconstrained" in fit.sampler.map.parameterization
+    assert str(fit.sampler.priors).startswith("Priors:")
     # close to the ML fit (a loose sanity check; the slow test checks Contraception tightly)
     ml = gb.fit(CBPP, cbpp)
     assert np.all(np.abs(fit.beta_hat - ml.beta_hat) < 0.5 * ml.se.values)
@@ -203,7 +203,7 @@ def test_contraception_acceptance(contraception):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         fit = gb.fit(CONTRA, contraception, method="hmc", draws=1000, tune=1000, chains=2, seed=20240)
-    dg = fit.optinfo["diagnostics"]
+    dg = fit.sampler.diagnostics
     assert fit.converged
     assert dg["max_rhat"] <= 1.01
     assert dg["divergences"] == 0

@@ -97,8 +97,8 @@ def test_cbpp_mode_equals_brute_force_in_u_and_b(cbpp_fixed):
     # the joint log-density reported at the mode (u parameterization), and its b version
     fun_u = _binom_negjoint(X, Z * sd, y, n, np.eye(q))[0]
     fun_b = _binom_negjoint(X, Z, y, n, np.eye(q) / sd**2)[0]
-    assert f.optinfo["joint_loglik"] == pytest.approx(-fun_u(fu), abs=1e-8)
-    assert f.optinfo["joint_loglik_b"] == pytest.approx(-fun_b(fb), abs=1e-8)
+    assert f.details.joint_loglik == pytest.approx(-fun_u(fu), abs=1e-8)
+    assert f.details.joint_loglik_b == pytest.approx(-fun_b(fb), abs=1e-8)
     # SEs: the β block of the inverse joint Hessian (logit is canonical: observed = expected)
     H = _binom_negjoint(X, Z * sd, y, n, np.eye(q))[2](fu)
     assert np.allclose(f.vcov_beta, np.linalg.inv(H)[:p, :p], rtol=1e-6, atol=1e-12)
@@ -108,11 +108,11 @@ def test_fit_metadata(cbpp_fixed):
     f = cbpp_fixed
     assert f.method == "joint" and f.estimate_kind == "mode"
     assert f.loglik is None and f.aic is None
-    assert f.optinfo["parameterization"] == "spherical u: b = Λ(θ) u, u ~ N(0, I)"
-    assert f.optinfo["theta_source"] == "fixed"
+    assert f.details.parameterization == "spherical u: b = Λ(θ) u, u ~ N(0, I)"
+    assert f.details.theta_source == "fixed"
     assert f.theta_hat == pytest.approx([0.7])
-    assert f.converged and f.optinfo["pirls_converged"]
-    assert "conditional on theta" in f.optinfo["se_note"]
+    assert f.converged and f.details.pirls_converged
+    assert "conditional on theta" in f.details.se_note
 
 
 def test_theta_forms_agree(cbpp_fixed):
@@ -133,13 +133,13 @@ def test_theta_sources():
     d = datasets.load("cbpp")
     jp = fit(CBPP, d, method="joint")  # default theta="pql"
     pq = fit(CBPP, d, method="pql")
-    assert jp.optinfo["theta_source"] == "pql"
+    assert jp.details.theta_source == "pql"
     assert np.allclose(jp.theta_hat, pq.theta_hat)  # σ θ_rel: the RE sd glmmPQL prints
     assert jp.theta_hat[0] == pytest.approx(0.5563535, rel=2e-3)
     jl = fit(CBPP, d, method="joint", theta="laplace")
     la = fit(CBPP, d, method="laplace")
     assert np.allclose(jl.theta_hat, la.theta_hat)
-    assert jl.optinfo["theta_source"] == "laplace"
+    assert jl.details.theta_source == "laplace"
 
 
 def test_fixed_dispersion_pql_is_the_joint_mode_at_its_theta():
@@ -202,7 +202,7 @@ def test_gaussian_lmm_pql_and_joint_reduce_to_ml():
         assert np.allclose(g.se, la.se, rtol=1e-4)
         assert np.allclose(g.ranef["Subject"], la.ranef["Subject"], rtol=1e-4, atol=1e-4)
         assert np.allclose(g.varcorr["sdcor"], la.varcorr["sdcor"], rtol=1e-4)
-    assert pq.optinfo["iterations"] == 2
+    assert pq.details.iterations == 2
     with pytest.raises(SpecError, match="phi"):
         fit(form, d, method="joint", family="gaussian", theta=la.theta_hat)
     jf = fit(form, d, method="joint", family="gaussian", theta=la.theta_hat, phi=la.phi)

@@ -1,5 +1,6 @@
-"""Non-normal random effects (seed 000): distributions, exact ML by quadrature, joint maximization
-in both parameterizations, and the PyMC model."""
+"""Non-normal random effects (seed 000) through the one pipeline: distributions, exact ML by
+quadrature (method="agq"), joint maximization in both parameterizations (method="joint"), the
+PyMC model and its posterior (method="hmc"), and `compare`."""
 
 import math
 
@@ -9,7 +10,7 @@ import pytest
 from scipy import integrate, optimize, stats
 
 import glmmbayes as gb
-from glmmbayes import nonnormal as nn
+from glmmbayes.core import nonnormal as nn
 from glmmbayes.errors import SpecError
 from glmmbayes.re_dist import RandomEffect
 from glmmbayes.studies import simulate_normal_exponential
@@ -19,8 +20,17 @@ EXP_SQRT = RandomEffect("exponential", rate=1.0, entry="sqrt")  # McCulloch (3):
 RAYLEIGH = RandomEffect("rayleigh", scale=math.sqrt(0.5))  # McCulloch (9): Z w
 
 
-def mcculloch_spec(re=EXP_SQRT):
-    return gb.Spec(FORMULA, family="gaussian", re_dist=re)
+def mcculloch_spec(re=EXP_SQRT, phi=1.0):
+    """McCulloch's model: the error variance is known (phi = 1) unless phi=None."""
+    return gb.Spec(FORMULA, family="gaussian", re_dist=re, known_dispersion=phi)
+
+
+def fit(spec, data, method="agq", **kw):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gb.ConvergenceWarning)
+        return gb.fit(spec, data, method=method, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +96,14 @@ def _quad_loglik(df, beta, logf_u, entry):
 
 
 def test_quadrature_loglik_matches_scipy_quad(small):
-    pu = nn.make_problem(mcculloch_spec(), small, phi=1.0)
-    pw = nn.make_problem(mcculloch_spec(RAYLEIGH), small, phi=1.0)
+    pu = gb.design(mcculloch_spec(), small)
+    pw = gb.design(mcculloch_spec(RAYLEIGH), small)
     for beta in (3.5, 5.0, 6.2):
         ref_u = _quad_loglik(small, beta, lambda u: -u, np.sqrt)
         ref_w = _quad_loglik(small, beta, lambda w: math.log(2 * w) - w * w, lambda w: w)
         assert ref_u == pytest.approx(ref_w, abs=1e-9)
-        assert nn.loglik(pu, [beta]) == pytest.approx(ref_u, abs=1e-8)
-        assert nn.loglik(pw, [beta]) == pytest.approx(ref_u, abs=1e-8)
+        assert nn.exact_loglik(pu, [beta]) == pytest.approx(ref_u, abs=1e-8)
+        assert nn.exact_loglik(pw, [beta]) == pytest.approx(ref_u, abs=1e-8)
 
 
 def test_quadrature_loglik_poisson_gamma_matches_quad():
@@ -112,24 +122,26 @@ def test_quadrature_loglik_poisson_gamma_matches_quad():
         yy, xx = y[g == j], x[g == j]
         f = lambda uu: np.exp(np.sum(stats.poisson.logpmf(yy, np.exp(b[0] + b[1] * xx + np.sqrt(uu))))) * stats.gamma.pdf(uu, 2.0, scale=1 / 3)  # noqa: E731
         ref += math.log(integrate.quad(f, 0, np.inf, epsabs=0, epsrel=1e-13, limit=400)[0])
-    assert nn.loglik(nn.make_problem(spec, df), b) == pytest.approx(ref, abs=1e-8)
+    assert nn.exact_loglik(gb.design(spec, df), b) == pytest.approx(ref, abs=1e-8)
 
 
 def test_ml_equivariant_under_reparameterization(small):
-    fu = nn.fit_ml(mcculloch_spec(), small, phi=1.0)
-    fw = nn.fit_ml(mcculloch_spec(RAYLEIGH), small, phi=1.0)
+    fu = fit(mcculloch_spec(), small)
+    fw = fit(mcculloch_spec(RAYLEIGH), small)
     assert fu.converged and fw.converged
-    assert fu.beta["x"] == pytest.approx(fw.beta["x"], abs=1e-6)
+    assert fu.method == "agq" and fu.estimate_kind == "ml" and fu.likelihood == "exact"
+    assert fu.fixef["x"] == pytest.approx(fw.fixef["x"], abs=1e-6)
     assert fu.loglik == pytest.approx(fw.loglik, abs=1e-8)
     # the ML estimate maximizes the independent quad likelihood
     ref = optimize.minimize_scalar(lambda b: -_quad_loglik(small, b, lambda u: -u, np.sqrt),
-                                   bounds=(fu.beta["x"] - 1, fu.beta["x"] + 1), method="bounded",
+                                   bounds=(fu.fixef["x"] - 1, fu.fixef["x"] + 1), method="bounded",
                                    options={"xatol": 1e-9})
-    assert fu.beta["x"] == pytest.approx(ref.x, abs=1e-5)
+    assert fu.fixef["x"] == pytest.approx(ref.x, abs=1e-5)
     # McCulloch's ML equation (15): X'(Y - Xβ - Z E[u^½ | Y]) = 0
-    prob = nn.make_problem(mcculloch_spec(), small, phi=1.0)
-    Ew = fu.ranef.reindex(list(prob.levels)).to_numpy()[prob.codes]
-    score = prob.X[:, 0] @ (prob.y - prob.X[:, 0] * fu.beta["x"] - Ew)
+    d = fu.design
+    t = d.terms[0]
+    Ew = fu.ranef["g"]["(Intercept)"].reindex(list(t.levels)).to_numpy()[t.codes]
+    score = d.X[:, 0] @ (d.y - d.X[:, 0] * fu.fixef["x"] - Ew)
     assert abs(score) < 1e-5
 
 
@@ -142,9 +154,9 @@ def test_ml_estimated_parameters_equivariant():
     y = rng.poisson(np.exp(0.3 + 0.5 * x + np.sqrt(rng.gamma(2.0, 1 / 3.0, size=q))[g]))
     df = pd.DataFrame({"y": y, "x": x, "g": g.astype(str)})
     re = RandomEffect("gamma", shape=2.0, entry="sqrt")
-    f1 = nn.fit_ml(gb.Spec("y ~ 1 + x + (1 | g)", family="poisson", re_dist=re), df)
-    f2 = nn.fit_ml(gb.Spec("y ~ 1 + x + (1 | g)", family="poisson", re_dist=re.linear_form()), df)
-    np.testing.assert_allclose(f1.beta.to_numpy(), f2.beta.to_numpy(), atol=1e-6)
+    f1 = fit(gb.Spec("y ~ 1 + x + (1 | g)", family="poisson", re_dist=re), df)
+    f2 = fit(gb.Spec("y ~ 1 + x + (1 | g)", family="poisson", re_dist=re.linear_form()), df)
+    np.testing.assert_allclose(f1.fixef.to_numpy(), f2.fixef.to_numpy(), atol=1e-6)
     assert f1.loglik == pytest.approx(f2.loglik, abs=1e-8)
     assert f2.re_params["omega"] == pytest.approx(2.0 / f1.re_params["rate"], rel=1e-5)
 
@@ -157,7 +169,7 @@ def test_ml_normal_random_effect_is_the_exact_lmm():
     x = rng.normal(size=q * m)
     y = 1 + 0.5 * x + rng.normal(size=q)[g] * 0.8 + rng.normal(size=q * m) * 0.6
     df = pd.DataFrame({"y": y, "x": x, "g": g.astype(str)})
-    fit = nn.fit_ml(gb.Spec("y ~ 1 + x + (1 | g)", family="gaussian", re_dist=RandomEffect("normal")), df)
+    f = fit(gb.Spec("y ~ 1 + x + (1 | g)", family="gaussian", re_dist=RandomEffect("normal")), df)
 
     def negll(th):
         b0, b1, ls, lp = th
@@ -170,10 +182,10 @@ def test_ml_normal_random_effect_is_the_exact_lmm():
 
     r = optimize.minimize(negll, [1, 0.5, 0, 0], method="Nelder-Mead",
                           options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000})
-    assert fit.loglik == pytest.approx(-r.fun, abs=1e-7)
-    np.testing.assert_allclose(fit.beta.to_numpy(), r.x[:2], atol=1e-5)
-    assert fit.re_params["sd"] == pytest.approx(math.exp(r.x[2]), rel=1e-4)
-    assert fit.phi == pytest.approx(math.exp(r.x[3]), rel=1e-4)
+    assert f.loglik == pytest.approx(-r.fun, abs=1e-7)
+    np.testing.assert_allclose(f.fixef.to_numpy(), r.x[:2], atol=1e-5)
+    assert f.re_params["sd"] == pytest.approx(math.exp(r.x[2]), rel=1e-4)
+    assert f.phi == pytest.approx(math.exp(r.x[3]), rel=1e-4)
 
 
 # --------------------------------------------------------------------------- joint
@@ -232,47 +244,60 @@ def _brute_force_joint(df, parameterization, lam=1.0):
 def test_joint_modes_match_closed_forms_and_brute_force(small):
     cf = _closed_forms(small)
     spec = mcculloch_spec()
-    ju_free = nn.fit_joint(spec, small, "u", phi=1.0, constrain=False)
-    ju = nn.fit_joint(spec, small, "u", phi=1.0)
-    jw = nn.fit_joint(spec, small, "w", phi=1.0)
-    for fit in (ju_free, ju, jw):
-        assert fit.converged, fit.messages
-    assert ju_free.beta["x"] == pytest.approx(cf["u_free"], abs=1e-7)
-    assert ju.beta["x"] == pytest.approx(cf["u"], abs=1e-7)
-    assert jw.beta["x"] == pytest.approx(cf["w"], abs=1e-7)
-    assert ju.beta["x"] == pytest.approx(_brute_force_joint(small, "u"), abs=1e-5)
-    assert jw.beta["x"] == pytest.approx(_brute_force_joint(small, "w"), abs=1e-5)
+    ju_free = fit(spec, small, "joint", parameterization="u", constrain=False)
+    ju = fit(spec, small, "joint", parameterization="u")
+    jw = fit(spec, small, "joint", parameterization="w")
+    for f in (ju_free, ju, jw):
+        assert f.converged, f.messages
+        assert f.method == "joint" and f.estimate_kind == "mode"
+    assert ju.details.parameterization == "u" and jw.details.parameterization == "w"
+    assert ju_free.fixef["x"] == pytest.approx(cf["u_free"], abs=1e-7)
+    assert ju.fixef["x"] == pytest.approx(cf["u"], abs=1e-7)
+    assert jw.fixef["x"] == pytest.approx(cf["w"], abs=1e-7)
+    assert ju.fixef["x"] == pytest.approx(_brute_force_joint(small, "u"), abs=1e-5)
+    assert jw.fixef["x"] == pytest.approx(_brute_force_joint(small, "w"), abs=1e-5)
     # the joint modes differ between the parameterizations (the Jacobian), ML does not
-    assert abs(ju_free.beta["x"] - jw.beta["x"]) > 0.3
-    assert abs(ju.beta["x"] - jw.beta["x"]) > 0.1
+    assert abs(ju_free.fixef["x"] - jw.fixef["x"]) > 0.3
+    assert abs(ju.fixef["x"] - jw.fixef["x"]) > 0.1
     # the linear-entry spec (Rayleigh) gives the w-parameterization's mode in either parameterization
-    jr = nn.fit_joint(mcculloch_spec(RAYLEIGH), small, "u", phi=1.0)
-    assert jr.beta["x"] == pytest.approx(jw.beta["x"], abs=1e-7)
+    jr = fit(mcculloch_spec(RAYLEIGH), small, "joint", parameterization="u")
+    assert jr.fixef["x"] == pytest.approx(jw.fixef["x"], abs=1e-7)
 
 
-def test_joint_needs_known_parameters(small):
-    with pytest.raises(SpecError, match="known RE parameters"):
-        nn.fit_joint(mcculloch_spec(RandomEffect("exponential", entry="sqrt")), small, "u", phi=1.0)
-    with pytest.raises(SpecError, match="dispersion"):
-        nn.fit_joint(mcculloch_spec(), small, "u")
-    with pytest.raises(SpecError, match="parameterization"):
-        nn.fit_joint(mcculloch_spec(), small, "v", phi=1.0)
+def test_joint_takes_estimated_parameters_from_the_exact_ml(small):
+    """Joint maximization over a scale parameter and u is degenerate, so estimated parameters
+    (and an unknown φ) come from the exact ML fit, which the method table runs first."""
+    spec = mcculloch_spec(RandomEffect("exponential", entry="sqrt"), phi=None)
+    df = simulate_normal_exponential(np.random.default_rng(7), 50)  # q = 12 puts the rate at its bound
+    ml = fit(spec, df)
+    j = fit(spec, df, "joint", parameterization="w")
+    assert j.re_params["rate"] == pytest.approx(ml.re_params["rate"], rel=1e-12)
+    assert j.phi == pytest.approx(ml.phi, rel=1e-12)
+    assert j.details.params_source.startswith("exact ML")
+    with pytest.raises(SpecError, match="parameterization must be one of"):
+        gb.fit(mcculloch_spec(), small, method="joint", parameterization="v")
+    with pytest.raises(SpecError, match="Laplace approximation assumes normal random effects.*'agq'"):
+        gb.fit(mcculloch_spec(), small, method="laplace")
+    with pytest.raises(SpecError, match="method='pql' cannot fit non-normal"):
+        gb.fit(mcculloch_spec(), small, method="pql")
 
 
 # --------------------------------------------------------------------------- PyMC
 
 
 def test_pymc_model_structure(small):
-    m = nn.to_pymc_nonnormal(mcculloch_spec(), small, phi=1.0, parameterization="u")
+    flat = {"fixef": "flat"}
+    m = gb.to_pymc(mcculloch_spec(), small, priors=flat, parameterization="u")
     names = {v.name for v in m.free_RVs}
-    assert names == {"beta", "log_u_g"}
-    assert "w_g" in m.named_vars
-    mw = nn.to_pymc_nonnormal(mcculloch_spec(), small, phi=1.0, parameterization="w")
-    assert {v.name for v in mw.free_RVs} == {"beta", "log_w_g"}
+    assert names == {"beta_z", "log_u_g"}
+    assert "b_g" in m.named_vars and "u_g" in m.named_vars
+    mw = gb.to_pymc(mcculloch_spec(), small, priors=flat, parameterization="w")
+    assert {v.name for v in mw.free_RVs} == {"beta_z", "log_w_g"}
     # the two log posteriors differ by the Jacobian only: at w = sqrt(u) they differ by Σ log 2w
     # plus the log-transform Jacobians (log u vs log w): log u = 2 log w
-    pt_u = {"beta": np.array([5.0]), "log_u_g": np.full(12, math.log(0.81))}
-    pt_w = {"beta": np.array([5.0]), "log_w_g": np.full(12, math.log(0.9))}
+    z = np.linalg.solve(m.glmm_info.basis.B, [5.0])  # β = B z (the same basis in both models)
+    pt_u = {"beta_z": z, "log_u_g": np.full(12, math.log(0.81))}
+    pt_w = {"beta_z": z, "log_w_g": np.full(12, math.log(0.9))}
     lu = m.compile_logp()(pt_u)
     lw = mw.compile_logp()(pt_w)
     # u-density with d u/d log u = u; w-density f_u(w²) 2w with d w/d log w = w
@@ -287,12 +312,61 @@ def test_pymc_posterior_mean_invariant(small):
     import arviz as az
 
     for par in ("u", "w"):
-        idata = nn.sample_nonnormal(mcculloch_spec(), df, par, phi=1.0, draws=1000, tune=1000, chains=2, seed=3)
+        h = fit(mcculloch_spec(), df, "hmc", parameterization=par, priors={"fixef": "flat"}, draws=1000,
+                tune=1000, chains=2, seed=3)
+        idata = h.idata
         s = az.summary(idata, var_names=["beta"])
         means.append(float(s["mean"].iloc[0]))
         mcse.append(float(az.mcse(idata, var_names=["beta"])["beta"].values.ravel()[0]))
         assert int(idata.sample_stats.diverging.sum()) == 0
     assert abs(means[0] - means[1]) < 4 * math.hypot(*mcse) + 1e-3
-    ml = nn.fit_ml(mcculloch_spec(), df, phi=1.0)
+    ml = fit(mcculloch_spec(), df)
     # the flat-prior posterior mean is close to the ML (not equal); the joint modes are far away
-    assert abs(means[0] - ml.beta["x"]) < 0.5 * ml.se["x"]
+    assert abs(means[0] - ml.fixef["x"]) < 0.5 * ml.se["x"]
+
+
+# --------------------------------------------------------------------------- acceptance
+
+
+def _independent_exact_ml(df):
+    """β, φ and the log-likelihood of McCulloch's model with φ estimated, by scipy quad over
+    u ~ Exp(1) and BFGS (code independent of the package)."""
+    groups = [(d["y"].to_numpy(), d["x"].to_numpy()) for _, d in df.groupby("g")]
+
+    def loglik(b, phi):
+        tot = 0.0
+        for y, x in groups:
+            r = y - b * x
+            n, s1, s2 = len(r), float(r.sum()), float(r @ r)
+            c = -0.5 * n * math.log(2 * math.pi * phi)
+            # u ~ Exp(1) written in w = u^½ (density 2w e^{-w²}), a smooth integrand for quad;
+            # Σ(r - w)² = Σr² - 2wΣr + nw²
+            f = lambda w: 2 * w * math.exp(c - (s2 - 2 * w * s1 + n * w * w) / (2 * phi) - w * w)  # noqa: E731
+            tot += math.log(integrate.quad(f, 0, np.inf, epsabs=0, epsrel=1e-12, limit=200)[0])
+        return tot
+
+    r = optimize.minimize(lambda th: -loglik(th[0], math.exp(th[1])), [5.0, 0.0], method="BFGS",
+                          options={"gtol": 1e-8, "eps": 1e-7})
+    return r.x[0], math.exp(r.x[1]), -r.fun
+
+
+def test_acceptance_q50_exact_ml_and_compare():
+    """McCulloch's model with q = 50: gb.fit(method="agq") is the exact ML (β and φ estimated)
+    to 1e-5 in β and log-likelihood; compare(agq, joint, hmc) returns all three, converged."""
+    df = simulate_normal_exponential(np.random.default_rng(2024), 50)
+    spec = mcculloch_spec(phi=None)
+    ml = fit(spec, df)
+    b_ref, phi_ref, ll_ref = _independent_exact_ml(df)
+    assert ml.fixef["x"] == pytest.approx(b_ref, abs=1e-5)
+    assert ml.loglik == pytest.approx(ll_ref, abs=1e-5)
+    assert ml.phi == pytest.approx(phi_ref, rel=1e-4)
+    cmp = gb.compare(spec, df, methods=["agq", "joint", "hmc"], progress=False,
+                     options={"hmc": {"draws": 1000, "tune": 1000, "chains": 2, "seed": 5}})
+    assert set(cmp.fits) == {"agq", "joint", "hmc"} and not cmp.errors
+    for m, f in cmp.fits.items():
+        assert f.converged, (m, f.messages)
+    kinds = cmp.table.drop_duplicates("method").set_index("method")["estimate_kind"]
+    assert kinds.to_dict() == {"agq": "ml", "joint": "mode", "hmc": "mean"}
+    # mode versus expectation: the joint mode is far from ML, the posterior mean is not
+    assert abs(cmp.fits["joint"].fixef["x"] - b_ref) > 0.3
+    assert abs(cmp.fits["hmc"].fixef["x"] - b_ref) < 0.5 * ml.se["x"]

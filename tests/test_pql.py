@@ -17,7 +17,7 @@ from scipy import special, stats
 
 from glmmbayes import datasets
 from glmmbayes.api import design as make_design
-from glmmbayes.api import fit
+from glmmbayes.api import fit, run_method
 from glmmbayes.errors import SpecError
 from glmmbayes.methods import pql
 
@@ -106,13 +106,13 @@ def test_glmmpql_parity(parity_fits, key):
     for nm, sd in sds.items():
         assert abs(ours[nm] / sd - 1.0) < SD_TOL, nm
     assert abs(f.sigma / resid - 1.0) < SD_TOL
-    assert abs(f.optinfo["sigma"] / resid - 1.0) < SD_TOL
+    assert abs(f.details.sigma / resid - 1.0) < SD_TOL
     cor_rows = vc[vc["var2"].notna()]
     assert len(cor_rows) == len(corrs)
     for c_ours, c_ref in zip(cor_rows["sdcor"], corrs):
         assert abs(c_ours - c_ref) < CORR_TOL
-    assert f.converged and f.optinfo["pql_converged"]
-    assert f.optinfo["iterations"] >= 1 and f.optinfo["iterations"] <= 10  # glmmPQL's niter
+    assert f.converged and f.details.pql_converged
+    assert f.details.iterations >= 1 and f.details.iterations <= 10  # glmmPQL's niter
 
 
 def test_glmmpql_parity_nested_guimmun():
@@ -137,15 +137,15 @@ def test_pql_has_no_likelihood(parity_fits):
     assert f.method == "pql" and f.estimate_kind == "pql"
     assert f.loglik is None and f.aic is None and f.bic is None
     assert "no likelihood" in f.summary()
-    assert f.optinfo["dispersion"] == "estimated"
-    assert f.phi == pytest.approx(f.optinfo["sigma"] ** 2)
+    assert f.details.dispersion == "estimated"
+    assert f.phi == pytest.approx(f.details.sigma ** 2)
     # reported θ is the absolute RE scale: σ θ_rel
-    assert f.theta_hat == pytest.approx(f.optinfo["sigma"] * f.optinfo["theta_relative"])
+    assert f.theta_hat == pytest.approx(f.details.sigma * f.details.theta_relative)
     # conditional modes are spherical on the reported θ and reproduce the fitted η
     d = f.design
     s = d.structure
     eta = d.X @ f.beta_hat + d.offset + s.zl_mult(s.zl_values(f.theta_hat), f.u)
-    eta_rel = d.X @ f.beta_hat + d.offset + s.zl_mult(s.zl_values(f.optinfo["theta_relative"]), f.raw.u)
+    eta_rel = d.X @ f.beta_hat + d.offset + s.zl_mult(s.zl_values(f.details.theta_relative), f.u * f.details.sigma)
     assert np.allclose(eta, eta_rel, atol=1e-12)
     assert len(f.u_condvar) == 1 and f.u_condvar[0].shape == (15, 1, 1)
 
@@ -154,7 +154,7 @@ def test_first_step_does_not_stick_at_zero(parity_fits):
     # cbpp's first working LMM: L-BFGS-B from θ = 1 jumps to θ = 0, a stationary point of
     # the (even in θ) deviance; glmmPQL's answer has herd sd 0.556, far from 0
     f = parity_fits["cbpp_herd"]
-    assert f.optinfo["iterations"] > 1
+    assert f.details.iterations > 1
     assert f.theta_hat[0] > 0.5
 
 
@@ -191,16 +191,16 @@ def test_fixed_dispersion_crossed_mixed_model_equations():
     d = _data("VerbAgg")
     f = fit("r2 ~ Anger + Gender + btype + situ + (1|id) + (1|item)", d, method="pql",
             dispersion="fixed", tol=1e-14, niter=30)
-    assert f.converged and f.optinfo["pql_converged"]
-    assert f.optinfo["dispersion"] == "fixed" and f.phi == 1.0
-    assert f.optinfo["iterations"] < 30
+    assert f.converged and f.details.pql_converged
+    assert f.details.dispersion == "fixed" and f.phi == 1.0
+    assert f.details.iterations < 30
     assert [t.group_name for t in f.design.terms] == ["id", "item"]
     D = f.design
     X = D.X
     Z, Lam = _dense_Z_Lambda(D, f.theta_hat)
     y = (d["r2"] == "Y").to_numpy(float)
     # 1) the MMEs of the final working LMM (its z and W as stored)
-    z, W = f.optinfo["working_response"], f.optinfo["working_weights"]
+    z, W = f.details.working_response, f.details.working_weights
     ZL = Z @ Lam
     C = np.hstack([X, ZL])
     M = C.T @ (W[:, None] * C)
@@ -226,8 +226,8 @@ def test_fixed_dispersion_deviance_is_the_gaussian_loglik():
     and the reported θ minimizes it."""
     d = _data("cbpp")
     D = make_design("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, family="binomial")
-    f = pql.fit(D, dispersion="fixed")
-    z, W = f.optinfo["working_response"], f.optinfo["working_weights"]
+    f = run_method(D, "pql", {"dispersion": "fixed"})
+    z, W = f.details.working_response, f.details.working_weights
     X = D.X
 
     def dense_dev(th):
@@ -242,7 +242,7 @@ def test_fixed_dispersion_deviance_is_the_gaussian_loglik():
 
     sol = ob.lmm(D.problem(y=z, wt=W), f.theta_hat)
     assert pql.lmm_deviance_fixed_sigma(sol, W) == pytest.approx(dev, rel=1e-10)
-    assert f.optinfo["lmm_deviance"] == pytest.approx(dev, rel=1e-10)
+    assert f.details.lmm_deviance == pytest.approx(dev, rel=1e-10)
     assert np.allclose(beta, f.beta_hat, atol=1e-8)
     for h in (-1e-3, 1e-3):
         assert dense_dev(f.theta_hat + h)[0] > dev
@@ -261,8 +261,8 @@ def test_niter_limit_reported():
     d = _data("Contraception")
     with pytest.warns(Warning, match="PQL did not converge in 1 iterations"):
         f = fit("use ~ age + I(age^2) + urban + livch + (1 | district)", d, method="pql", niter=1)
-    assert not f.converged and not f.optinfo["pql_converged"]
-    assert f.optinfo["iterations"] == 1
+    assert not f.converged and not f.details.pql_converged
+    assert f.details.iterations == 1
 
 
 def test_bad_options():
@@ -277,6 +277,6 @@ def test_bad_options():
 def test_hessian_option_checks_final_theta():
     ref = _ref("bacteria_pql")
     f = fit(ref["formula"], _data(ref["data"]), method="pql", hessian=True)
-    H = np.asarray(f.optinfo["hessian"])
+    H = np.asarray(f.optimizer.hessian)
     assert H.shape == (1, 1) and H[0, 0] > 0
     assert f.converged and not f.messages

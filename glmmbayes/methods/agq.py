@@ -1,500 +1,179 @@
-"""method="agq": maximum likelihood with adaptive Gauss–Hermite quadrature (seed 003 §3).
+"""method="agq": maximum likelihood by adaptive Gauss–Hermite quadrature (seed 003 §3).
 
-The model must have one random-effect term, so the integral over u factors into one
-d-dimensional integral per level j of its grouping factor (d = 1 is lme4's case):
-
-    L_j(θ, β) = ∫ exp(ℓ_j(u)) φ_d(u) du,      ℓ_j(u) = Σ_{i: g(i)=j} log p(y_i | η_i(u)).
-
-With the conditional mode û_j from PIRLS and the per-level Cholesky block L_j of
-A = Λ'Z'WZΛ + I (A_j = L_j L_j'), the change of variable u = û_j + L_j^{-T} z gives
-
-    L_j = |L_j|^{-1} ∫ exp(g_j(z)) φ_d(z) dz,   g_j(z) = ℓ_j(u(z)) - ‖u(z)‖²/2 + ‖z‖²/2,
-
-and the quadrature  L_j ≈ |L_j|^{-1} Σ_i w_i exp(g_j(z_i)). For d = 1 the knots are lme4's
-û_j + z_i / L_jj (eq. 23); nAGQ = 1 (the single knot z = 0) is exactly the Laplace deviance.
-exp(g_j(z) - g_j(0)) is seed 003's t(z): the integrand relative to its Gaussian approximation.
-
-For d >= 2 the rule is a product Gauss–Hermite grid (k^d knots) or a Smolyak sparse grid
-(`grid="sparse"`), see `glmmbayes.core.quadrature`. The log-likelihood is fully normalized
-(lme4's nAGQ > 1 logLik leaves out Σ log dbinom(y, n, y/n); we never do).
+One random-effect term (scalar: lme4's nAGQ; vector: product or sparse grids), or two nested
+scalar terms (nested quadrature): the quadrature itself is `glmmbayes.core.agq` and
+`glmmbayes.core.nested`, driven by the shared two-stage optimizer. For a non-normal random
+effect (`Spec(re_dist=...)`) this method is the exact ML: each group's integral by the
+trapezoid rule of `glmmbayes.core.nonnormal`, the same optimizer and Hessian (nAGQ does not
+apply: the rule is refined until it is exact).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
+import math
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
-from ..core.pirls import PirlsState, Problem, pirls
-from ..core.quadrature import Rule, default_grid, make_rule
+from ..core import nonnormal as nn
+from ..core.agq import AGQObjective, agq_rule, check_integrable
+from ..core.glm import glm_irls
+from ..core.nested import NestedAGQObjective, nesting
+from ..core.optimize import minimize_deviance
 from ..design import Design
-from ..errors import SpecError
-from ..fit import Fit
-from . import agq_nested
-from ._ml import fit_ml, ml_fit
-
-MAX_NODES = 200_000  # a product grid larger than this is refused (use grid="sparse" or a lower nAGQ)
-_CHUNK = 2_000_000  # rows x knots evaluated at once
+from ..errors import GlmmError, SpecError
+from ..estimate import Estimate, OptimizerReport, StageReport
+from .ml import fit_ml, ml_estimate
+from .options import Option, choice, integer, optional
 
 
-# --------------------------------------------------------------------------- checks
+@dataclass(frozen=True)
+class AGQInfo:
+    """What the quadrature was: order, dimension, grid, knots per level and the work done."""
+
+    nAGQ: int
+    dim: int
+    grid: str
+    knots: int
+    negative_weights: bool
+    objective_evaluations: int
+    integrand_evaluations: int
+    nesting: str | None = None
 
 
-def check_integrable(design: Design, what: str = "method='agq'", *, nested: bool = False) -> None:
-    """AGQ needs the random effects of exactly one term (one grouping factor), or, with
-    `nested`, two scalar terms one nested in the other (`agq_nested`)."""
-    terms = design.terms
-    if len(terms) == 1 or (nested and agq_nested.nesting(design) is not None):
-        return
-    if not terms:
-        raise SpecError(f"{what} needs a random-effect term; this model has none")
-    names = ", ".join(str(t) for t in terms)
-    groups = {t.group_name for t in terms}
-    hint = ""
-    if len({tuple(t.group_vars) for t in terms}) == 1:
-        hint = (" (the terms share one grouping factor: write them as one term, e.g. "
-                f"(1 + x | {terms[0].group_name}), to integrate them jointly)")
-    raise SpecError(
-        f"{what} integrates the random effects of a single term with one grouping factor; this "
-        f"model has {len(terms)} terms ({names}) over {len(groups)} grouping factor(s){hint}, whose "
-        "integral does not factor into low-dimensional pieces"
-        + (" (two scalar terms with one factor nested in the other, e.g. (1 | community/mother), "
-           "are integrated by nested quadrature)" if nested else "")
-        + ". Use method='laplace' (nAGQ=1) instead."
-    )
-
-
-def _rule(design: Design, nAGQ: int, grid: str | None) -> Rule:
-    if not isinstance(nAGQ, (int, np.integer)) or isinstance(nAGQ, bool) or nAGQ < 1:
-        raise SpecError(f"method='agq' needs an integer nAGQ >= 1, got {nAGQ!r} "
-                        "(nAGQ=0 is method='laplace', nAGQ=0)")
-    if grid not in (None, "product", "sparse"):
-        raise SpecError(f"grid must be 'product' or 'sparse', got {grid!r}")
-    d = design.terms[0].k
-    if (grid or default_grid(int(nAGQ), d)) == "product" and float(nAGQ) ** d > MAX_NODES:
-        raise SpecError(
-            f"a product grid of nAGQ={nAGQ} in {d} dimensions has {nAGQ}^{d} knots; "
-            "use grid='sparse' or a smaller nAGQ"
-        )
-    return make_rule(int(nAGQ), d, grid)
-
-
-# --------------------------------------------------------------------------- the quadrature
-
-
-@dataclasses.dataclass(frozen=True)
-class _Layout:
-    """The rows sorted by level of the grouping factor, so that the per-level sums over
-    rows x knots are contiguous reductions (np.add.reduceat) rather than scattered ones."""
-
-    order: np.ndarray  # row permutation
-    codes: np.ndarray  # level of each sorted row
-    starts: np.ndarray  # first sorted row of each level
-    counts: np.ndarray  # rows per level (m,)
-    y: np.ndarray
-    wt: np.ndarray
-    X: np.ndarray
-    x: np.ndarray  # the term's covariate (d = 1)
-    level_constant_x: bool  # the covariate is constant within each level (an intercept term)
-    _work: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def level_sums(self, a: np.ndarray) -> np.ndarray:
-        """(K, n) sorted rows -> (m, K): the sum over each level's rows, per knot."""
-        return np.add.reduceat(a, self.starts, axis=1).T
-
-    def spread(self, a: np.ndarray) -> np.ndarray:
-        """(m, K) per level -> (K, n) for the sorted rows."""
-        return np.repeat(np.ascontiguousarray(a.T), self.counts, axis=1)
-
-    def workspace(self, K: int) -> np.ndarray:
-        """A (K, n) scratch array kept for the fit (the kernel's, summed as soon as it is made)."""
-        if self._work.get("K") != K:
-            self._work.update(K=K, array=np.empty((K, len(self.codes))))
-        return self._work["array"]
-
-
-def _layout(prob: Problem) -> _Layout:
-    cache = prob.__dict__.setdefault("_agq_cache", {})
-    if "layout" not in cache:
-        t = prob.structure.terms[0]
-        order, counts, starts = prob.structure.level_order(0)
-        xs = np.ascontiguousarray(t.X[order, 0])
-        cache["layout"] = _Layout(
-            order=order, codes=t.codes[order], starts=starts, counts=counts,
-            y=prob.y[order], wt=prob.wt[order], X=np.ascontiguousarray(prob.X[order]),
-            x=xs, level_constant_x=bool(np.all(xs == np.repeat(xs[starts], counts))),
-        )
-    return cache["layout"]
-
-
-def log_integrand(prob: Problem, st: PirlsState, z: np.ndarray, phi: float = 1.0) -> np.ndarray:
-    """g_j(z) for every level j (rows) and knot z (columns): (m, K)."""
-    s = prob.structure
-    t = s.terms[0]
-    m, d = t.nlevels, t.k
-    z = np.asarray(z, float).reshape(-1, d)
-    lay = _layout(prob)
-    Linv = st.factor.L1inv  # (m, d, d): L_j^{-1}
-    U = st.u[: s.q1].reshape(m, d)
-    V = st.V[0][lay.order]  # (n, d): rows of ZΛ, sorted by level
-    # η_i(u(z)) = η̂_i + V_i'(L_j^{-T} z) = η̂_i + (L_j^{-1} V_i)'z
-    if d == 1:
-        Vt = Linv[lay.codes, 0, 0][:, None] * V
-    else:
-        Vt = np.einsum("nij,nj->ni", Linv[lay.codes], V)
-    eta0 = st.eta[lay.order]
-    n, K = len(eta0), z.shape[0]
-    fam = prob.family
-    S = np.empty((m, K))
-    step = max(1, _CHUNK // max(n, 1))
-    for a in range(0, K, step):
-        eta = z[a : a + step] @ Vt.T  # (knots, rows)
-        eta += eta0
-        S[:, a : a + step] = lay.level_sums(fam.loglik_kernel(lay.y, eta, lay.wt, phi))
-    # u(z) = û_j + L_j^{-T} z
-    Uz = U[:, None, :] + np.einsum("mji,kj->mki", Linv, z)
-    return (S + agq_nested.level_constants(prob, phi)[:, None] - 0.5 * np.sum(Uz * Uz, axis=2)
-            + 0.5 * np.sum(z * z, axis=1)[None, :])
-
-
-def log_det_blocks(st: PirlsState) -> np.ndarray:
-    """log |L_j| for each level (L_j the Cholesky factor of the level's block of A)."""
-    return -np.sum(np.log(np.diagonal(st.factor.L1inv, axis1=1, axis2=2)), axis=1)
-
-
-def _signed_logsumexp(g: np.ndarray, w: np.ndarray) -> np.ndarray:
-    gmax = np.max(g, axis=1, keepdims=True)
-    with np.errstate(over="ignore", invalid="ignore"):
-        tot = np.sum(w[None, :] * np.exp(g - gmax), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.log(tot) + gmax[:, 0]
-    return np.where(tot > 0, out, -np.inf)  # a sparse grid's sum can go negative on a bad integrand
-
-
-def group_log_integrals(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0) -> np.ndarray:
-    """log L_j for every level of the (single) grouping factor, by adaptive quadrature with `rule`."""
-    g = log_integrand(prob, st, rule.z, phi)
-    return _signed_logsumexp(g, rule.w) - log_det_blocks(st)
-
-
-def deviance_at_state(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0) -> float:
-    """-2 log-likelihood (fully normalized) by AGQ at a PIRLS state."""
-    return float(-2.0 * np.sum(group_log_integrals(prob, st, rule, phi)))
-
-
-def agq_deviance(prob: Problem, theta, beta, nAGQ: int = 25, *, grid: str | None = None,
-                 phi: float = 1.0, u0=None, rule: Rule | None = None) -> float:
-    """-2 log-likelihood at (θ, β) by AGQ with nAGQ knots per dimension (PIRLS run here)."""
-    if rule is None:
-        rule = make_rule(int(nAGQ), prob.structure.terms[0].k, grid)
-    st = pirls(prob, np.asarray(theta, float), np.asarray(beta, float), u0, phi=phi)
-    if not np.isfinite(st.pdev):
-        return np.inf
-    return deviance_at_state(prob, st, rule, phi)
-
-
-_EXP_SAFE = 700.0  # |η| below which exp(η) and 1 + exp(η) are finite
-
-
-def _knot_loglik(prob: Problem, lay: _Layout, st: PirlsState, Vs, z, Lj, phi):
-    """(Σ over each level's rows of the log-likelihood kernel at every knot (m, K),
-    dℓ/dη at every knot and sorted row (K, n)) for one scalar term.
-
-    η_iz = η̂_i + c_i z with c_i = V_i / L_j. For an intercept term c is constant within a
-    level, so with the canonical binomial and Poisson links exp(η_iz) = exp(η̂_i) exp(c_j z)
-    costs a product instead of an exponential, and the linear part Σ_i k_i η_iz is a per-level
-    sum: what remains per row and knot is one log (binomial) or nothing (Poisson).
-    """
-    fam = prob.family
-    eta0 = st.eta[lay.order]
-    c = Vs / Lj[lay.codes]
-    fast = (lay.level_constant_x and fam.is_canonical and fam.name in ("binomial", "poisson")
-            and float(np.max(np.abs(eta0))) + float(np.max(np.abs(c))) * float(np.max(np.abs(z)))
-            < _EXP_SAFE)
-    if not fast:
-        eta = z[:, None] * c[None, :]
-        eta += eta0
-        ker, dl = fam.kernel_and_score(lay.y, eta, lay.wt, phi)
-        return lay.level_sums(ker), dl
-    k, wt = lay.y * lay.wt, lay.wt
-    unit = bool(np.all(wt == 1.0))
-    cj = c[lay.starts]  # c per level
-    lin = np.bincount(lay.codes, weights=k * eta0, minlength=len(cj))[:, None] + np.outer(
-        cj * np.bincount(lay.codes, weights=k, minlength=len(cj)), z)
-    ker = lay.workspace(len(z))
-    t = lay.spread(np.exp(np.outer(cj, z)))
-    t *= np.exp(eta0)  # exp(η) at every knot and row
-    if fam.name == "binomial":  # kη - wt log(1 + e^η); μ = e^η / (1 + e^η)
-        np.add(t, 1.0, out=ker)
-        t /= ker
-        np.log(ker, out=ker)
-    else:  # Poisson: kη - wt e^η; μ = e^η
-        ker[...] = t
-    if not unit:
-        ker *= wt
-    S = lin - lay.level_sums(ker)
-    if not unit:
-        t *= wt
-    np.subtract(k, t, out=t)  # dℓ/dη = k - wt μ
-    return S, t
-
-
-def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0):
-    """(deviance, gradient in θ, gradient in β) of the AGQ deviance for one scalar term.
-
-    With knots u_jz = û_j + z/L_j (L_j² = A_j = Σ W_i V_i² + 1 at the mode) and
-    log L_j = log Σ_z w_z exp g_j(z) - log L_j, each parameter p moves g_j(z) directly (through
-    η = Xβ + V u, V = xθ) and through the knots: du_jz = dû_j - z dA_j / (2 L_j³), with dû_j from
-    the stationarity of the mode and dA_j through the weights W(η) at the mode. Canonical links
-    only (A is then the Hessian in u); otherwise (f, None, None).
-    """
-    fam = prob.family
-    s = prob.structure
-    t = s.terms[0]
-    if t.k != 1 or not fam.is_canonical or not st.converged:
-        return deviance_at_state(prob, st, rule, phi), None, None
-    from ..core.objective import _dweights
-
-    m, codes, X = t.nlevels, t.codes, prob.X
-    p = X.shape[1]
-    lay = _layout(prob)
-    z, lw = rule.z[:, 0], np.log(np.maximum(rule.w, 1e-300))
-    Lj = 1.0 / st.factor.L1inv[:, 0, 0]
-    Aj = Lj * Lj
-    V = st.V[0][:, 0]
-    x = t.X[:, 0]
-    uhat = st.u[:m]
-    uz = uhat[:, None] + z[None, :] / Lj[:, None]  # (m, K)
-    # every (knots, rows) array is over the rows sorted by level
-    Vs = V[lay.order]
-    S, dl = _knot_loglik(prob, lay, st, Vs, z, Lj, phi)
-    g = S + agq_nested.level_constants(prob, phi)[:, None] - 0.5 * uz * uz + 0.5 * z[None, :] ** 2
-    h = g + lw[None, :]
-    hmax = h.max(axis=1, keepdims=True)
-    e = np.exp(h - hmax)
-    tot = e.sum(axis=1)
-    logL = np.log(tot) + hmax[:, 0] - np.log(Lj)
-    dev = float(-2.0 * np.sum(logL))
-    pi = e / tot[:, None]
-    # Σ_z π_jz dg_j(z) splits into row sums and knot sums per group, so no (K, n) array is
-    # built per parameter:  Σ_i df_i r_i + Σ_jz π_jz u_jz dθ Gx_jz + a_j dû_j - b_j dA_j / (2 L_j³)
-    r = np.einsum("kn,kn->n", lay.spread(pi), dl)  # Σ_z π dℓ/dη, sorted rows
-    dl *= lay.x
-    Gx = lay.level_sums(dl)  # Σ_i x_i dℓ/dη per level and knot
-    del dl
-    theta = float(Vs @ lay.x) / float(lay.x @ lay.x)  # V = x θ exactly
-    G = theta * Gx - uz  # ∂g/∂u at each knot
-    a = np.sum(pi * G, axis=1)
-    b = np.sum(pi * G * z[None, :], axis=1)
-    # quantities at the mode
-    W0 = st.weights
-    dW0 = _dweights(fam, st.eta, prob.wt, phi)
-
-    def bsum(v):  # Σ over the rows of each group
-        return np.bincount(codes, weights=v, minlength=m)
-
-    def dlogL_rest(du_hat, dA):
-        return a * du_hat - b * dA / (2.0 * Lj**3) - dA / (2.0 * Aj)
-
-    # β: df = X, dV = 0
-    g_beta = lay.X.T @ r
-    for k in range(p):
-        xk = X[:, k]
-        du_hat = -bsum(W0 * V * xk) / Aj
-        deta0 = xk + V * du_hat[codes]
-        dA = bsum(dW0 * deta0 * V * V)
-        g_beta[k] += np.sum(dlogL_rest(du_hat, dA))
-    g_beta *= -2.0
-    # θ: df = 0, dV = x
-    dl0 = W0 * (prob.y - st.mu) / fam.mu_eta(st.eta)
-    du_hat = (-bsum(W0 * V * x) * uhat + bsum(dl0 * x)) / Aj
-    deta0 = x * uhat[codes] + V * du_hat[codes]
-    dA = bsum(dW0 * deta0 * V * V + 2.0 * W0 * V * x)
-    g_theta = np.array([-2.0 * (float(np.sum(pi * uz * Gx)) + np.sum(dlogL_rest(du_hat, dA)))])
-    return dev, g_theta, g_beta
-
-
-class AGQObjective:
-    """The stage-2 objective for `fit_ml`: PIRLS for û at (θ, β), then the AGQ sum per group."""
-
-    def __init__(self, rule: Rule):
-        self.rule = rule
-        self.evaluations = 0
-        self.integrand_evaluations = 0  # rows x knots
-
-    def __call__(self, prob, theta, beta, warm, phi):
-        st = pirls(prob, theta, beta, warm.u, phi=phi)
-        warm.update(st)
-        self.evaluations += 1
-        if not np.isfinite(st.pdev):
-            return np.inf
-        self.integrand_evaluations += len(prob.y) * self.rule.size
-        dev = deviance_at_state(prob, st, self.rule, phi)
-        return dev if np.isfinite(dev) else np.inf
-
-    def value_and_grad(self, prob, theta, beta, warm, phi):
-        st = pirls(prob, theta, beta, warm.u, phi=phi)
-        warm.update(st)
-        self.evaluations += 1
-        if not np.isfinite(st.pdev):
-            return np.inf, None, None
-        self.integrand_evaluations += len(prob.y) * self.rule.size
-        if self.rule.has_negative_weights:
-            dev, gt, gb = deviance_at_state(prob, st, self.rule, phi), None, None
-        else:
-            dev, gt, gb = agq_scalar_gradient(prob, st, self.rule, phi)
-        return (dev, gt, gb) if np.isfinite(dev) else (np.inf, None, None)
-
-
-# --------------------------------------------------------------------------- the method
-
-
-def fit(design: Design, nAGQ: int = 25, grid: str | None = None) -> Fit:
+def run(design: Design, *, nAGQ: int = 25, grid: str | None = None) -> Estimate:
     """Maximum likelihood by adaptive Gauss–Hermite quadrature with nAGQ knots per dimension.
 
     grid: "product" (k^d knots; the default for d <= 2) or "sparse" (Smolyak, exact for total
     degree 2k - 1); for d >= 3 the default is whichever has fewer knots (`default_grid`).
-    A linear mixed model's likelihood is Gaussian and exact already: it is fitted as
-    method="laplace" does and labelled "agq".
     """
-    t0 = time.perf_counter()
-    if design.family.is_lmm:
-        from .laplace import fit_lmm
-
-        lmm = fit_lmm(design)
-        return dataclasses.replace(lmm, method="agq", nAGQ=int(nAGQ), seconds=time.perf_counter() - t0)
+    if design.spec.re_dist is not None:
+        return _run_nonnormal(design)
     check_integrable(design, nested=True)
-    nest = agq_nested.nesting(design)
+    nest = nesting(design)
     if nest is not None:
-        return _fit_nested(design, nAGQ, grid, nest, t0)
-    rule = _rule(design, nAGQ, grid)
+        return _run_nested(design, nAGQ, grid, nest)
+    rule = agq_rule(design, nAGQ, grid)
     objective = AGQObjective(rule)
     res = fit_ml(design, objective)
     d = design.terms[0].k
-    agq_info = {
-        "nAGQ": int(nAGQ),
-        "dim": d,
-        "grid": rule.kind if d > 1 else "gauss-hermite",
-        "knots": rule.size,
-        "negative_weights": rule.has_negative_weights,
-        "objective_evaluations": objective.evaluations,
-        "integrand_evaluations": objective.integrand_evaluations,
-    }
-    return ml_fit(design, res, method="agq", nAGQ=int(nAGQ), t0=t0, extra_optinfo={"agq": agq_info})
+    info = AGQInfo(nAGQ=nAGQ, dim=d, grid=rule.kind if d > 1 else "gauss-hermite", knots=rule.size,
+                   negative_weights=rule.has_negative_weights,
+                   objective_evaluations=objective.evaluations,
+                   integrand_evaluations=objective.integrand_evaluations)
+    return ml_estimate(design, res, method="agq", nAGQ=nAGQ, likelihood="agq", details=info)
 
 
-def _fit_nested(design: Design, nAGQ, grid, nest, t0: float) -> Fit:
+def _run_nested(design: Design, nAGQ: int, grid, nest) -> Estimate:
     """Two nested scalar terms: nested Gauss-Hermite rules, nAGQ knots per level."""
-    rule = _rule(design, nAGQ, None)
     if grid not in (None, "product"):
         raise SpecError("nested quadrature uses Gauss-Hermite rules per level: leave grid unset")
+    rule = agq_rule(design, nAGQ, None)
     outer_of, desc = nest
-    objective = agq_nested.NestedAGQObjective(rule, outer_of)
+    objective = NestedAGQObjective(rule, outer_of)
     res = fit_ml(design, objective)
-    agq_info = {
-        "nAGQ": int(nAGQ),
-        "dim": 1,
-        "grid": "nested gauss-hermite",
-        "nesting": desc,
-        "knots": rule.size ** 2,  # knot pairs per outer level
-        "negative_weights": False,
-        "objective_evaluations": objective.evaluations,
-        "integrand_evaluations": objective.integrand_evaluations,
-    }
-    return ml_fit(design, res, method="agq", nAGQ=int(nAGQ), t0=t0, extra_optinfo={"agq": agq_info})
+    info = AGQInfo(nAGQ=nAGQ, dim=1, grid="nested gauss-hermite", knots=rule.size ** 2,
+                   negative_weights=False, objective_evaluations=objective.evaluations,
+                   integrand_evaluations=objective.integrand_evaluations, nesting=desc)
+    return ml_estimate(design, res, method="agq", nAGQ=nAGQ, likelihood="agq", details=info)
 
 
-# --------------------------------------------------------------------------- Laplace adequacy
+@dataclass(frozen=True)
+class ExactQuadratureInfo:
+    """The per-group trapezoid rule of a non-normal random effect's exact ML."""
 
-_LADDER = (1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 25, 31, 41, 51, 75, 101)  # odd: a knot at the mode, as lme4 users choose
+    rule: str
+    nodes: int
+    grid_rebuilds: int
 
 
-def laplace_adequacy(fit: Fit, nAGQ: int = 25, *, tol: float = 0.01, grid: str | None = None) -> pd.DataFrame:
-    """Per cluster: the Laplace and AGQ(nAGQ) log-integrals at the fit's (θ, β), and their difference.
+def _nonnormal_unpack(design: Design, x: np.ndarray):
+    """(β, all RE parameters, φ) from the optimizer's vector (β, log estimated params[, log φ])."""
+    re = design.spec.re_dist
+    p = design.p
+    est = {nm: math.exp(x[p + i]) for i, nm in enumerate(re.estimated)}
+    phi = math.exp(x[-1]) if design.dispersion_estimated else design.fixed_phi
+    return x[:p], re.values(est), phi
 
-    Columns: level, n_obs, mode (û_j, first coordinate), laplace, agq, difference (agq - laplace)
-    and max_abs_log_t: max |log t(z)| over z = ±1, ±2 (conditional sd units, along each axis),
-    t(z) being the integrand relative to its Laplace (Gaussian) approximation (seed 003 Fig. 2);
-    0 for an exactly Gaussian integrand.
 
-    The summary is in `df.attrs["summary"]`: loglik_laplace, loglik_agq, total_difference,
-    worst_level, loglik_by_nAGQ (the AGQ log-likelihood at the same (θ, β) for increasing
-    orders), recommended_nAGQ (the smallest order within `tol` of AGQ(nAGQ); 1 means Laplace
-    is adequate) and an `advice` string (also `df.attrs["advice"]`).
+def _nonnormal_start(design: Design) -> np.ndarray:
+    """β from the GLM with the random effect at its mean (estimated parameters at 1), the
+    Pearson dispersion."""
+    re = design.spec.re_dist
+    mean_b = re.entry_moments(re.values({nm: 1.0 for nm in re.estimated}))[0]
+    beta0, phi0 = glm_irls(design.X, design.y, design.wt, design.offset + nn.term_covariate(design) * mean_b,
+                           design.family)
+    x = np.concatenate([beta0, np.zeros(len(re.estimated))])
+    return np.append(x, math.log(max(phi0, 1e-3))) if design.dispersion_estimated else x
 
-    Works for any fit with one random-effect term (Laplace, AGQ, PQL, ...): the conditional
-    modes are recomputed at the fit's (θ, β, φ).
-    """
-    design = fit.design
-    if design.family.is_lmm:
-        raise SpecError("the Laplace approximation is exact for a linear mixed model: nothing to check")
-    check_integrable(design, "laplace_adequacy")
-    rule = _rule(design, nAGQ, grid)
-    prob = design.problem()
-    s = design.structure
-    u0 = fit.u if fit.u is not None and np.shape(fit.u) == (s.q,) else None
-    st = pirls(prob, np.asarray(fit.theta_hat, float), np.asarray(fit.beta_hat, float), u0, phi=fit.phi)
-    t = design.terms[0]
-    d, m = t.k, t.nlevels
-    ldet = log_det_blocks(st)
-    g = log_integrand(prob, st, np.vstack([np.zeros((1, d)), rule.z]), fit.phi)
-    g0 = g[:, 0]
-    lap = g0 - ldet
-    agq = _signed_logsumexp(g[:, 1:], rule.w) - ldet
-    # t(z) probes
-    probes = np.concatenate([a * np.eye(d) for a in (-2.0, -1.0, 1.0, 2.0)])
-    gp = log_integrand(prob, st, probes, fit.phi)
-    max_log_t = np.max(np.abs(gp - g0[:, None]), axis=1)
-    diff = agq - lap
-    df = pd.DataFrame({
-        "level": list(t.levels),
-        "n_obs": np.bincount(t.codes, minlength=m),
-        "mode": st.u[: s.q1].reshape(m, d)[:, 0],
-        "laplace": lap,
-        "agq": agq,
-        "difference": diff,
-        "max_abs_log_t": max_log_t,
-    })
-    ll_lap, ll_agq = float(np.sum(lap)), float(np.sum(agq))
-    total = ll_agq - ll_lap
-    by_k = {}
-    for k in sorted(set(k for k in _LADDER if k < nAGQ) | {int(nAGQ)}):
-        if k == nAGQ:
-            by_k[k] = ll_agq
-        elif k == 1:
-            by_k[k] = ll_lap
-        else:
-            try:
-                rk = _rule(design, k, grid)
-            except SpecError:
-                continue
-            by_k[k] = float(np.sum(group_log_integrals(prob, st, rk, fit.phi)))
-    rec = next(k for k in sorted(by_k) if abs(by_k[k] - ll_agq) < tol) if by_k else int(nAGQ)
-    worst = int(np.argmax(np.abs(diff)))
-    worst_txt = f"worst cluster {t.levels[worst]!s} ({diff[worst]:+.3g}, max|log t| = {max_log_t[worst]:.2g})"
-    if abs(total) < tol:
-        advice = (f"Laplace is adequate: AGQ({nAGQ}) changes the log-likelihood by {total:+.3g} at the "
-                  f"fitted parameters (tolerance {tol}); {worst_txt}.")
-    else:
-        advice = (f"Laplace is not adequate here: AGQ({nAGQ}) changes the log-likelihood by {total:+.3g} "
-                  f"at the fitted parameters (tolerance {tol}); {worst_txt}. Refit with method='agq', "
-                  f"nAGQ={rec} (the smallest order whose log-likelihood is within {tol} of AGQ({nAGQ})).")
-        if rec == nAGQ:
-            advice += f" AGQ has not settled by nAGQ={nAGQ}: compare with a larger nAGQ."
-    summary = {
-        "nAGQ": int(nAGQ),
-        "grid": rule.kind if d > 1 else "gauss-hermite",
-        "loglik_laplace": ll_lap,
-        "loglik_agq": ll_agq,
-        "total_difference": total,
-        "worst_level": t.levels[worst],
-        "loglik_by_nAGQ": by_k,
-        "recommended_nAGQ": int(rec),
-        "tol": tol,
-        "advice": advice,
-    }
-    df.attrs["summary"] = summary
-    df.attrs["advice"] = advice
-    return df
+
+def _nonnormal_deviance(design: Design, grid):
+    def f(x):
+        dev = -2.0 * float(np.sum(nn.group_logliks(design, *_nonnormal_unpack(design, x), grid)))
+        return dev if np.isfinite(dev) else np.inf
+
+    return f
+
+
+def _grid(design: Design, x):
+    grid = nn.build_grid(design, *_nonnormal_unpack(design, x))
+    if grid is None:
+        raise GlmmError("exact ML: a group's integrand over the random effect does not decay at "
+                        "the current parameters; check the model (random-effect distribution, scale)")
+    return grid
+
+
+def _run_nonnormal(design: Design, max_rounds: int = 6, tol: float = 1e-9) -> Estimate:
+    """Exact ML: the grid is held fixed while (β, log params, log φ) are optimized (so the
+    objective is smooth), rebuilt at the optimum, and the optimization repeated until the
+    parameters move less than `tol`; the Hessian comes from the last round."""
+    x = _nonnormal_start(design)
+    lower = np.full(len(x), -np.inf)
+    settled, stages = False, {}
+    for r in range(max_rounds):
+        grid = _grid(design, x)
+        opt = minimize_deviance(_nonnormal_deviance(design, grid), x, lower)
+        stages[f"round{r + 1}"] = StageReport(opt.nfev, opt.nit, opt.trace)
+        moved = float(np.max(np.abs(opt.x - x))) if x.size else 0.0
+        x = opt.x
+        if moved < tol:
+            settled = True
+            break
+    grid = _grid(design, x)
+    opt = minimize_deviance(_nonnormal_deviance(design, grid), x, lower, hessian=True)
+    stages["final"] = StageReport(opt.nfev, opt.nit, opt.trace)
+    beta, pv, phi = _nonnormal_unpack(design, opt.x)
+    vcov_full = None
+    if opt.hessian is not None:
+        try:
+            vcov_full = 2.0 * np.linalg.inv(opt.hessian)
+        except np.linalg.LinAlgError:
+            vcov_full = None
+    vcov = vcov_full[: design.p, : design.p] if vcov_full is not None else np.full((design.p, design.p), np.nan)
+    mean, var = nn.conditional_moments(design, beta, pv, phi, grid)
+    m = design.terms[0].nlevels
+    re = design.spec.re_dist
+    names = tuple(design.fixef_names) + tuple(f"log({nm})" for nm in re.estimated)
+    names += ("log(phi)",) if design.dispersion_estimated else ()
+    report = OptimizerReport(stages=stages, gradient=opt.grad, hessian=opt.hessian, n_checked=len(x),
+                             success=opt.success, message=opt.message)
+    msgs = [] if settled else [f"exact ML did not settle within {max_rounds} grid rebuilds"]
+    for i, nm in enumerate(re.estimated):
+        if abs(opt.x[design.p + i]) > 25:  # e^25: the parameter ran off to its boundary
+            msgs.append(f"boundary fit: the random-effect parameter {nm} = {pv[nm]:.3g} went to its "
+                        f"{'upper' if opt.x[design.p + i] > 0 else 'lower'} limit (the random effect "
+                        "degenerates); the model is not identified on these data")
+    return Estimate(
+        method="agq", estimate_kind="ml", beta=beta, vcov_beta=vcov, theta=np.zeros(0), phi=phi,
+        u=None, u_condvar=None, ranef=(mean.reshape(m, 1),), ranef_condvar=(var.reshape(m, 1, 1),),
+        loglik=-0.5 * opt.fun, likelihood="exact", vcov_full=vcov_full, vcov_full_names=names,
+        optimizer=report, re_params=pv, method_converged=settled, messages=tuple(msgs),
+        details=ExactQuadratureInfo("trapezoid in log u" if re.support == "positive" else "trapezoid",
+                                    grid.K, len(stages) - 1),
+    )
+
+
+OPTIONS = (
+    Option("nAGQ", 25, integer(1), "quadrature knots per dimension (nAGQ=1 is Laplace)"),
+    Option("grid", None, optional(choice("product", "sparse")), "vector terms: product or sparse grid"),
+)

@@ -17,7 +17,7 @@ Dispersion
   residual scale σ² estimated (profiled) at every iteration. Random-effect covariances are
   reported as lme prints them, σ² Λ_rel Λ_rel' (so ``fit.theta_hat`` = σ·θ_rel is the Cholesky
   factor of the *absolute* random-effect covariance, the GLMM convention of this package), and the
-  residual scale goes into ``fit.phi`` = σ² (``fit.sigma`` = σ; also ``optinfo["sigma"]``).
+  residual scale goes into ``fit.phi`` = σ² (``fit.sigma`` = σ; also ``fit.details.sigma``).
   For a family with a dispersion parameter (Gamma, non-identity gaussian) σ² is its estimate and
   ``fit.varcorr`` shows it as the Residual row; for binomial/Poisson it is the quasi-likelihood
   over/under-dispersion factor that glmmPQL prints as "Residual" (not shown by ``fit.varcorr``,
@@ -31,15 +31,16 @@ conditional covariances the diagonal blocks of A⁻¹ = (Λ'Z'WZΛ + I)⁻¹ of 
 
 PQL has no likelihood: ``fit.loglik`` is None, so AIC/BIC are None, and the summary says so.
 Unlike glmmPQL this works for crossed as well as nested random effects (the LMM is the core's).
-The iteration count and whether the η criterion was met are ``optinfo["iterations"]`` and
-``fit.converged``; ``optinfo["working_response"]``/``["working_weights"]`` hold the z and W of
-the final LMM fit, ``optinfo["eta_change"]`` the relative change Σ(Δη)²/Ση² at each iteration.
+The iteration count and whether the η criterion was met are ``fit.details.iterations`` and
+``fit.converged``; ``fit.details.working_response`` / ``.working_weights`` hold the z and W of
+the final LMM fit, ``fit.details.eta_change`` the relative change Σ(Δη)²/Ση² at each iteration
+(`PQLInfo`).
 """
 
 from __future__ import annotations
 
 import math
-import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,12 +49,33 @@ from ..core.glm import glm_irls
 from ..core.optimize import minimize_deviance
 from ..design import Design
 from ..errors import SpecError
-from ..fit import Fit
-from .checks import convergence_messages
+from ..estimate import Estimate, OptimizerReport, StageReport
+from .options import Option, boolean, choice, integer, number
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 DISPERSIONS = ("estimated", "fixed")
+
+
+@dataclass(frozen=True)
+class PQLInfo:
+    """The PQL iteration: dispersion rule, σ, θ relative to σ, iterations and η changes, the
+    working response and weights of the final LMM, and its deviance."""
+
+    dispersion: str
+    sigma: float
+    sigma2: float
+    theta_relative: np.ndarray
+    iterations: int
+    niter: int
+    tol: float
+    pql_converged: bool
+    eta_change: tuple
+    lmm_deviance: float
+    working_response: np.ndarray = field(repr=False)
+    working_weights: np.ndarray = field(repr=False)
+    nfev: int = 0
+    start: str = "glm"
 
 
 def lmm_deviance_fixed_sigma(sol: ob.LmmSolution, w: np.ndarray) -> float:
@@ -76,15 +98,7 @@ def working_lmm(design: Design, eta: np.ndarray):
 def _fit_working_lmm(design: Design, z, w, theta0, estimated: bool):
     prob = design.problem(y=z, wt=w)
     s = design.structure
-
-    if estimated:
-        def f(theta):
-            return ob.lmm(prob, theta, reml=False).deviance
-    else:
-        def f(theta):
-            return lmm_deviance_fixed_sigma(ob.lmm(prob, theta, reml=False), w)
-
-    opt = minimize_theta(f, theta0, s.theta_lower, s.theta_start() > 0)
+    opt = minimize_theta(_working_deviance(prob, w, estimated), theta0, s.theta_lower, s.theta_start() > 0)
     sol = ob.lmm(prob, opt.x, reml=False)
     return opt, sol
 
@@ -125,14 +139,8 @@ def minimize_theta(f, theta0, lower, diag, *, hessian: bool = False, restarts: i
     return opt
 
 
-def fit(
-    design: Design,
-    *,
-    dispersion: str = "estimated",
-    niter: int = 10,
-    tol: float = 1e-6,
-    hessian: bool = False,
-) -> Fit:
+def run(design: Design, *, dispersion: str = "estimated", niter: int = 10, tol: float = 1e-6,
+        hessian: bool = False) -> Estimate:
     """PQL fit of `design`; see the module docstring.
 
     dispersion: "estimated" (glmmPQL, default) or "fixed" (σ² = 1, Breslow–Clayton).
@@ -141,13 +149,9 @@ def fit(
     hessian: also compute the finite-difference Hessian of the final LMM deviance in θ (for the
         convergence checks of the last θ optimization); off by default, as it costs time.
     """
-    if dispersion not in DISPERSIONS:
-        raise SpecError(f"dispersion must be one of {DISPERSIONS}, got {dispersion!r}")
-    if not isinstance(niter, (int, np.integer)) or niter < 1:
-        raise SpecError(f"niter must be a positive integer, got {niter!r}")
-    if not (tol > 0):
-        raise SpecError(f"tol must be positive, got {tol!r}")
-    t0 = time.perf_counter()
+    if design.spec.known_dispersion is not None:
+        raise SpecError("PQL estimates the dispersion of its working model (dispersion='estimated') "
+                        "or fixes it at 1 (dispersion='fixed'): a known Spec(known_dispersion=...) is not used here")
     estimated = dispersion == "estimated"
     fam = design.family
     s = design.structure
@@ -176,62 +180,43 @@ def fit(
     # report θ on the scale of the fit: absolute RE covariance for GLMMs (σ θ_rel), relative
     # to σ for the gaussian/identity LMM (whose Fit convention scales by phi)
     if fam.is_lmm or not estimated:
-        theta_hat = theta.copy()
-        u = sol.u.copy()
+        theta_hat, u = theta.copy(), sol.u.copy()
     else:
-        theta_hat = sigma * theta
-        u = sol.u / sigma
-    vcov = sigma2 * sol.factor.rx_inverse()
-    condvar = tuple(sol.factor.inverse_diag_blocks())
-
-    msgs = []
+        theta_hat, u = sigma * theta, sol.u / sigma
     final_opt = opt
     if hessian:
         prob = design.problem(y=z, wt=w)
-        if estimated:
-            f = lambda th: ob.lmm(prob, th, reml=False).deviance  # noqa: E731
-        else:
-            f = lambda th: lmm_deviance_fixed_sigma(ob.lmm(prob, th, reml=False), w)  # noqa: E731
-        final_opt = minimize_theta(f, theta, s.theta_lower, s.theta_start() > 0, hessian=True)
-    cm, ok = convergence_messages(design, theta, final_opt, 0, n_main=len(theta))
-    msgs += cm
-    if not converged:
-        msgs.append(
-            f"PQL did not converge in {niter} iterations: last relative change in eta "
-            f"{changes[-1]:.3g} (tol = {tol:g})"
-        )
-    return Fit(
-        design=design,
-        method="pql",
-        beta_hat=sol.beta.copy(),
-        vcov_beta=vcov,
-        theta_hat=theta_hat,
-        phi=sigma2,
-        u=u,
-        u_condvar=condvar,
-        loglik=None,
-        converged=bool(converged and ok),
-        messages=tuple(msgs),
-        seconds=time.perf_counter() - t0,
-        nAGQ=None,
-        estimate_kind="pql",
-        optinfo={
-            "dispersion": dispersion,
-            "sigma": sigma,
-            "sigma2": sigma2,
-            "theta_relative": theta.copy(),
-            "iterations": it,
-            "niter": niter,
-            "tol": tol,
-            "pql_converged": converged,
-            "eta_change": tuple(changes),
-            "lmm_deviance": (sol.deviance if estimated else lmm_deviance_fixed_sigma(sol, w)),
-            "working_response": z,
-            "working_weights": w,
-            "nfev": nfev,
-            "gradient": final_opt.grad,
-            "hessian": final_opt.hessian,
-            "start": "glm",
-        },
-        raw=sol,
+        final_opt = minimize_theta(_working_deviance(prob, w, estimated), theta, s.theta_lower,
+                                   s.theta_start() > 0, hessian=True)
+    report = OptimizerReport(stages={"lmm": StageReport(nfev, it)}, gradient=final_opt.grad,
+                             hessian=final_opt.hessian, n_checked=len(theta),
+                             success=final_opt.success, message=final_opt.message)
+    msgs = () if converged else (
+        f"PQL did not converge in {niter} iterations: last relative change in eta "
+        f"{changes[-1]:.3g} (tol = {tol:g})",)
+    info = PQLInfo(
+        dispersion=dispersion, sigma=sigma, sigma2=sigma2, theta_relative=theta.copy(),
+        iterations=it, niter=niter, tol=tol, pql_converged=converged, eta_change=tuple(changes),
+        lmm_deviance=sol.deviance if estimated else lmm_deviance_fixed_sigma(sol, w),
+        working_response=z, working_weights=w, nfev=nfev,
     )
+    return Estimate(
+        method="pql", estimate_kind="pql", beta=sol.beta.copy(), vcov_beta=sigma2 * sol.factor.rx_inverse(),
+        theta=theta_hat, phi=sigma2, u=u, u_condvar=tuple(sol.factor.inverse_diag_blocks()),
+        optimizer=report, method_converged=converged, messages=msgs, details=info,
+    )
+
+
+def _working_deviance(prob, w, estimated: bool):
+    """The working LMM's deviance in θ (σ² profiled, or fixed at 1)."""
+    if estimated:
+        return lambda theta: ob.lmm(prob, theta, reml=False).deviance
+    return lambda theta: lmm_deviance_fixed_sigma(ob.lmm(prob, theta, reml=False), w)
+
+
+OPTIONS = (
+    Option("dispersion", "estimated", choice(*DISPERSIONS), "estimated (glmmPQL) or fixed at 1 (Breslow-Clayton)"),
+    Option("niter", 10, integer(1), "the most working-LMM fits"),
+    Option("tol", 1e-6, number(0.0, open_low=True), "relative change of eta that ends the iteration"),
+    Option("hessian", False, boolean, "Hessian of the final working deviance (convergence checks)"),
+)

@@ -24,15 +24,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 
-from ..core.pirls import PirlsState, Problem, pirls
-from ..core.quadrature import Rule, gauss_hermite
-from ..design import Design
-from ..families import NUMPY
+from .pirls import PirlsState, Problem, pirls
+from .quadrature import Rule, gauss_hermite
 
 _CHUNK = 4_000_000  # rows x knot pairs evaluated at once
 
 
-def nesting(design: Design) -> tuple[np.ndarray, str] | None:
+def nesting(design) -> tuple[np.ndarray, str] | None:
     """(outer level of each inner level, description) when the design has exactly two scalar
     terms, the first (more levels) nested in the second; None otherwise."""
     terms = design.terms
@@ -56,7 +54,7 @@ def level_constants(prob: Problem, phi: float) -> np.ndarray:
     key = ("const", float(phi))
     if key not in cache:
         t = prob.structure.terms[0]
-        c = prob.family.dist.constant(prob.y, prob.wt, phi, NUMPY)
+        c = prob.family.loglik_constant(prob.y, prob.wt, phi)
         cache[key] = np.bincount(t.codes, weights=c, minlength=t.nlevels)
     return cache[key]
 
@@ -129,8 +127,6 @@ def nested_gradient(prob: Problem, st: PirlsState, outer_of: np.ndarray, rule: R
     fam = prob.family
     if not fam.is_canonical or not st.converged or not np.isfinite(T["logL"]):
         return T["logL"], None, None
-    from ..core.objective import _dweights
-
     s = prob.structure
     inner, outer = s.terms
     M, C = inner.nlevels, outer.nlevels
@@ -164,7 +160,7 @@ def nested_gradient(prob: Problem, st: PirlsState, outer_of: np.ndarray, rule: R
     cin, cout = inner.codes, outer.codes
     vin, vout = V[0][:, 0], V[1][:, 0]
     W = st.weights
-    W1 = _dweights(fam, st.eta, prob.wt, phi)
+    W1 = fam.dweights(st.eta, prob.wt, phi)
     s0 = W * (prob.y - st.mu) / fam.mu_eta(st.eta)  # dℓ/dη at the mode
     zero = np.zeros(n)
 

@@ -20,6 +20,7 @@ from ..core.linalg import factorize
 from ..core.optimize import OptResult, minimize_deviance
 from ..core.pirls import PirlsState, pirls
 from ..design import Design
+from ..estimate import Estimate, OptimizerReport, StageReport
 
 
 @dataclass(frozen=True)
@@ -49,16 +50,17 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
     fam = design.family
     nth = s.ntheta
     beta0, phi0 = glm_irls(design.X, design.y, design.wt, design.offset, fam)
-    disp = fam.has_dispersion
+    disp = design.dispersion_estimated
+    phi_fixed = design.fixed_phi
     warm = ob.WarmStart(s.q, beta0)
 
     # ---- stage 1: θ (and log φ) with β profiled by PIRLS
     def f1(x):
-        phi = float(np.exp(x[nth])) if disp else 1.0
+        phi = float(np.exp(x[nth])) if disp else phi_fixed
         return ob.nagq0(prob, x[:nth], warm, phi)
 
     def vg1(x):
-        phi = float(np.exp(x[nth])) if disp else 1.0
+        phi = float(np.exp(x[nth])) if disp else phi_fixed
         st1 = pirls(prob, x[:nth], warm.beta, warm.u, fit_beta=True, phi=phi)
         warm.update(st1)
         g = np.full(len(x), np.nan)
@@ -78,7 +80,7 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
     loose = {} if fast_only else {"ftol": 1e-10, "gtol": 1e-5}
     r1 = minimize_deviance(f1, x1, lo1, hessian=fast_only, value_and_grad=vg1, **loose)
     theta = r1.x[:nth]
-    phi = float(np.exp(r1.x[nth])) if disp else 1.0
+    phi = float(np.exp(r1.x[nth])) if disp else phi_fixed
     st = pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi)
     beta = st.beta
     vcov_cond = st.factor.rx_inverse()  # unscaled: W already carries 1/φ
@@ -94,11 +96,11 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
     warm2.u = st.u
 
     def f2(x):
-        phi_ = float(np.exp(x[nth + p])) if disp else 1.0
+        phi_ = float(np.exp(x[nth + p])) if disp else phi_fixed
         return nAGQ_objective(prob, x[:nth], x[nth : nth + p], warm2, phi_)
 
     def vg(x):
-        phi_ = float(np.exp(x[nth + p])) if disp else 1.0
+        phi_ = float(np.exp(x[nth + p])) if disp else phi_fixed
         fx, gt, gb = nAGQ_objective.value_and_grad(prob, x[:nth], x[nth : nth + p], warm2, phi_)
         g = np.full(len(x), np.nan)
         if gt is not None:
@@ -124,7 +126,7 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
                            ftol=1e-12, gtol=1e-6)
     theta = r2.x[:nth]
     beta = r2.x[nth : nth + p]
-    phi = float(np.exp(r2.x[nth + p])) if disp else 1.0
+    phi = float(np.exp(r2.x[nth + p])) if disp else phi_fixed
     st = pirls(prob, theta, beta, warm2.u, phi=phi)
     vcov_full = None
     vcov = None
@@ -143,34 +145,28 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
                     failures + warm2.pirls_failures, time.perf_counter() - t0)
 
 
-def _opt_summary(r: OptResult | None):
-    return None if r is None else {"nfev": r.nfev, "nit": r.nit, "trace": r.trace}
+def _stage(r: OptResult) -> StageReport:
+    return StageReport(nfev=r.nfev, nit=r.nit, trace=r.trace)
 
 
-def ml_fit(design: Design, res: MLResult, *, method: str, nAGQ: int, t0: float,
-           extra_messages=(), extra_optinfo=None):
-    """The Fit of a two-stage ML result, with lme4-style convergence checks."""
-    from ..fit import Fit
-    from .checks import convergence_messages
-
-    opt = res.stage2 if res.stage2 is not None else res.stage1
-    n_main = len(res.theta) + (design.p if res.stage2 is not None else 0)
-    msgs, ok = convergence_messages(design, res.theta, opt, res.pirls_failures, n_main=n_main)
-    if not np.isfinite(res.deviance):
-        msgs.append("the deviance is not finite at the optimum")
-        ok = False
-    msgs += list(extra_messages)
-    optinfo = {
-        "stage1": _opt_summary(res.stage1),
-        "stage2": _opt_summary(res.stage2),
-        "gradient": opt.grad,
-        "hessian": opt.hessian,
-        "vcov_full": res.vcov_full,
-        **(extra_optinfo or {}),
-    }
-    return Fit(
-        design=design, method=method, beta_hat=res.beta, vcov_beta=res.vcov, theta_hat=res.theta,
+def ml_estimate(design: Design, res: MLResult, *, method: str, nAGQ: int, likelihood: str,
+                details=None) -> Estimate:
+    """The Estimate of a two-stage ML result: the optimizer's report for the builder's checks."""
+    final = res.stage2 if res.stage2 is not None else res.stage1
+    stages = {"stage1": _stage(res.stage1)}
+    if res.stage2 is not None:
+        stages["stage2"] = _stage(res.stage2)
+    n_checked = len(res.theta) + (design.p if res.stage2 is not None else 0)
+    report = OptimizerReport(stages=stages, gradient=final.grad, hessian=final.hessian,
+                             n_checked=n_checked, success=final.success, message=final.message,
+                             pirls_failures=res.pirls_failures)
+    names = None
+    if res.vcov_full is not None:
+        names = tuple(design.theta_names) + tuple(design.fixef_names)
+        names += ("log(phi)",) * (res.vcov_full.shape[0] - len(names))
+    return Estimate(
+        method=method, estimate_kind="ml", beta=res.beta, vcov_beta=res.vcov, theta=res.theta,
         phi=res.phi, u=res.state.u, u_condvar=tuple(res.state.factor.inverse_diag_blocks()),
-        loglik=-0.5 * res.deviance, converged=ok, messages=tuple(msgs),
-        seconds=time.perf_counter() - t0, nAGQ=nAGQ, estimate_kind="ml", optinfo=optinfo, raw=res,
+        loglik=-0.5 * res.deviance, likelihood=likelihood, nAGQ=nAGQ, vcov_full=res.vcov_full,
+        vcov_full_names=names, optimizer=report, details=details,
     )

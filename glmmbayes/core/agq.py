@@ -1,0 +1,334 @@
+"""Adaptive Gauss–Hermite quadrature for the random effects of one term (seed 003 §3).
+
+The model has one random-effect term, so the integral over u factors into one d-dimensional
+integral per level j of its grouping factor (d = 1 is lme4's case):
+
+    L_j(θ, β) = ∫ exp(ℓ_j(u)) φ_d(u) du,      ℓ_j(u) = Σ_{i: g(i)=j} log p(y_i | η_i(u)).
+
+With the conditional mode û_j from PIRLS and the per-level Cholesky block L_j of
+A = Λ'Z'WZΛ + I (A_j = L_j L_j'), the change of variable u = û_j + L_j^{-T} z gives
+
+    L_j = |L_j|^{-1} ∫ exp(g_j(z)) φ_d(z) dz,   g_j(z) = ℓ_j(u(z)) - ‖u(z)‖²/2 + ‖z‖²/2,
+
+and the quadrature  L_j ≈ |L_j|^{-1} Σ_i w_i exp(g_j(z_i)). For d = 1 the knots are lme4's
+û_j + z_i / L_jj (eq. 23); nAGQ = 1 (the single knot z = 0) is exactly the Laplace deviance.
+exp(g_j(z) - g_j(0)) is seed 003's t(z): the integrand relative to its Gaussian approximation.
+
+For d >= 2 the rule is a product Gauss–Hermite grid (k^d knots) or a Smolyak sparse grid,
+see `glmmbayes.core.quadrature`. The log-likelihood is fully normalized (lme4's nAGQ > 1 logLik
+leaves out Σ log dbinom(y, n, y/n); we never do).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..errors import SpecError
+from .nested import level_constants, nesting
+from .pirls import PirlsState, Problem, pirls
+from .quadrature import Rule, default_grid, make_rule
+
+MAX_NODES = 200_000  # a product grid larger than this is refused (use grid="sparse" or a lower nAGQ)
+_CHUNK = 2_000_000  # rows x knots evaluated at once
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_integrable(design, what: str = "method='agq'", *, nested: bool = False) -> None:
+    """AGQ needs the random effects of exactly one term (one grouping factor), or, with
+    `nested`, two scalar terms one nested in the other (`glmmbayes.core.nested`)."""
+    terms = design.terms
+    if len(terms) == 1 or (nested and nesting(design) is not None):
+        return
+    if not terms:
+        raise SpecError(f"{what} needs a random-effect term; this model has none")
+    names = ", ".join(str(t) for t in terms)
+    groups = {t.group_name for t in terms}
+    hint = ""
+    if len({tuple(t.group_vars) for t in terms}) == 1:
+        hint = (" (the terms share one grouping factor: write them as one term, e.g. "
+                f"(1 + x | {terms[0].group_name}), to integrate them jointly)")
+    raise SpecError(
+        f"{what} integrates the random effects of a single term with one grouping factor; this "
+        f"model has {len(terms)} terms ({names}) over {len(groups)} grouping factor(s){hint}, whose "
+        "integral does not factor into low-dimensional pieces"
+        + (" (two scalar terms with one factor nested in the other, e.g. (1 | community/mother), "
+           "are integrated by nested quadrature)" if nested else "")
+        + ". Use method='laplace' (nAGQ=1) instead."
+    )
+
+
+def agq_rule(design, nAGQ: int, grid: str | None) -> Rule:
+    """The quadrature rule for the (single) term of `design`; a product grid too large to
+    evaluate is refused with the way out."""
+    d = design.terms[0].k
+    if (grid or default_grid(int(nAGQ), d)) == "product" and float(nAGQ) ** d > MAX_NODES:
+        raise SpecError(
+            f"a product grid of nAGQ={nAGQ} in {d} dimensions has {nAGQ}^{d} knots; "
+            "use grid='sparse' or a smaller nAGQ"
+        )
+    return make_rule(int(nAGQ), d, grid)
+
+
+# --------------------------------------------------------------------------- the quadrature
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """The rows sorted by level of the grouping factor, so that the per-level sums over
+    rows x knots are contiguous reductions (np.add.reduceat) rather than scattered ones."""
+
+    order: np.ndarray  # row permutation
+    codes: np.ndarray  # level of each sorted row
+    starts: np.ndarray  # first sorted row of each level
+    counts: np.ndarray  # rows per level (m,)
+    y: np.ndarray
+    wt: np.ndarray
+    X: np.ndarray
+    x: np.ndarray  # the term's covariate (d = 1)
+    level_constant_x: bool  # the covariate is constant within each level (an intercept term)
+    _work: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def level_sums(self, a: np.ndarray) -> np.ndarray:
+        """(K, n) sorted rows -> (m, K): the sum over each level's rows, per knot."""
+        return np.add.reduceat(a, self.starts, axis=1).T
+
+    def spread(self, a: np.ndarray) -> np.ndarray:
+        """(m, K) per level -> (K, n) for the sorted rows."""
+        return np.repeat(np.ascontiguousarray(a.T), self.counts, axis=1)
+
+    def workspace(self, K: int) -> np.ndarray:
+        """A (K, n) scratch array kept for the fit (the kernel's, summed as soon as it is made)."""
+        if self._work.get("K") != K:
+            self._work.update(K=K, array=np.empty((K, len(self.codes))))
+        return self._work["array"]
+
+
+def _layout(prob: Problem) -> _Layout:
+    cache = prob.__dict__.setdefault("_agq_cache", {})
+    if "layout" not in cache:
+        t = prob.structure.terms[0]
+        order, counts, starts = prob.structure.level_order(0)
+        xs = np.ascontiguousarray(t.X[order, 0])
+        cache["layout"] = _Layout(
+            order=order, codes=t.codes[order], starts=starts, counts=counts,
+            y=prob.y[order], wt=prob.wt[order], X=np.ascontiguousarray(prob.X[order]),
+            x=xs, level_constant_x=bool(np.all(xs == np.repeat(xs[starts], counts))),
+        )
+    return cache["layout"]
+
+
+def log_integrand(prob: Problem, st: PirlsState, z: np.ndarray, phi: float = 1.0) -> np.ndarray:
+    """g_j(z) for every level j (rows) and knot z (columns): (m, K)."""
+    s = prob.structure
+    t = s.terms[0]
+    m, d = t.nlevels, t.k
+    z = np.asarray(z, float).reshape(-1, d)
+    lay = _layout(prob)
+    Linv = st.factor.L1inv  # (m, d, d): L_j^{-1}
+    U = st.u[: s.q1].reshape(m, d)
+    V = st.V[0][lay.order]  # (n, d): rows of ZΛ, sorted by level
+    # η_i(u(z)) = η̂_i + V_i'(L_j^{-T} z) = η̂_i + (L_j^{-1} V_i)'z
+    if d == 1:
+        Vt = Linv[lay.codes, 0, 0][:, None] * V
+    else:
+        Vt = np.einsum("nij,nj->ni", Linv[lay.codes], V)
+    eta0 = st.eta[lay.order]
+    n, K = len(eta0), z.shape[0]
+    fam = prob.family
+    S = np.empty((m, K))
+    step = max(1, _CHUNK // max(n, 1))
+    for a in range(0, K, step):
+        eta = z[a : a + step] @ Vt.T  # (knots, rows)
+        eta += eta0
+        S[:, a : a + step] = lay.level_sums(fam.loglik_kernel(lay.y, eta, lay.wt, phi))
+    # u(z) = û_j + L_j^{-T} z
+    Uz = U[:, None, :] + np.einsum("mji,kj->mki", Linv, z)
+    return (S + level_constants(prob, phi)[:, None] - 0.5 * np.sum(Uz * Uz, axis=2)
+            + 0.5 * np.sum(z * z, axis=1)[None, :])
+
+
+def log_det_blocks(st: PirlsState) -> np.ndarray:
+    """log |L_j| for each level (L_j the Cholesky factor of the level's block of A)."""
+    return -np.sum(np.log(np.diagonal(st.factor.L1inv, axis1=1, axis2=2)), axis=1)
+
+
+def signed_logsumexp(g: np.ndarray, w: np.ndarray) -> np.ndarray:
+    gmax = np.max(g, axis=1, keepdims=True)
+    with np.errstate(over="ignore", invalid="ignore"):
+        tot = np.sum(w[None, :] * np.exp(g - gmax), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log(tot) + gmax[:, 0]
+    return np.where(tot > 0, out, -np.inf)  # a sparse grid's sum can go negative on a bad integrand
+
+
+def group_log_integrals(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0) -> np.ndarray:
+    """log L_j for every level of the (single) grouping factor, by adaptive quadrature with `rule`."""
+    g = log_integrand(prob, st, rule.z, phi)
+    return signed_logsumexp(g, rule.w) - log_det_blocks(st)
+
+
+def deviance_at_state(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0) -> float:
+    """-2 log-likelihood (fully normalized) by AGQ at a PIRLS state."""
+    return float(-2.0 * np.sum(group_log_integrals(prob, st, rule, phi)))
+
+
+def agq_deviance(prob: Problem, theta, beta, nAGQ: int = 25, *, grid: str | None = None,
+                 phi: float = 1.0, u0=None, rule: Rule | None = None) -> float:
+    """-2 log-likelihood at (θ, β) by AGQ with nAGQ knots per dimension (PIRLS run here)."""
+    if rule is None:
+        rule = make_rule(int(nAGQ), prob.structure.terms[0].k, grid)
+    st = pirls(prob, np.asarray(theta, float), np.asarray(beta, float), u0, phi=phi)
+    if not np.isfinite(st.pdev):
+        return np.inf
+    return deviance_at_state(prob, st, rule, phi)
+
+
+_EXP_SAFE = 700.0  # |η| below which exp(η) and 1 + exp(η) are finite
+
+
+def _knot_loglik(prob: Problem, lay: _Layout, st: PirlsState, Vs, z, Lj, phi):
+    """(Σ over each level's rows of the log-likelihood kernel at every knot (m, K),
+    dℓ/dη at every knot and sorted row (K, n)) for one scalar term.
+
+    η_iz = η̂_i + c_i z with c_i = V_i / L_j. For an intercept term c is constant within a
+    level, so with the canonical binomial and Poisson links exp(η_iz) = exp(η̂_i) exp(c_j z)
+    costs a product instead of an exponential, and the linear part Σ_i k_i η_iz is a per-level
+    sum: what remains per row and knot is one log (binomial) or nothing (Poisson).
+    """
+    fam = prob.family
+    eta0 = st.eta[lay.order]
+    c = Vs / Lj[lay.codes]
+    canon = fam.fast_canonical
+    fast = (lay.level_constant_x and canon is not None
+            and float(np.max(np.abs(eta0))) + float(np.max(np.abs(c))) * float(np.max(np.abs(z)))
+            < _EXP_SAFE)
+    if not fast:
+        eta = z[:, None] * c[None, :]
+        eta += eta0
+        ker, dl = fam.kernel_and_score(lay.y, eta, lay.wt, phi)
+        return lay.level_sums(ker), dl
+    k, wt = lay.y * lay.wt, lay.wt
+    unit = bool(np.all(wt == 1.0))
+    cj = c[lay.starts]  # c per level
+    lin = np.bincount(lay.codes, weights=k * eta0, minlength=len(cj))[:, None] + np.outer(
+        cj * np.bincount(lay.codes, weights=k, minlength=len(cj)), z)
+    ker = lay.workspace(len(z))
+    t = lay.spread(np.exp(np.outer(cj, z)))
+    t *= np.exp(eta0)  # exp(η) at every knot and row
+    canon.cumulant_from_exp(t, ker)  # ker = A(η) (binomial log(1 + e^η), Poisson e^η), t = μ
+    if not unit:
+        ker *= wt
+    S = lin - lay.level_sums(ker)
+    if not unit:
+        t *= wt
+    np.subtract(k, t, out=t)  # dℓ/dη = k - wt μ
+    return S, t
+
+
+def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0):
+    """(deviance, gradient in θ, gradient in β) of the AGQ deviance for one scalar term.
+
+    With knots u_jz = û_j + z/L_j (L_j² = A_j = Σ W_i V_i² + 1 at the mode) and
+    log L_j = log Σ_z w_z exp g_j(z) - log L_j, each parameter p moves g_j(z) directly (through
+    η = Xβ + V u, V = xθ) and through the knots: du_jz = dû_j - z dA_j / (2 L_j³), with dû_j from
+    the stationarity of the mode and dA_j through the weights W(η) at the mode. Canonical links
+    only (A is then the Hessian in u); otherwise (f, None, None).
+    """
+    fam = prob.family
+    s = prob.structure
+    t = s.terms[0]
+    if t.k != 1 or not fam.is_canonical or not st.converged:
+        return deviance_at_state(prob, st, rule, phi), None, None
+    m, codes, X = t.nlevels, t.codes, prob.X
+    p = X.shape[1]
+    lay = _layout(prob)
+    z, lw = rule.z[:, 0], np.log(np.maximum(rule.w, 1e-300))
+    Lj = 1.0 / st.factor.L1inv[:, 0, 0]
+    Aj = Lj * Lj
+    V = st.V[0][:, 0]
+    x = t.X[:, 0]
+    uhat = st.u[:m]
+    uz = uhat[:, None] + z[None, :] / Lj[:, None]  # (m, K)
+    # every (knots, rows) array is over the rows sorted by level
+    Vs = V[lay.order]
+    S, dl = _knot_loglik(prob, lay, st, Vs, z, Lj, phi)
+    g = S + level_constants(prob, phi)[:, None] - 0.5 * uz * uz + 0.5 * z[None, :] ** 2
+    h = g + lw[None, :]
+    hmax = h.max(axis=1, keepdims=True)
+    e = np.exp(h - hmax)
+    tot = e.sum(axis=1)
+    logL = np.log(tot) + hmax[:, 0] - np.log(Lj)
+    dev = float(-2.0 * np.sum(logL))
+    pi = e / tot[:, None]
+    # Σ_z π_jz dg_j(z) splits into row sums and knot sums per group, so no (K, n) array is
+    # built per parameter:  Σ_i df_i r_i + Σ_jz π_jz u_jz dθ Gx_jz + a_j dû_j - b_j dA_j / (2 L_j³)
+    r = np.einsum("kn,kn->n", lay.spread(pi), dl)  # Σ_z π dℓ/dη, sorted rows
+    dl *= lay.x
+    Gx = lay.level_sums(dl)  # Σ_i x_i dℓ/dη per level and knot
+    del dl
+    theta = float(Vs @ lay.x) / float(lay.x @ lay.x)  # V = x θ exactly
+    G = theta * Gx - uz  # ∂g/∂u at each knot
+    a = np.sum(pi * G, axis=1)
+    b = np.sum(pi * G * z[None, :], axis=1)
+    # quantities at the mode
+    W0 = st.weights
+    dW0 = fam.dweights(st.eta, prob.wt, phi)
+
+    def bsum(v):  # Σ over the rows of each group
+        return np.bincount(codes, weights=v, minlength=m)
+
+    def dlogL_rest(du_hat, dA):
+        return a * du_hat - b * dA / (2.0 * Lj**3) - dA / (2.0 * Aj)
+
+    # β: df = X, dV = 0
+    g_beta = lay.X.T @ r
+    for k in range(p):
+        xk = X[:, k]
+        du_hat = -bsum(W0 * V * xk) / Aj
+        deta0 = xk + V * du_hat[codes]
+        dA = bsum(dW0 * deta0 * V * V)
+        g_beta[k] += np.sum(dlogL_rest(du_hat, dA))
+    g_beta *= -2.0
+    # θ: df = 0, dV = x
+    dl0 = W0 * (prob.y - st.mu) / fam.mu_eta(st.eta)
+    du_hat = (-bsum(W0 * V * x) * uhat + bsum(dl0 * x)) / Aj
+    deta0 = x * uhat[codes] + V * du_hat[codes]
+    dA = bsum(dW0 * deta0 * V * V + 2.0 * W0 * V * x)
+    g_theta = np.array([-2.0 * (float(np.sum(pi * uz * Gx)) + np.sum(dlogL_rest(du_hat, dA)))])
+    return dev, g_theta, g_beta
+
+
+class AGQObjective:
+    """The stage-2 objective for `fit_ml`: PIRLS for û at (θ, β), then the AGQ sum per group."""
+
+    def __init__(self, rule: Rule):
+        self.rule = rule
+        self.evaluations = 0
+        self.integrand_evaluations = 0  # rows x knots
+
+    def __call__(self, prob, theta, beta, warm, phi):
+        st = pirls(prob, theta, beta, warm.u, phi=phi)
+        warm.update(st)
+        self.evaluations += 1
+        if not np.isfinite(st.pdev):
+            return np.inf
+        self.integrand_evaluations += len(prob.y) * self.rule.size
+        dev = deviance_at_state(prob, st, self.rule, phi)
+        return dev if np.isfinite(dev) else np.inf
+
+    def value_and_grad(self, prob, theta, beta, warm, phi):
+        st = pirls(prob, theta, beta, warm.u, phi=phi)
+        warm.update(st)
+        self.evaluations += 1
+        if not np.isfinite(st.pdev):
+            return np.inf, None, None
+        self.integrand_evaluations += len(prob.y) * self.rule.size
+        if self.rule.has_negative_weights:
+            dev, gt, gb = deviance_at_state(prob, st, self.rule, phi), None, None
+        else:
+            dev, gt, gb = agq_scalar_gradient(prob, st, self.rule, phi)
+        return (dev, gt, gb) if np.isfinite(dev) else (np.inf, None, None)
