@@ -50,8 +50,8 @@ def _levels():
 
 
 def test_names():
-    assert datasets.names() == ("bacteria", "cbpp", "Contraception", "grouseticks", "guImmun", "sleepstudy",
-                                "VerbAgg")
+    assert datasets.names() == ("bacteria", "cbpp", "Contraception", "grouseticks", "guImmun", "Oats", "Owls",
+                                "sleepstudy", "VerbAgg")
     assert set(_levels()) == set(datasets.names())
 
 

@@ -1,8 +1,8 @@
-"""Example data sets from R (lme4, mlmRev, MASS), shipped with the package.
+"""Example data sets from R (lme4, mlmRev, MASS, nlme, glmmTMB), shipped with the package.
 
 >>> from glmmbayes import datasets
 >>> datasets.names()
-('bacteria', 'cbpp', 'Contraception', 'grouseticks', 'guImmun', 'sleepstudy', 'VerbAgg')
+('bacteria', 'cbpp', 'Contraception', 'grouseticks', 'guImmun', 'Oats', 'Owls', 'sleepstudy', 'VerbAgg')
 >>> cbpp = datasets.load("cbpp")
 
 Every R factor becomes a pandas ``Categorical`` with R's level order (``levels.json``);
@@ -23,7 +23,8 @@ from glmmbayes.errors import DataError
 
 __all__ = ["load", "names", "describe"]
 
-_NAMES: tuple[str, ...] = ("bacteria", "cbpp", "Contraception", "grouseticks", "guImmun", "sleepstudy", "VerbAgg")
+_NAMES: tuple[str, ...] = ("bacteria", "cbpp", "Contraception", "grouseticks", "guImmun", "Oats", "Owls", "sleepstudy",
+                             "VerbAgg")
 _BY_LOWER = {n.lower(): n for n in _NAMES}
 
 _DESCRIPTIONS = {
@@ -77,6 +78,26 @@ _DESCRIPTIONS = {
         "PQL and for lme4's optimizer. Typical binomial GLMM: immun ~ kid2p + mom25p + ord + "
         "ethn + momEd + husEd + momWork + rural + pcInd81 + (1 | mom) + (1 | comm); the response "
         "is immun == \"Y\"."
+    ),
+    "Oats": (
+        "Oats (R package nlme): split-plot field trial of oats (Yates 1935), 6 blocks with 3 "
+        "varieties on whole plots and 4 nitrogen levels on subplots; 72 rows. Columns: Block "
+        "(factor VI/V/III/IV/II/I, nlme's level order; ordered in nlme, an unordered Categorical "
+        "here), Variety (factor Golden Rain/Marvellous/Victory), nitro (float, nitrogen in "
+        "cwt/acre: 0, 0.2, 0.4, 0.6), yield (int, bushels/acre). Exported as a plain data.frame "
+        "(nlme's groupedData attributes dropped). Typical mixed model with varieties nested in "
+        "blocks: yield ~ nitro + Variety + (1 | Block/Variety), as an LMM or e.g. with a Gamma or "
+        "Gaussian family and a log link."
+    ),
+    "Owls": (
+        "Owls (R package glmmTMB): begging of barn owl nestlings (Roulin and Bersier 2007; Zuur et "
+        "al. 2009); 599 rows, one per parent arrival at a nest. Columns: Nest (factor, 27 nests), "
+        "FoodTreatment (factor Deprived/Satiated), SexParent (factor Female/Male), ArrivalTime "
+        "(float, hour of arrival), SiblingNegotiation (int, calls by the brood in the 30 s before "
+        "arrival), BroodSize (int, 1-7 chicks), NegPerChick (float, SiblingNegotiation / "
+        "BroodSize, rounded to 8 decimals), logBroodSize (float, log(BroodSize)); the last two "
+        "come with glmmTMB's copy. Typical negative binomial GLMM with an exposure offset: "
+        "SiblingNegotiation ~ FoodTreatment * SexParent + offset(log(BroodSize)) + (1 | Nest)."
     ),
     "sleepstudy": (
         "sleepstudy (R package lme4): reaction times of 18 subjects under sleep deprivation "
