@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrs, dtrtrs
 
 
-def _lsolve(L: np.ndarray, b: np.ndarray, trans: bool = False) -> np.ndarray:
+def lsolve(L: np.ndarray, b: np.ndarray, trans: bool = False) -> np.ndarray:
     """L^{-1} b (or L^{-T} b) for a lower-triangular L, by LAPACK directly: the scipy.linalg
     wrapper's checks cost more than the solve at the sizes of most models. L' is an
     upper-triangular Fortran-ordered view of C-ordered L, so nothing is copied."""
@@ -36,13 +36,13 @@ def _cho_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
 def theta_to_lower(theta_t: np.ndarray, k: int) -> np.ndarray:
     """k x k lower-triangular factor from θ stacked column-wise (lme4's order)."""
     T = np.zeros((k, k))
-    rows, cols = _colwise_tril(k)
+    rows, cols = colwise_tril(k)
     T[rows, cols] = theta_t
     return T
 
 
 @lru_cache(maxsize=None)
-def _colwise_tril(k: int):
+def colwise_tril(k: int):
     cols, rows = np.triu_indices(k)  # column-wise enumeration of the lower triangle
     rows.setflags(write=False)
     cols.setflags(write=False)
@@ -50,7 +50,7 @@ def _colwise_tril(k: int):
 
 
 def theta_diag_mask(k: int) -> np.ndarray:
-    rows, cols = _colwise_tril(k)
+    rows, cols = colwise_tril(k)
     return rows == cols
 
 
@@ -250,7 +250,7 @@ class Factor:
         if self.L22 is None:
             return y1
         rhs2 = b[q1:] - self._l21_mult(y1)
-        y2 = _lsolve(self.L22, rhs2)
+        y2 = lsolve(self.L22, rhs2)
         return np.concatenate([y1, y2], axis=0)
 
     def backward(self, y: np.ndarray) -> np.ndarray:
@@ -258,7 +258,7 @@ class Factor:
         q1 = self.s.q1
         if self.L22 is None:
             return self._head_apply(self.L1inv, y, transpose=True)
-        x2 = _lsolve(self.L22, y[q1:], trans=True)
+        x2 = lsolve(self.L22, y[q1:], trans=True)
         x1 = self._head_apply(self.L1inv, y[:q1] - self._l21t_mult(x2), transpose=True)
         return np.concatenate([x1, x2], axis=0)
 
@@ -268,14 +268,14 @@ class Factor:
     def solve_joint(self, bu: np.ndarray, bb: np.ndarray):
         """Solve the bordered system for (x_u, x_beta)."""
         yu = self.forward(bu)
-        yb = _lsolve(self.RX, bb - self.LX.T @ yu)
-        xb = _lsolve(self.RX, yb, trans=True)
+        yb = lsolve(self.RX, bb - self.LX.T @ yu)
+        xb = lsolve(self.RX, yb, trans=True)
         xu = self.backward(yu - self.LX @ xb)
         return xu, xb
 
     def rx_inverse(self) -> np.ndarray:
         """(RX RX')^{-1}: the unscaled covariance of beta given θ."""
-        Rinv = _lsolve(self.RX, np.eye(self.RX.shape[0]))
+        Rinv = lsolve(self.RX, np.eye(self.RX.shape[0]))
         return Rinv.T @ Rinv
 
     def inverse_diag_blocks(self) -> list[np.ndarray]:
@@ -285,7 +285,7 @@ class Factor:
         out = [first]
         if self.L22 is None:
             return out
-        L22inv = _lsolve(self.L22, np.eye(s.q2))
+        L22inv = lsolve(self.L22, np.eye(s.q2))
         # G = L22^{-1} L21 L11^{-1}: the coupling of the head into the tail of A^{-1}
         G = L22inv @ np.asarray((self.L21 @ _blockdiag(self.L1inv)).todense())
         m0, k0 = s.m[0], s.k[0]

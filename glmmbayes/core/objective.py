@@ -106,7 +106,7 @@ def lmm_gradient(prob: Problem, sol: LmmSolution, reml: bool = False) -> np.ndar
     matrix M, and tr(M^{-1} dM) adds 2 Σ_i w_i (ZΛQ)_i·(ZdΛQ)_i - 2 Σ_i w_i (ZdΛQ)_i·(X RX^{-T})_i
     with Q = A^{-1}Λ'Z'WX RX^{-T}. Cost O(n (k + p)) per component after one projection pass.
     """
-    from .linalg import _colwise_tril, _lsolve, row_projections
+    from .linalg import colwise_tril, lsolve, row_projections
 
     s = prob.structure
     f, V, w, X = sol.factor, sol.V, prob.wt, prob.X
@@ -116,15 +116,15 @@ def lmm_gradient(prob: Problem, sol: LmmSolution, reml: bool = False) -> np.ndar
     Ph, Pt = row_projections(f, V)
     dof = n - p if reml else n
     if reml:
-        Q = _lsolve(f.RX, f.backward(f.LX).T).T  # (q, p)
+        Q = lsolve(f.RX, f.backward(f.LX).T).T  # (q, p)
         wZLQ = w[:, None] * np.column_stack([s.zl_mult(V, Q[:, j]) for j in range(p)])
-        wXR = w[:, None] * _lsolve(f.RX, X.T).T  # W X RX^{-T}
+        wXR = w[:, None] * lsolve(f.RX, X.T).T  # W X RX^{-T}
     g = np.empty(s.ntheta)
     tail_off = 0
     for ti, t in enumerate(s.terms):
         U = sol.u[s.u_offsets[ti] : s.u_offsets[ti + 1]].reshape(t.nlevels, t.k)
         P = Ph if ti == 0 else Pt[:, tail_off : tail_off + t.k]
-        rows, cols = _colwise_tril(t.k)  # θ order: column-wise lower triangle
+        rows, cols = colwise_tril(t.k)  # θ order: column-wise lower triangle
         for j, (r, c) in enumerate(zip(rows, cols)):
             xr = t.X[:, r]
             val = 2.0 * float(np.sum(w * xr * P[:, c]))  # d log|A|
@@ -136,13 +136,6 @@ def lmm_gradient(prob: Problem, sol: LmmSolution, reml: bool = False) -> np.ndar
         if ti > 0:
             tail_off += t.k
     return g
-
-
-def _dweights(fam, eta, wt, phi):
-    h = 1e-5 * np.maximum(1.0, np.abs(eta))
-    wp = fam.working_weights(eta + h, wt, phi)[0]
-    wm = fam.working_weights(eta - h, wt, phi)[0]
-    return (wp - wm) / (2.0 * h)
 
 
 def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: bool = True,
@@ -161,12 +154,12 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     fam = prob.family
     if not fam.is_canonical or not st.converged:
         return None, None
-    from .linalg import _colwise_tril, leverages, row_projections
+    from .linalg import colwise_tril, leverages, row_projections
 
     s = prob.structure
     X, V, eta, w = prob.X, st.V, st.eta, st.weights
     g = -2.0 * w * (prob.y - st.mu) / fam.mu_eta(eta)  # -2 dℓ/dη
-    dW = _dweights(fam, eta, prob.wt, phi)
+    dW = fam.dweights(eta, prob.wt, phi)
     proj = row_projections(st.factor, V)
     Ph, Pt = proj
     wl = dW * leverages(st.factor, V, proj)
@@ -192,7 +185,7 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     for ti, t in enumerate(s.terms):
         U = st.u[s.u_offsets[ti] : s.u_offsets[ti + 1]].reshape(t.nlevels, t.k)
         P = Ph if ti == 0 else Pt[:, tail_off : tail_off + t.k]
-        rows, cols = _colwise_tril(t.k)  # θ order: column-wise lower triangle
+        rows, cols = colwise_tril(t.k)  # θ order: column-wise lower triangle
         for j, (r, c) in enumerate(zip(rows, cols)):
             k = s.theta_offsets[ti] + j
             xr = t.X[:, r]

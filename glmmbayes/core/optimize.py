@@ -161,40 +161,17 @@ def minimize_deviance(
     res = minimize(grad_z, z0, jac=True, method="L-BFGS-B", bounds=bounds, callback=cb, options=opts)
     z = res.x
     fx, g = grad_z(z)
-    # A variance at its bound 0 is a stationary point of a deviance that is even in that θ
-    # (flipping the sign of a column of Λ changes nothing), so a gradient method can stop
-    # there although the optimum is inside. Probe inward, as a derivative-free method would.
     for _ in range(3):
-        at_bound = np.flatnonzero(np.isfinite(zl) & (z - zl < 1e-6))
-        best = None
-        for i in at_bound:
-            for delta in (0.05, 0.2, 0.5, 1.0):
-                zp = z.copy()
-                zp[i] = zl[i] + delta / abs(P[i, i])
-                fp = fz(zp)
-                if fp < fx - 1e-7 * (1 + abs(fx)) and (best is None or fp < best[0]):
-                    best = (fp, zp)
-        if best is None:
+        start = _inward_probe(fz, z, fx, zl, P)
+        if start is None:
             break
-        res = minimize(grad_z, best[1], jac=True, method="L-BFGS-B", bounds=bounds, callback=cb, options=opts)
+        res = minimize(grad_z, start, jac=True, method="L-BFGS-B", bounds=bounds, callback=cb, options=opts)
         z = res.x
         fx, g = grad_z(z)
     H = None
     if hessian:
         Hz = _hessian_z(fz, grad_z, z, fx, zl, analytic=value_and_grad is not None)
-        # one Newton polish on the free coordinates: cheap given Hz, and it removes the
-        # last digits of optimizer slack that finite-difference gradients leave
-        free = ~(np.isfinite(zl) & (z - zl < 1e-8) & (g > 0))
-        if np.any(free):
-            try:
-                step = np.zeros(d)
-                step[free] = -np.linalg.solve(Hz[np.ix_(free, free)], g[free])
-                zn = np.maximum(z + step, np.where(np.isfinite(zl), zl, -np.inf))
-                fn, gn = grad_z(zn)
-                if fn < fx:
-                    z, fx, g = zn, fn, gn
-            except np.linalg.LinAlgError:
-                pass
+        z, fx, g = _newton_polish(grad_z, z, fx, g, Hz, zl)
         Pinv = np.linalg.inv(P)
         H = Pinv.T @ Hz @ Pinv
     gx = np.linalg.solve(P.T, g)
@@ -216,6 +193,39 @@ def minimize_deviance(
         trace=tuple(trace),
         inv_hessian_diag=ihd,
     )
+
+
+def _inward_probe(fz, z, fx, zl, P):
+    """A start inside the feasible region that is lower than the bound point z, or None.
+
+    A variance at its bound 0 is a stationary point of a deviance that is even in that θ
+    (flipping the sign of a column of Λ changes nothing), so a gradient method can stop there
+    although the optimum is inside. Probe inward, as a derivative-free method would."""
+    best = None
+    for i in np.flatnonzero(np.isfinite(zl) & (z - zl < 1e-6)):
+        for delta in (0.05, 0.2, 0.5, 1.0):
+            zp = z.copy()
+            zp[i] = zl[i] + delta / abs(P[i, i])
+            fp = fz(zp)
+            if fp < fx - 1e-7 * (1 + abs(fx)) and (best is None or fp < best[0]):
+                best = (fp, zp)
+    return None if best is None else best[1]
+
+
+def _newton_polish(grad_z, z, fx, g, Hz, zl):
+    """One Newton step on the free coordinates: cheap given the Hessian, and it removes the
+    last digits of optimizer slack that finite-difference gradients leave."""
+    free = ~(np.isfinite(zl) & (z - zl < 1e-8) & (g > 0))
+    if not np.any(free):
+        return z, fx, g
+    try:
+        step = np.zeros(len(z))
+        step[free] = -np.linalg.solve(Hz[np.ix_(free, free)], g[free])
+    except np.linalg.LinAlgError:
+        return z, fx, g
+    zn = np.maximum(z + step, np.where(np.isfinite(zl), zl, -np.inf))
+    fn, gn = grad_z(zn)
+    return (zn, fn, gn) if fn < fx else (z, fx, g)
 
 
 def _hessian_z(fz, grad_z, z, fx, zl, analytic: bool, h: float = 1e-3):

@@ -53,10 +53,6 @@ class PirlsState:
     V: list
 
 
-class PirlsError(RuntimeError):
-    """PIRLS could not reduce the penalized deviance (reported on the fit, not raised to users)."""
-
-
 def _pdev(prob: Problem, eta, u, phi) -> tuple[float, None]:
     """-2 Σ (η-dependent part of log p(y|η)) + ||u||²: the penalized deviance up to a constant."""
     k = float(np.sum(prob.family.loglik_kernel(prob.y, eta, prob.wt, phi)))

@@ -44,23 +44,45 @@ Objective = Callable
 
 
 def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool = False) -> MLResult:
+    """Stage 1, and unless `fast_only` (nAGQ = 0) stage 2 on `nAGQ_objective`."""
     t0 = time.perf_counter()
     prob = design.problem()
-    s = design.structure
-    fam = design.family
-    nth = s.ntheta
-    beta0, phi0 = glm_irls(design.X, design.y, design.wt, design.offset, fam)
-    disp = design.dispersion_estimated
-    phi_fixed = design.fixed_phi
-    warm = ob.WarmStart(s.q, beta0)
+    beta0, phi0 = glm_irls(design.X, design.y, design.wt, design.offset, design.family)
+    warm = ob.WarmStart(design.structure.q, beta0)
+    r1 = _stage1(design, prob, warm, phi0, fast_only)
+    nth = design.structure.ntheta
+    theta = r1.x[:nth]
+    phi = _phi(design, r1.x, nth)
+    st = pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi)
+    if fast_only:
+        return MLResult(theta, st.beta, phi, ob.laplace_value(prob, st, phi), st.factor.rx_inverse(), None,
+                        st, r1, None, warm.pirls_failures, time.perf_counter() - t0)
+    warm2 = ob.WarmStart(design.structure.q, st.beta)
+    warm2.u = st.u
+    r2 = _stage2(design, prob, nAGQ_objective, warm2, st, r1, phi)
+    p = design.p
+    theta, beta, phi = r2.x[:nth], r2.x[nth : nth + p], _phi(design, r2.x, nth + p)
+    st = pirls(prob, theta, beta, warm2.u, phi=phi)
+    vcov, vcov_full = _covariances(design, r2, st)
+    return MLResult(theta, beta, phi, r2.fun, vcov, vcov_full, st, r1, r2,
+                    warm.pirls_failures + warm2.pirls_failures, time.perf_counter() - t0)
 
-    # ---- stage 1: θ (and log φ) with β profiled by PIRLS
+
+def _phi(design: Design, x: np.ndarray, at: int) -> float:
+    """φ from the optimizer's vector (log φ at position `at`) or the fixed value."""
+    return float(np.exp(x[at])) if design.dispersion_estimated else design.fixed_phi
+
+
+def _stage1(design: Design, prob, warm, phi0: float, fast_only: bool) -> OptResult:
+    """θ (and log φ) with β profiled by PIRLS: lme4's nAGQ = 0 criterion, analytic θ-gradient."""
+    s = design.structure
+    nth = s.ntheta
+
     def f1(x):
-        phi = float(np.exp(x[nth])) if disp else phi_fixed
-        return ob.nagq0(prob, x[:nth], warm, phi)
+        return ob.nagq0(prob, x[:nth], warm, _phi(design, x, nth))
 
     def vg1(x):
-        phi = float(np.exp(x[nth])) if disp else phi_fixed
+        phi = _phi(design, x, nth)
         st1 = pirls(prob, x[:nth], warm.beta, warm.u, fit_beta=True, phi=phi)
         warm.update(st1)
         g = np.full(len(x), np.nan)
@@ -71,37 +93,26 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
             g[:nth] = gt
         return ob.laplace_value(prob, st1, phi), g
 
-    x1 = s.theta_start()
-    lo1 = s.theta_lower
-    if disp:
-        x1 = np.append(x1, np.log(phi0))
-        lo1 = np.append(lo1, -np.inf)
+    x1, lo1 = s.theta_start(), s.theta_lower
+    if design.dispersion_estimated:
+        x1, lo1 = np.append(x1, np.log(phi0)), np.append(lo1, -np.inf)
     # stage 1 only provides the start and the β scaling for stage 2 unless it is the answer
     loose = {} if fast_only else {"ftol": 1e-10, "gtol": 1e-5}
-    r1 = minimize_deviance(f1, x1, lo1, hessian=fast_only, value_and_grad=vg1, **loose)
-    theta = r1.x[:nth]
-    phi = float(np.exp(r1.x[nth])) if disp else phi_fixed
-    st = pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi)
-    beta = st.beta
-    vcov_cond = st.factor.rx_inverse()  # unscaled: W already carries 1/φ
-    failures = warm.pirls_failures
-    if fast_only:
-        dev = ob.laplace_value(prob, st, phi)
-        return MLResult(theta, beta, phi, dev, vcov_cond, None, st, r1, None, failures,
-                        time.perf_counter() - t0)
+    return minimize_deviance(f1, x1, lo1, hessian=fast_only, value_and_grad=vg1, **loose)
 
-    # ---- stage 2: (θ, β[, log φ]) on the Laplace/AGQ deviance
-    p = len(beta)
-    warm2 = ob.WarmStart(s.q, beta)
-    warm2.u = st.u
+
+def _stage2(design: Design, prob, objective, warm2, st, r1: OptResult, phi: float) -> OptResult:
+    """(θ, β[, log φ]) on the Laplace/AGQ deviance, β whitened by stage 1's covariance and θ
+    scaled by stage 1's quasi-Newton curvature."""
+    s = design.structure
+    nth, p = s.ntheta, design.p
+    disp = design.dispersion_estimated
 
     def f2(x):
-        phi_ = float(np.exp(x[nth + p])) if disp else phi_fixed
-        return nAGQ_objective(prob, x[:nth], x[nth : nth + p], warm2, phi_)
+        return objective(prob, x[:nth], x[nth : nth + p], warm2, _phi(design, x, nth + p))
 
     def vg(x):
-        phi_ = float(np.exp(x[nth + p])) if disp else phi_fixed
-        fx, gt, gb = nAGQ_objective.value_and_grad(prob, x[:nth], x[nth : nth + p], warm2, phi_)
+        fx, gt, gb = objective.value_and_grad(prob, x[:nth], x[nth : nth + p], warm2, _phi(design, x, nth + p))
         g = np.full(len(x), np.nan)
         if gt is not None:
             g[:nth] = gt
@@ -109,27 +120,27 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
             g[nth : nth + p] = gb
         return fx, g
 
-    x2 = np.concatenate([theta, beta] + ([[np.log(phi)]] if disp else []))
+    x2 = np.concatenate([r1.x[:nth], st.beta] + ([[np.log(phi)]] if disp else []))
     lo2 = np.concatenate([s.theta_lower, np.full(p, -np.inf)] + ([[-np.inf]] if disp else []))
     P = np.eye(len(x2))
     try:
-        P[nth : nth + p, nth : nth + p] = np.linalg.cholesky(vcov_cond)
+        P[nth : nth + p, nth : nth + p] = np.linalg.cholesky(st.factor.rx_inverse())  # W carries 1/φ
     except np.linalg.LinAlgError:
         pass
-    # θ scaled by stage 1's quasi-Newton curvature (deviance scale: sd = sqrt(2 h^-1)), so that
-    # every coordinate of stage 2 has curvature near one
+    # deviance scale: sd = sqrt(2 h^-1), so every coordinate of stage 2 has curvature near one
     ihd = r1.inv_hessian_diag
     if ihd is not None and np.all(np.isfinite(ihd[:nth])):
         P[np.arange(nth), np.arange(nth)] = np.clip(np.sqrt(2.0 * np.maximum(ihd[:nth], 0.0)), 0.02, 5.0)
-    has_grad = hasattr(nAGQ_objective, "value_and_grad")
-    r2 = minimize_deviance(f2, x2, lo2, P, hessian=True, value_and_grad=vg if has_grad else None,
-                           ftol=1e-12, gtol=1e-6)
-    theta = r2.x[:nth]
-    beta = r2.x[nth : nth + p]
-    phi = float(np.exp(r2.x[nth + p])) if disp else phi_fixed
-    st = pirls(prob, theta, beta, warm2.u, phi=phi)
-    vcov_full = None
-    vcov = None
+    has_grad = hasattr(objective, "value_and_grad")
+    return minimize_deviance(f2, x2, lo2, P, hessian=True, value_and_grad=vg if has_grad else None,
+                             ftol=1e-12, gtol=1e-6)
+
+
+def _covariances(design: Design, r2: OptResult, st) -> tuple[np.ndarray, np.ndarray | None]:
+    """(vcov of β, vcov of every optimized parameter) from the deviance Hessian; β's falls back
+    to the conditional (RX RX')⁻¹ where the Hessian is not usable, as lme4 does."""
+    nth, p = design.structure.ntheta, design.p
+    vcov_full = vcov = None
     if r2.hessian is not None:
         try:
             vcov_full = 2.0 * np.linalg.inv(r2.hessian)
@@ -139,10 +150,8 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
         except np.linalg.LinAlgError:
             vcov_full = None
     if vcov is None:
-        # as lme4 falls back when the finite-difference Hessian is not positive definite
-        vcov = factorize(s, st.V, st.weights, design.X).rx_inverse()
-    return MLResult(theta, beta, phi, r2.fun, vcov, vcov_full, st, r1, r2,
-                    failures + warm2.pirls_failures, time.perf_counter() - t0)
+        vcov = factorize(design.structure, st.V, st.weights, design.X).rx_inverse()
+    return vcov, vcov_full
 
 
 def _stage(r: OptResult) -> StageReport:
