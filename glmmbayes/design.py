@@ -124,13 +124,14 @@ class Design:
         self.family.validate(y, wt)
         return dataclasses.replace(self, y=y, wt=wt)
 
-    def problem(self, y=None, wt=None) -> Problem:
-        """The numeric problem for the core (optionally with a working response/weights)."""
+    def problem(self, y=None, wt=None, offset=None) -> Problem:
+        """The numeric problem for the core (optionally with a working response, weights and
+        offset: PQL's working response already has the offset taken out)."""
         return Problem(
             self.X,
             self.y if y is None else y,
             self.wt if wt is None else wt,
-            self.offset,
+            self.offset if offset is None else offset,
             self.family,
             self.structure,
         )

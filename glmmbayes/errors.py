@@ -37,6 +37,11 @@ class SpecError(GlmmError, ValueError):
     """An invalid option in a model specification."""
 
 
+class FitError(GlmmError, RuntimeError):
+    """A fit failed numerically (a factorization, a loop that did not converge); the message says
+    where and what the user can do."""
+
+
 class GlmmWarning(UserWarning):
     """Base class of glmmbayes warnings."""
 

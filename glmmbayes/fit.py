@@ -199,6 +199,14 @@ class Fit:
         """Residual standard deviation (LMM) or sqrt(dispersion); 1 for binomial/poisson."""
         return math.sqrt(self.phi)
 
+    @property
+    def dispersion(self) -> dict[str, float]:
+        """The family's dispersion parameter under its usual name: {"sigma": σ} (gaussian),
+        {"shape": 1/φ} (Gamma), {"theta": θ} (NB2: glmer.nb's theta, glmmTMB's sigma),
+        {"phi": φ} (NB1: glmmTMB's sigma); {} for binomial and Poisson."""
+        disp = self.design.family.dispersion
+        return {} if disp is None else {disp.name: float(disp.to_param(self.phi))}
+
     def re_covariances(self) -> list[np.ndarray]:
         """Covariance matrix of each term's random effects."""
         scale = self.design.family.re_scale(self.phi)
@@ -278,7 +286,7 @@ class Fit:
         if fam.is_lmm:
             return self.reml_criterion if self.reml_criterion is not None else (
                 None if self.loglik is None else -2.0 * self.loglik)
-        return float(np.sum(fam.unit_deviance(self.design.y, self.fitted_values(), self.design.wt)))
+        return float(np.sum(fam.unit_deviance(self.design.y, self.fitted_values(), self.design.wt, self.phi)))
 
     @property
     def aic(self) -> float | None:
@@ -318,11 +326,11 @@ class Fit:
         if type == "response":
             r = y - mu
         elif type == "pearson":
-            r = (y - mu) * np.sqrt(wt / fam.variance(mu))
+            r = (y - mu) * np.sqrt(wt / fam.variance(mu, self.phi))
         elif type == "working":
             r = (y - mu) / fam.mu_eta(eta)
         elif type == "deviance":
-            r = np.sign(y - mu) * np.sqrt(np.maximum(fam.unit_deviance(y, mu, wt), 0.0))
+            r = np.sign(y - mu) * np.sqrt(np.maximum(fam.unit_deviance(y, mu, wt, self.phi), 0.0))
         else:
             raise ValueError(f"residual type must be deviance, pearson, response or working, got {type!r}")
         if fam.is_lmm and type == "deviance":

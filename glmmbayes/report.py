@@ -12,6 +12,7 @@ _TITLES = {
     "pql": "Penalized quasi-likelihood (PQL)",
     "joint": "Joint maximization over fixed and random effects (h-likelihood mode)",
     "hmc": "Bayesian posterior by NUTS (posterior means)",
+    "glmm_reml": "Restricted maximum likelihood (Laplace Approximation; fixed effects integrated out)",
 }
 
 
@@ -19,10 +20,14 @@ def fit_summary(fit) -> str:
     d = fit.design
     fam = d.family
     key = "lmm" if fam.is_lmm and fit.method in ("laplace", "lmm") else fit.method
+    if fit.likelihood == "reml" and not fam.is_lmm:
+        key = "glmm_reml"
     title = _TITLES.get(key, fit.method).format(
         nAGQ=fit.nAGQ, crit="REML" if fit.reml_criterion is not None else "maximum likelihood"
     )
     lines = [title, f" Family: {fam.name}  ( {fam.link.name} )", f"Formula: {d.spec.formula}"]
+    if hasattr(fit.details, "describe"):
+        lines.append(f"Laplace: {fit.details.describe()}")
     if d.n_omitted:
         lines.append(f"  ({d.n_omitted} rows with missing values omitted)")
     lines.append("")

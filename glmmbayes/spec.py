@@ -40,7 +40,10 @@ class Spec:
         (``offset(log(x))`` inside the formula does the same).
     na_action : "fail" (default: missing values in used columns are an error that names them)
         or "omit" (drop those rows, as R's na.omit, and record how many).
-    REML : for the gaussian/identity LMM only: fit by REML instead of ML.
+    REML : fit by REML instead of ML: the exact REML criterion for the gaussian/identity LMM (as
+        lmer); for a GLMM the Laplace approximation with the fixed effects integrated out like
+        random effects (glmmTMB's REML = TRUE; method "laplace", and "pql" with a REML working
+        model).
     known_dispersion : a known dispersion φ for a family that has one (σ² for gaussian, 1/shape for
         Gamma), e.g. 1.0 for McCulloch's normal–exponential model, whose error variance is
         known; None (default) estimates it.
@@ -88,8 +91,9 @@ class Spec:
         if self.known_dispersion is not None:
             _check_dispersion(self.known_dispersion, self.fam)
             object.__setattr__(self, "known_dispersion", float(self.known_dispersion))
-        if self.REML and not self.fam.is_lmm:
-            raise SpecError("REML is defined here for the gaussian family with identity link only")
+        if self.REML and self.re_dist is not None:
+            raise SpecError("REML is defined for normal random effects (the Laplace approximation with "
+                            "the fixed effects integrated out); this spec has a non-normal re_dist")
         if not self.parsed.random:
             raise SpecError(
                 f"no random-effect term in formula {self.formula!r}; add one such as (1 | group)"

@@ -380,11 +380,16 @@ def test_invalid_nagq(cbpp, nagq):
         gb.fit(CBPP_F, cbpp, nAGQ=nagq)
 
 
-def test_reml_with_non_gaussian(cbpp):
-    with pytest.raises(SpecError, match="REML.*gaussian"):
-        gb.fit(CBPP_F, cbpp, REML=True)
-    with pytest.raises(SpecError, match="REML.*gaussian"):
-        gb.Spec("y ~ x + (1 | g)", family="gaussian", link="log", REML=True)
+def test_reml_where_it_is_not_defined(cbpp):
+    """GLMM REML is the Laplace approximation with β integrated out (laplace, pql); AGQ, NUTS and
+    non-normal random effects have no REML variant and say so."""
+    with pytest.raises(SpecError, match="REML for a GLMM.*method='agq' has no REML variant"):
+        gb.fit(CBPP_F, cbpp, REML=True, method="agq")
+    with pytest.raises(SpecError, match="REML for a GLMM.*nAGQ > 1"):
+        gb.fit(CBPP_F, cbpp, REML=True, nAGQ=5)
+    with pytest.raises(SpecError, match="REML is defined for normal random effects"):
+        gb.Spec("y ~ 0 + x + (1 | g)", family="gaussian", REML=True,
+                re_dist=gb.RandomEffect("exponential", rate=1.0, entry="sqrt"))
 
 
 def test_invalid_na_action():

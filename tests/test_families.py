@@ -15,7 +15,9 @@ PAIRS = [
     ("poisson", "log"),
     ("gaussian", "identity"), ("gaussian", "log"), ("gaussian", "inverse"),
     ("Gamma", "inverse"), ("Gamma", "log"), ("Gamma", "identity"),
+    ("nbinom2", "log"), ("nbinom2", "identity"), ("nbinom1", "log"), ("nbinom1", "identity"),
 ]
+NB_PHI = {"nbinom2": 2.5, "nbinom1": 1.7}  # θ (Var = μ + μ²/θ) and φ (Var = μ(1 + φ))
 IDS = [f"{f}-{l}" for f, l in PAIRS]
 
 
@@ -36,7 +38,8 @@ def _mu_grid(family: str) -> np.ndarray:
 def test_family_lookup(family, link):
     fam = get_family(family, link)
     assert fam.name == family and fam.link.name == link
-    assert fam.is_canonical == (link == DISTRIBUTIONS[family].links[0])
+    assert fam.is_canonical == (link == DISTRIBUTIONS[family].canonical_link)
+    assert get_family(family).link.name == DISTRIBUTIONS[family].links[0]  # the default link
     assert get_family(fam) is fam
     assert get_family(fam, link) == fam
 
@@ -77,6 +80,11 @@ def _data(family: str, rng):
         return y, mu, np.ones(n), 1.0
     if family == "gaussian":
         return mu + rng.normal(size=n), mu, np.ones(n), 2.3
+    if family in NB_PHI:
+        fam = get_family(family)
+        y = fam.dist.simulate(rng, mu, np.ones(n), NB_PHI[family])
+        y[0] = 0.0
+        return y, mu, np.ones(n), NB_PHI[family]
     phi = 0.4
     return rng.gamma(1 / phi, mu * phi), mu, np.ones(n), phi
 
@@ -88,6 +96,10 @@ def _scipy_logpdf(family, y, mu, wt, phi):
         return stats.poisson.logpmf(y, mu)
     if family == "gaussian":
         return stats.norm.logpdf(y, mu, np.sqrt(phi / wt))
+    if family == "nbinom2":  # glmmTMB nbinom2 / MASS: size θ
+        return stats.nbinom.logpmf(y, phi, phi / (phi + mu))
+    if family == "nbinom1":  # glmmTMB nbinom1: size μ/φ, Var = μ(1 + φ)
+        return stats.nbinom.logpmf(y, mu / phi, 1.0 / (1.0 + phi))
     return stats.gamma.logpdf(y, a=wt / phi, scale=mu * phi / wt)
 
 
@@ -130,11 +142,22 @@ def test_unit_deviance_is_twice_the_loglik_gap_to_saturated(family, link):
     y, mu, wt, phi = _data(family, np.random.default_rng(3))
     ll_mu = _scipy_logpdf(family, y, mu, wt, phi)
     ll_sat = _scipy_logpdf(family, y, y, wt, phi)  # mu = y
-    scale = phi if fam.has_dispersion else 1.0  # deviance is on the phi = 1 scale
-    dev = fam.unit_deviance(y, mu, wt)
+    if family == "nbinom1":  # not an exponential family: the saturated mean is not y
+        from scipy import optimize
+
+        def best(yi):
+            r = optimize.minimize_scalar(lambda lm: -_scipy_logpdf(family, np.array([yi]), np.exp([lm]), np.ones(1), phi)[0],
+                                         bounds=(-30, 10), method="bounded", options={"xatol": 1e-12})
+            return -r.fun
+
+        ll_sat = np.array([best(yi) if yi > 0 else 0.0 for yi in y])
+    # gaussian/Gamma deviances are on the phi = 1 scale; NB deviances include θ (or φ)
+    scale = phi if family in ("gaussian", "Gamma") else 1.0
+    dev = fam.unit_deviance(y, mu, wt, phi)
     np.testing.assert_allclose(dev, 2.0 * scale * (ll_sat - ll_mu), rtol=1e-9, atol=1e-10)
     assert np.all(dev >= -1e-12)
-    np.testing.assert_allclose(fam.unit_deviance(y, y, wt), 0.0, atol=1e-12)
+    if family != "nbinom1":
+        np.testing.assert_allclose(fam.unit_deviance(y, y, wt, phi), 0.0, atol=1e-12)
     # the family's own saturated log-likelihood
     np.testing.assert_allclose(fam.saturated_loglik(y, wt, phi), ll_sat, rtol=1e-10, atol=1e-10)
 
@@ -143,8 +166,37 @@ def test_unit_deviance_is_twice_the_loglik_gap_to_saturated(family, link):
 def test_variance_function(family, link):
     fam = get_family(family, link)
     mu = _mu_grid(family)
-    expected = {"binomial": mu * (1 - mu), "poisson": mu, "gaussian": np.ones_like(mu), "Gamma": mu**2}[family]
-    np.testing.assert_allclose(fam.variance(mu), expected, rtol=1e-14)
+    expected = {"binomial": mu * (1 - mu), "poisson": mu, "gaussian": np.ones_like(mu), "Gamma": mu**2,
+                "nbinom2": mu + mu**2 / 2.5, "nbinom1": mu * 2.7}[family]
+    np.testing.assert_allclose(fam.variance(mu, NB_PHI.get(family, 1.0)), expected, rtol=1e-14)
+
+
+@pytest.mark.parametrize("family, link", PAIRS, ids=IDS)
+def test_score_observed_information_and_derivatives(family, link):
+    """dℓ/dη, the observed information -d²ℓ/dη² (the Laplace approximation's Hessian), its
+    η-derivative and the Fisher weights' η-derivative against central differences of loglik."""
+    fam = get_family(family, link)
+    y, mu, wt, phi = _data(family, np.random.default_rng(6))
+    eta = fam.linkfun(mu[1:-1])
+    y, wt = y[1:-1], wt[1:-1]
+    h = 1e-4 * np.maximum(0.1, np.abs(eta))
+
+    def ll(e):
+        return fam.loglik(y, e, wt, phi)
+
+    def close(got, want):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * (1 + np.max(np.abs(want))))
+
+    close(fam.score(y, eta, wt, phi), (ll(eta + h) - ll(eta - h)) / (2 * h))
+    close(fam.observed_weights(y, eta, wt, phi), -(ll(eta + h) - 2 * ll(eta) + ll(eta - h)) / h**2)
+    close(fam.dweights_observed(y, eta, wt, phi),
+          (fam.observed_weights(y, eta + h, wt, phi) - fam.observed_weights(y, eta - h, wt, phi)) / (2 * h))
+    if fam.dist.expected_information:
+        close(fam.dweights(eta, wt, phi),
+              (fam.working_weights(eta + h, wt, phi)[0] - fam.working_weights(eta - h, wt, phi)[0]) / (2 * h))
+    if fam.is_canonical:  # observed = expected information
+        np.testing.assert_allclose(fam.observed_weights(y, eta, wt, phi), fam.working_weights(eta, wt, phi)[0],
+                                   rtol=1e-10)
 
 
 EXTREME = np.array([-40.0, -10.0, 0.0, 10.0, 40.0])
@@ -248,5 +300,7 @@ def test_family_errors(family, link, match):
 
 
 def test_aliases():
+    assert get_family("Poisson").name == "poisson" and get_family("GAMMA").name == "Gamma"
+    assert get_family("negative_binomial").name == "nbinom2" and get_family("nb1").name == "nbinom1"
     assert get_family("gamma").name == "Gamma"
     assert get_family("normal").name == "gaussian"

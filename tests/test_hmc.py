@@ -196,13 +196,14 @@ def test_bad_options(cbpp):
 
 
 def test_contraception_acceptance(contraception):
-    """2 chains x 1000 draws (tune 1000): R-hat <= 1.01, no divergences, bulk ESS >= 400 and the
-    posterior means of β within 0.3 SE of the Laplace ML fit. About 11 s on 2 cores (warm
-    PyTensor cache), so it runs by default."""
+    """2 chains x 1500 draws (tune 1000): R-hat <= 1.01, no divergences, bulk ESS >= 400 and the
+    posterior means of β within 0.3 SE of the Laplace ML fit. With 1000 draws the largest R-hat
+    of the 67 parameters ranged 1.0035-1.0114 over six seeds (Monte Carlo noise of R-hat itself);
+    with 1500 it ranged 1.003-1.006. About 15 s on 2 cores (warm PyTensor cache)."""
     ml = gb.fit(CONTRA, contraception)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        fit = gb.fit(CONTRA, contraception, method="hmc", draws=1000, tune=1000, chains=2, seed=20240)
+        fit = gb.fit(CONTRA, contraception, method="hmc", draws=1500, tune=1000, chains=2, seed=20240)
     dg = fit.sampler.diagnostics
     assert fit.converged
     assert dg["max_rhat"] <= 1.01

@@ -6,7 +6,11 @@ import numpy as np
 
 
 def glm_irls(X, y, wt, offset, family, maxit: int = 50, tol: float = 1e-10):
-    """β of the GLM without random effects, and the Pearson dispersion estimate."""
+    """β of the GLM without random effects (Fisher scoring with step halving) and a starting
+    value of the family's dispersion (its `Dispersion.start`; 1 without one).
+
+    Every loop is bounded: a deviance that stays non-finite (an offset that puts μ out of
+    range, say) ends the iteration at the last finite point, or at β = 0, rather than looping."""
     mu = family.mustart(y, wt)
     lo, hi = family.dist.mu_bounds
     mu = np.clip(mu, max(lo, 1e-8) if np.isfinite(lo) else lo, min(hi, 1 - 1e-8) if np.isfinite(hi) else hi)
@@ -14,25 +18,44 @@ def glm_irls(X, y, wt, offset, family, maxit: int = 50, tol: float = 1e-10):
         eta = family.linkfun(mu)
     beta = np.zeros(X.shape[1])
     dev_old = np.inf
-    for _ in range(maxit):
-        w, mu, dmu = family.working_weights(eta, np.maximum(wt, 1e-12), 1.0)
-        z = eta - offset + (y - mu) / dmu
+    for it in range(maxit):
+        with np.errstate(all="ignore"):
+            w, mu, dmu = family.working_weights(eta, np.maximum(wt, 1e-12), 1.0)
+            z = eta - offset + (y - mu) / dmu
         sw = np.sqrt(w)
-        beta_new, *_ = np.linalg.lstsq(X * sw[:, None], z * sw, rcond=None)
-        eta_new = X @ beta_new + offset
-        dev = float(np.sum(family.unit_deviance(y, family.linkinv(eta_new), wt)))
-        step = 1.0
-        while not np.isfinite(dev) or dev > dev_old + 1e-8 * abs(dev_old) and step > 1e-4:
-            step /= 2
-            b = beta + step * (beta_new - beta)
-            eta_new = X @ b + offset
-            dev = float(np.sum(family.unit_deviance(y, family.linkinv(eta_new), wt)))
-            beta_new = b
-        beta, eta = beta_new, eta_new
+        if not (np.all(np.isfinite(z)) and np.all(np.isfinite(sw))):
+            break
+        try:
+            beta_new, *_ = np.linalg.lstsq(X * sw[:, None], z * sw, rcond=None)
+        except np.linalg.LinAlgError:
+            break
+        beta_new, dev = _halve(X, y, wt, offset, family, beta if it else None, beta_new, dev_old)
+        if not np.isfinite(dev):
+            break
+        beta, eta = beta_new, X @ beta_new + offset
         if abs(dev_old - dev) < tol * (abs(dev) + 0.1):
             break
         dev_old = dev
-    mu = family.linkinv(eta)
-    n, p = X.shape
-    pearson = float(np.sum(wt * (y - mu) ** 2 / family.variance(mu))) / max(n - p, 1)
-    return beta, pearson
+    mu = family.linkinv(X @ beta + offset)
+    disp = family.dispersion
+    phi = 1.0 if disp is None else float(disp.start(y, mu, wt, len(y) - X.shape[1]))
+    return beta, phi
+
+
+def _deviance(X, y, wt, offset, family, beta) -> float:
+    with np.errstate(all="ignore"):
+        return float(np.sum(family.unit_deviance(y, family.linkinv(X @ beta + offset), wt)))
+
+
+def _halve(X, y, wt, offset, family, beta_old, beta_new, dev_old, min_step: float = 1e-4):
+    """Step halving from β_old towards β_new until the deviance is finite and not larger."""
+    dev = _deviance(X, y, wt, offset, family, beta_new)
+    if beta_old is None:
+        return beta_new, dev
+    step = 1.0
+    b = beta_new
+    while (not np.isfinite(dev) or dev > dev_old + 1e-8 * abs(dev_old)) and step > min_step:
+        step /= 2
+        b = beta_old + step * (beta_new - beta_old)
+        dev = _deviance(X, y, wt, offset, family, b)
+    return b, dev

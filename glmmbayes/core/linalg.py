@@ -179,6 +179,8 @@ class ReStructure:
 
 def _batched_chol(B: np.ndarray) -> np.ndarray:
     if B.shape[1] == 1:
+        if not np.all(B > 0):  # negative observed information can make a block indefinite
+            raise np.linalg.LinAlgError("a 1 x 1 block is not positive")
         return np.sqrt(B)
     return np.linalg.cholesky(B)
 
@@ -324,11 +326,11 @@ def factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None = None) -> 
     L21 = L22 = L21v = None
     if len(s.terms) > 1:
         pat = s.cross_pattern()
-        V2 = np.hstack(V[1:]) * np.sqrt(w)[:, None]
-        V0w = V0 * np.sqrt(w)[:, None]
-        vals = np.bincount(pat["inv21"], weights=(V2[:, :, None] * V0w[:, None, :]).ravel(),
+        V2 = np.hstack(V[1:])
+        wV2 = V2 * w[:, None]  # not sqrt(w): observed-information weights can be negative
+        vals = np.bincount(pat["inv21"], weights=(wV2[:, :, None] * V0[:, None, :]).ravel(),
                            minlength=pat["nnz21"])
-        A22 = np.bincount(pat["idx22"], weights=(V2[:, :, None] * V2[:, None, :]).ravel(),
+        A22 = np.bincount(pat["idx22"], weights=(wV2[:, :, None] * V2[:, None, :]).ravel(),
                           minlength=s.q2 * s.q2).reshape(s.q2, s.q2)
         A22[np.diag_indices_from(A22)] += 1.0
         dense = pat["nnz21"] > 0.05 * s.q1 * s.q2  # dense enough that BLAS beats sparse products

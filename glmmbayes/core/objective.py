@@ -50,20 +50,37 @@ class WarmStart:
         self.last = st
 
 
-def laplace(prob: Problem, theta, beta, warm: WarmStart, phi: float = 1.0) -> float:
-    st = pirls(prob, theta, beta, warm.u, phi=phi)
-    warm.update(st)
-    if not st.converged and not np.isfinite(st.pdev):
-        return np.inf
-    return laplace_value(prob, st, phi)
-
-
-def nagq0(prob: Problem, theta, warm: WarmStart, phi: float = 1.0) -> float:
-    st = pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi)
+def laplace(prob: Problem, theta, beta, warm: WarmStart, phi: float = 1.0, hessian: str = "observed") -> float:
+    st = pirls(prob, theta, beta, warm.u, phi=phi, hessian=hessian)
     warm.update(st)
     if not np.isfinite(st.pdev):
         return np.inf
     return laplace_value(prob, st, phi)
+
+
+def nagq0(prob: Problem, theta, warm: WarmStart, phi: float = 1.0, hessian: str = "observed") -> float:
+    st = pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi, hessian=hessian)
+    warm.update(st)
+    if not np.isfinite(st.pdev):
+        return np.inf
+    return laplace_value(prob, st, phi)
+
+
+def reml_value(prob: Problem, st: PirlsState, phi: float = 1.0) -> float:
+    """-2 × the REML log-likelihood of a GLMM: the Laplace approximation over (u, β) with a flat
+    prior on β, at their joint mode (a PIRLS state with β fitted): the nAGQ = 0 value plus
+    log|RX|² - p log(2π) (the fixed effects integrated out like random effects, as glmmTMB's
+    REML = TRUE)."""
+    p = prob.X.shape[1]
+    return laplace_value(prob, st, phi) + st.factor.ldRX2 - p * _LOG_2PI
+
+
+def reml(prob: Problem, theta, warm: WarmStart, phi: float = 1.0, hessian: str = "observed") -> float:
+    st = pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi, hessian=hessian)
+    warm.update(st)
+    if not np.isfinite(st.pdev):
+        return np.inf
+    return reml_value(prob, st, phi)
 
 
 @dataclass(frozen=True)
@@ -147,19 +164,22 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     leaving its partial derivatives; log|A| changes through Λ(θ) and through the weights,
     d log|A| = 2 tr(A^{-1} Λ'Z'W Z dΛ) + Σ_i W'(η_i) s_i dη_i, with s_i the leverages and dη
     from the implicit derivative of the mode, dû = -A^{-1}(...) (bordered by X when β is
-    profiled, as in the nAGQ = 0 criterion). The implicit derivative uses A as the Hessian in u,
-    true for canonical links; other links return (None, None) and the caller differentiates
-    numerically. The selected inverse blocks make the cost O(n + q2² q1) per component.
+    profiled, as in the nAGQ = 0 criterion). The implicit derivative needs A to be the Hessian
+    in u: true for the observed-information Laplace (any link) and for canonical links; lme4's
+    expected-information variant with another link returns (None, None) and the caller
+    differentiates numerically. The selected inverse blocks make the cost O(n + q2² q1) per
+    component.
     """
     fam = prob.family
-    if not fam.is_canonical or not st.converged:
+    if not st.converged or st.factor is None or (st.hessian == "expected" and not fam.is_canonical):
         return None, None
     from .linalg import colwise_tril, leverages, row_projections
 
     s = prob.structure
     X, V, eta, w = prob.X, st.V, st.eta, st.weights
-    g = -2.0 * w * (prob.y - st.mu) / fam.mu_eta(eta)  # -2 dℓ/dη
-    dW = fam.dweights(eta, prob.wt, phi)
+    g = -2.0 * fam.score(prob.y, eta, prob.wt, phi)  # -2 dℓ/dη
+    dW = (fam.dweights_observed(prob.y, eta, prob.wt, phi) if st.hessian == "observed"
+          else fam.dweights(eta, prob.wt, phi))
     proj = row_projections(st.factor, V)
     Ph, Pt = proj
     wl = dW * leverages(st.factor, V, proj)

@@ -45,12 +45,13 @@ class PirlsState:
     beta: np.ndarray
     eta: np.ndarray
     mu: np.ndarray
-    weights: np.ndarray  # working weights at (u, beta)
-    factor: Factor  # factor of A at (u, beta), bordered by X when beta was fitted
+    weights: np.ndarray  # Hessian weights at (u, beta): observed or expected information
+    factor: Factor | None  # factor of A at (u, beta), bordered by X when beta was fitted
     pdev: float  # -2 Σ kernel(y, η) + ||u||²: Σ d/φ + ||u||² up to a constant (see penalized_deviance)
     iterations: int
     converged: bool
     V: list
+    hessian: str = "observed"  # the information `weights` and `factor` are built from
 
 
 def _pdev(prob: Problem, eta, u, phi) -> tuple[float, None]:
@@ -60,9 +61,46 @@ def _pdev(prob: Problem, eta, u, phi) -> tuple[float, None]:
 
 
 def penalized_deviance(prob: Problem, eta, u, phi=1.0) -> float:
-    """Σ d(y, μ)/φ + ||u||² (with the unit deviances, for reporting)."""
-    mu = prob.family.linkinv(eta)
-    return float(np.sum(prob.family.unit_deviance(prob.y, mu, prob.wt))) / phi + float(u @ u)
+    """-2 Σ (log p(y|η) - log p(y|μ = y)) + ||u||²: the scaled deviance Σ d(y, μ)/φ + ||u||² of
+    an exponential family, any family's deviance otherwise (for reporting)."""
+    fam = prob.family
+    with np.errstate(all="ignore"):
+        sat = float(np.sum(fam.saturated_loglik(prob.y, prob.wt, phi)))
+    return -2.0 * (prob.loglik(eta, phi) - sat) + float(u @ u)
+
+
+def _newton_weights(prob: Problem, eta, phi):
+    """(Hessian weights of the Newton step, the score dℓ/dη): the observed information -- a true
+    Newton step, quadratic also for non-canonical links and non-exponential families. A row may
+    have negative observed information while the penalized Hessian stays positive definite; where
+    it does not, `pirls` falls back to the Fisher weights (any positive weights give a descent
+    direction with the true score)."""
+    fam = prob.family
+    if fam.fast_canonical is not None:
+        w, mu, d = fam.working_weights(eta, prob.wt, phi)
+        return w, w * (prob.y - mu) / d
+    with np.errstate(all="ignore"):
+        return fam.observed_weights(prob.y, eta, prob.wt, phi), fam.score(prob.y, eta, prob.wt, phi)
+
+
+def laplace_weights(prob: Problem, eta, phi, hessian: str) -> np.ndarray:
+    """The weights of the Hessian in u whose log-determinant enters the Laplace approximation:
+    the observed information (the Laplace approximation proper) or the expected one (lme4)."""
+    fam = prob.family
+    if hessian == "observed":
+        return fam.observed_weights(prob.y, eta, prob.wt, phi)
+    return fam.working_weights(eta, prob.wt, phi)[0]
+
+
+def _factor(s, V, w, X):
+    """The factor, or None where it does not exist numerically (a failed evaluation is an
+    infinite deviance for the optimizer, never a crash)."""
+    if not np.all(np.isfinite(w)):
+        return None
+    try:
+        return factorize(s, V, w, X)
+    except np.linalg.LinAlgError:
+        return None
 
 
 def pirls(
@@ -75,35 +113,40 @@ def pirls(
     phi: float = 1.0,
     tol: float = 1e-10,
     maxit: int = 60,
+    hessian: str = "observed",
 ) -> PirlsState:
-    """Conditional modes of u at (θ, β) (and of β too when fit_beta)."""
+    """Conditional modes of u at (θ, β) (and of β too when fit_beta) by penalized Newton steps
+    with step halving; the state's weights and factor are those of `hessian` ("observed" or
+    "expected" information) at the mode. A state that could not be factored has pdev = inf."""
     s = prob.structure
     V = s.zl_values(theta)
-    fam = prob.family
+    X = prob.X if fit_beta else None
     u = np.zeros(s.q) if u0 is None else np.array(u0, dtype=float)
     beta = np.array(beta, dtype=float)
     fixed = prob.X @ beta + prob.offset
     eta = fixed + s.zl_mult(V, u)
-    pdev, mu = _pdev(prob, eta, u, phi)
+    pdev, _ = _pdev(prob, eta, u, phi)
     if not np.isfinite(pdev):
         # a warm start from far away can overflow; restart at u = 0
         u = np.zeros(s.q)
         eta = fixed + s.zl_mult(V, u)
-        pdev, mu = _pdev(prob, eta, u, phi)
+        pdev, _ = _pdev(prob, eta, u, phi)
     converged = False
     it = 0
     for it in range(1, maxit + 1):
-        w, mu, dmu = fam.working_weights(eta, prob.wt, phi)
-        r = (prob.y - mu) / dmu  # working residual
-        factor = factorize(s, V, w, prob.X if fit_beta else None)
-        bu = s.zl_tmult(V, w * r) - u
+        w, score = _newton_weights(prob, eta, phi)
+        factor = _factor(s, V, w, X)
+        if factor is None:
+            factor = _factor(s, V, prob.family.working_weights(eta, prob.wt, phi)[0], X)
+            if factor is None:
+                break
+        bu = s.zl_tmult(V, score) - u
         if fit_beta:
-            bb = prob.X.T @ (w * r)
+            bb = prob.X.T @ score
             du, db = factor.solve_joint(bu, bb)
             decrement = float(bu @ du + bb @ db)
         else:
-            du = factor.solve(bu)
-            db = None
+            du, db = factor.solve(bu), None
             decrement = float(bu @ du)
         small = decrement < tol * (1.0 + abs(pdev))
         step = 1.0
@@ -112,23 +155,24 @@ def pirls(
             b_new = beta + step * db if fit_beta else beta
             fx = prob.X @ b_new + prob.offset if fit_beta else fixed
             eta_new = fx + s.zl_mult(V, u_new)
-            pdev_new, mu_new = _pdev(prob, eta_new, u_new, phi)
+            pdev_new, _ = _pdev(prob, eta_new, u_new, phi)
             if np.isfinite(pdev_new) and pdev_new <= pdev + 1e-10 * abs(pdev):
                 break
             step *= 0.5
         else:
             break  # no decrease possible: leave converged False
-        u, beta, eta, pdev, mu = u_new, b_new, eta_new, pdev_new, mu_new
+        u, beta, eta, pdev = u_new, b_new, eta_new, pdev_new
         if fit_beta:
             fixed = fx
         if small:
             # the last Newton step squares the error, so the Laplace value (which is only
             # first-order stationary in u through log|L|) is smooth enough to differentiate
             converged = True
-            w, mu, dmu = fam.working_weights(eta, prob.wt, phi)
-            factor = factorize(s, V, w, prob.X if fit_beta else None)
             break
-    else:
-        w, mu, dmu = fam.working_weights(eta, prob.wt, phi)
-        factor = factorize(s, V, w, prob.X if fit_beta else None)
-    return PirlsState(u, beta, eta, mu, w, factor, pdev, it, converged, V)
+    mu = prob.family.linkinv(eta)
+    with np.errstate(all="ignore"):
+        w = laplace_weights(prob, eta, phi, hessian)
+    factor = _factor(s, V, w, X)
+    if factor is None:
+        return PirlsState(u, beta, eta, mu, w, None, np.inf, it, False, V, hessian)
+    return PirlsState(u, beta, eta, mu, w, factor, pdev, it, converged, V, hessian)

@@ -2,7 +2,7 @@
 
 >>> from glmmbayes import datasets
 >>> datasets.names()
-('bacteria', 'cbpp', 'Contraception', 'grouseticks', 'guImmun', 'Oats', 'Owls', 'sleepstudy', 'VerbAgg')
+('bacteria', 'cbpp', 'Contraception', 'grouseticks', 'guImmun', 'Oats', 'Owls', 'Salamanders', 'sleepstudy', 'VerbAgg')
 >>> cbpp = datasets.load("cbpp")
 
 Every R factor becomes a pandas ``Categorical`` with R's level order (``levels.json``);
@@ -23,11 +23,18 @@ from glmmbayes.errors import DataError
 
 __all__ = ["load", "names", "describe"]
 
-_NAMES: tuple[str, ...] = ("bacteria", "cbpp", "Contraception", "grouseticks", "guImmun", "Oats", "Owls", "sleepstudy",
-                             "VerbAgg")
+_NAMES: tuple[str, ...] = ("bacteria", "cbpp", "Contraception", "grouseticks", "guImmun", "Oats", "Owls",
+                             "Salamanders", "sleepstudy", "VerbAgg")
 _BY_LOWER = {n.lower(): n for n in _NAMES}
 
 _DESCRIPTIONS = {
+    "Salamanders": (
+        "Salamanders (R package glmmTMB): counts of salamanders of 7 species/life stages at 23 "
+        "streams, some affected by mountaintop removal mining; 644 rows. Columns: site (factor, 23 "
+        "streams), mined (factor yes/no), cover, DOP, Wtemp, DOY (standardized numeric covariates), "
+        "sample (int, repeated survey 1-4), spp (factor, 7 species/stages), count (int). "
+        "Typical negative binomial GLMM: count ~ spp + mined + (1 | site), family nbinom2 or nbinom1."
+    ),
     "bacteria": (
         "bacteria (R package MASS): presence of Haemophilus influenzae in 50 children with "
         "otitis media in the Northern Territory of Australia, tested at weeks 0, 2, 4, 6 and 11; "

@@ -1,41 +1,83 @@
-"""method="laplace": maximum likelihood with the Laplace approximation (nAGQ = 1), or lme4's fast
-nAGQ = 0 criterion. (The method table sends the gaussian/identity LMM to `methods.lmm`, and
-nAGQ > 1 to `methods.agq`, as lme4's glmer does.)"""
+"""method="laplace": maximum likelihood with the Laplace approximation (nAGQ = 1), lme4's fast
+nAGQ = 0 criterion, or the GLMM REML criterion (`Spec(REML=True)`). (The method table sends the
+gaussian/identity LMM to `methods.lmm`, and nAGQ > 1 to `methods.agq`, as lme4's glmer does.)
+
+Which Laplace: the log-determinant of the Hessian of the joint log-density in u at the mode. With
+``laplace="observed"`` (default) that is the observed information -- the Laplace approximation
+proper, glmmTMB's; with ``laplace="expected"`` the Fisher (expected) information, which lme4's
+glmer uses. They coincide for canonical links (logit, log-Poisson, ...) and differ otherwise
+(probit, cloglog, NB2's log link, Gamma and gaussian with a log link).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..core import objective as ob
 from ..core.pirls import pirls
 from ..design import Design
+from ..errors import SpecError
 from ..estimate import Estimate
+from ..families import HESSIANS
 from .ml import fit_ml, ml_estimate
-from .options import Option, integer
+from .options import Option, choice, integer
+
+
+@dataclass(frozen=True)
+class LaplaceInfo:
+    """Which Laplace approximation ran: the information in its Hessian and the criterion."""
+
+    hessian: str  # "observed" (the Laplace approximation proper) or "expected" (lme4's)
+    criterion: str  # "laplace", "nagq0" or "reml"
+    canonical_link: bool  # observed and expected information coincide
+
+    def describe(self) -> str:
+        if self.canonical_link:
+            return "canonical link: observed = expected information"
+        return ("observed information (the Laplace approximation proper, as glmmTMB)" if self.hessian == "observed"
+                else "expected (Fisher) information, as lme4's glmer")
 
 
 class LaplaceObjective:
-    """The Laplace deviance, with its analytic θ/β-gradient where the link is canonical."""
+    """The Laplace deviance, with its analytic θ/β-gradient where it is exact (observed
+    information, or a canonical link)."""
+
+    def __init__(self, hessian: str = "observed"):
+        self.hessian = hessian
 
     def __call__(self, prob, theta, beta, warm, phi):
-        return ob.laplace(prob, theta, beta, warm, phi)
+        return ob.laplace(prob, theta, beta, warm, phi, self.hessian)
 
     def value_and_grad(self, prob, theta, beta, warm, phi):
-        st = pirls(prob, theta, beta, warm.u, phi=phi)
+        st = pirls(prob, theta, beta, warm.u, phi=phi, hessian=self.hessian)
         warm.update(st)
         if not np.isfinite(st.pdev):
             return np.inf, None, None
         return (ob.laplace_value(prob, st, phi), *ob.laplace_gradient(prob, st, phi))
 
 
-def run(design: Design, *, nAGQ: int = 1) -> Estimate:
-    """Laplace ML (nAGQ = 1) or the nAGQ = 0 criterion (θ by Laplace, β from PIRLS)."""
-    res = fit_ml(design, LaplaceObjective(), fast_only=(nAGQ == 0))
-    if nAGQ == 0:
-        return ml_estimate(design, res, method="nagq0", nAGQ=0, likelihood="nagq0")
-    return ml_estimate(design, res, method="laplace", nAGQ=1, likelihood="laplace")
+def run(design: Design, *, nAGQ: int = 1, laplace: str = "observed") -> Estimate:
+    """Laplace ML (nAGQ = 1), the nAGQ = 0 criterion (θ by Laplace, β from PIRLS), or REML."""
+    if laplace == "expected" and not design.family.dist.expected_information:
+        raise SpecError(f"family {design.family.name} has no closed-form expected information "
+                        "(it is not an exponential family): use laplace='observed'")
+    if design.spec.REML:
+        if nAGQ != 1:
+            raise SpecError("REML integrates the fixed effects out by the Laplace approximation: "
+                            "it is defined for nAGQ = 1 only")
+        res = fit_ml(design, None, hessian=laplace, reml=True)
+        return ml_estimate(design, res, method="laplace", nAGQ=1, likelihood="reml",
+                           details=LaplaceInfo(laplace, "reml", design.family.is_canonical))
+    res = fit_ml(design, LaplaceObjective(laplace), fast_only=(nAGQ == 0), hessian=laplace)
+    kind = "nagq0" if nAGQ == 0 else "laplace"
+    return ml_estimate(design, res, method=kind, nAGQ=nAGQ, likelihood=kind,
+                       details=LaplaceInfo(laplace, kind, design.family.is_canonical))
 
 
 OPTIONS = (
     Option("nAGQ", 1, integer(0), "0: lme4's fast criterion; 1: Laplace; > 1: adaptive quadrature"),
+    Option("laplace", "observed", choice(*HESSIANS),
+           "the Hessian of the Laplace approximation: observed information (glmmTMB) or expected (lme4)"),
 )

@@ -20,6 +20,7 @@ from ..core.linalg import factorize
 from ..core.optimize import OptResult, minimize_deviance
 from ..core.pirls import PirlsState, pirls
 from ..design import Design
+from ..errors import FitError
 from ..estimate import Estimate, OptimizerReport, StageReport
 
 
@@ -43,26 +44,34 @@ class MLResult:
 Objective = Callable
 
 
-def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool = False) -> MLResult:
-    """Stage 1, and unless `fast_only` (nAGQ = 0) stage 2 on `nAGQ_objective`."""
+def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool = False,
+           hessian: str = "observed", reml: bool = False) -> MLResult:
+    """Stage 1, and unless `fast_only` (nAGQ = 0, or REML) stage 2 on `nAGQ_objective`.
+
+    hessian: the information in the Laplace log-determinant of stage 1 ("observed": the Laplace
+    approximation proper; "expected": lme4's). reml: stage 1 optimizes the GLMM REML criterion
+    (β integrated out as in `core.objective.reml_value`) and is the answer."""
     t0 = time.perf_counter()
     prob = design.problem()
     beta0, phi0 = glm_irls(design.X, design.y, design.wt, design.offset, design.family)
     warm = ob.WarmStart(design.structure.q, beta0)
-    r1 = _stage1(design, prob, warm, phi0, fast_only)
+    fast_only = fast_only or reml
+    r1 = _stage1(design, prob, warm, phi0, fast_only, hessian, reml)
     nth = design.structure.ntheta
     theta = r1.x[:nth]
     phi = _phi(design, r1.x, nth)
-    st = pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi)
+    st = _require(pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi, hessian=hessian), "stage 1")
     if fast_only:
-        return MLResult(theta, st.beta, phi, ob.laplace_value(prob, st, phi), st.factor.rx_inverse(), None,
+        dev = ob.reml_value(prob, st, phi) if reml else ob.laplace_value(prob, st, phi)
+        return MLResult(theta, st.beta, phi, dev, st.factor.rx_inverse(), _stage1_vcov(design, r1),
                         st, r1, None, warm.pirls_failures, time.perf_counter() - t0)
     warm2 = ob.WarmStart(design.structure.q, st.beta)
     warm2.u = st.u
     r2 = _stage2(design, prob, nAGQ_objective, warm2, st, r1, phi)
     p = design.p
     theta, beta, phi = r2.x[:nth], r2.x[nth : nth + p], _phi(design, r2.x, nth + p)
-    st = pirls(prob, theta, beta, warm2.u, phi=phi)
+    st = _require(pirls(prob, theta, beta, warm2.u, phi=phi, hessian=getattr(nAGQ_objective, "hessian", "observed")),
+                  "the optimum")
     vcov, vcov_full = _covariances(design, r2, st)
     return MLResult(theta, beta, phi, r2.fun, vcov, vcov_full, st, r1, r2,
                     warm.pirls_failures + warm2.pirls_failures, time.perf_counter() - t0)
@@ -73,25 +82,48 @@ def _phi(design: Design, x: np.ndarray, at: int) -> float:
     return float(np.exp(x[at])) if design.dispersion_estimated else design.fixed_phi
 
 
-def _stage1(design: Design, prob, warm, phi0: float, fast_only: bool) -> OptResult:
-    """θ (and log φ) with β profiled by PIRLS: lme4's nAGQ = 0 criterion, analytic θ-gradient."""
+def _require(st, where: str):
+    """The PIRLS state, or a FitError saying that the Hessian could not be factored."""
+    if st.factor is None or not np.isfinite(st.pdev):
+        raise FitError(
+            f"PIRLS failed at {where}: the Hessian of the conditional modes could not be factored "
+            "(weights not finite or not positive definite). Check the data for extreme values or "
+            "separation, rescale covariates, or try method='pql' for starting insight."
+        )
+    return st
+
+
+def _stage1_vcov(design: Design, r1: OptResult):
+    """Covariance of (θ[, log φ]) from stage 1's Hessian when stage 1 is the answer."""
+    if r1.hessian is None:
+        return None
+    try:
+        return 2.0 * np.linalg.inv(r1.hessian)
+    except np.linalg.LinAlgError:
+        return None
+
+
+def _stage1(design: Design, prob, warm, phi0: float, fast_only: bool, hessian: str, reml: bool) -> OptResult:
+    """θ (and log φ) with β profiled by PIRLS: lme4's nAGQ = 0 criterion with its analytic
+    θ-gradient, or the GLMM REML criterion (finite differences)."""
     s = design.structure
     nth = s.ntheta
+    criterion = ob.reml if reml else ob.nagq0
 
     def f1(x):
-        return ob.nagq0(prob, x[:nth], warm, _phi(design, x, nth))
+        return criterion(prob, x[:nth], warm, _phi(design, x, nth), hessian)
 
     def vg1(x):
         phi = _phi(design, x, nth)
-        st1 = pirls(prob, x[:nth], warm.beta, warm.u, fit_beta=True, phi=phi)
+        st1 = pirls(prob, x[:nth], warm.beta, warm.u, fit_beta=True, phi=phi, hessian=hessian)
         warm.update(st1)
         g = np.full(len(x), np.nan)
         if not np.isfinite(st1.pdev):
             return np.inf, g
-        gt = ob.laplace_gradient(prob, st1, phi, beta=False, profiled_beta=True)[0]
+        gt = None if reml else ob.laplace_gradient(prob, st1, phi, beta=False, profiled_beta=True)[0]
         if gt is not None:
             g[:nth] = gt
-        return ob.laplace_value(prob, st1, phi), g
+        return (ob.reml_value if reml else ob.laplace_value)(prob, st1, phi), g
 
     x1, lo1 = s.theta_start(), s.theta_lower
     if design.dispersion_estimated:
@@ -171,11 +203,12 @@ def ml_estimate(design: Design, res: MLResult, *, method: str, nAGQ: int, likeli
                              pirls_failures=res.pirls_failures)
     names = None
     if res.vcov_full is not None:
-        names = tuple(design.theta_names) + tuple(design.fixef_names)
+        names = tuple(design.theta_names) + (tuple(design.fixef_names) if res.stage2 is not None else ())
         names += ("log(phi)",) * (res.vcov_full.shape[0] - len(names))
     return Estimate(
         method=method, estimate_kind="ml", beta=res.beta, vcov_beta=res.vcov, theta=res.theta,
         phi=res.phi, u=res.state.u, u_condvar=tuple(res.state.factor.inverse_diag_blocks()),
-        loglik=-0.5 * res.deviance, likelihood=likelihood, nAGQ=nAGQ, vcov_full=res.vcov_full,
+        loglik=-0.5 * res.deviance, likelihood=likelihood, nAGQ=nAGQ,
+        reml_criterion=res.deviance if likelihood == "reml" else None, vcov_full=res.vcov_full,
         vcov_full_names=names, optimizer=report, details=details,
     )

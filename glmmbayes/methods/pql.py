@@ -43,6 +43,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import optimize
 
 from ..core import objective as ob
 from ..core.glm import glm_irls
@@ -87,19 +88,36 @@ def lmm_deviance_fixed_sigma(sol: ob.LmmSolution, w: np.ndarray) -> float:
     return sol.factor.ldL2 + sol.pwrss + len(w) * _LOG_2PI - float(np.sum(np.log(w)))
 
 
-def working_lmm(design: Design, eta: np.ndarray):
-    """The working response z and weights W at η (the inputs of one PQL step)."""
+def working_lmm(design: Design, eta: np.ndarray, phi: float = 1.0):
+    """The working response z and weights W at η (the inputs of one PQL step); `phi` is the
+    family's dispersion where it enters the variance function (NB: μ + μ²/θ)."""
     fam = design.family
-    w, mu, dmu = fam.working_weights(eta, design.wt, 1.0)
+    w, mu, dmu = fam.working_weights(eta, design.wt, phi)
     z = eta - design.offset + (design.y - mu) / dmu
     return z, w
 
 
+def variance_dispersion(design: Design, eta: np.ndarray, start: float) -> float:
+    """The NB dispersion (θ or φ) by maximum likelihood at the current linear predictor, as
+    glm.nb alternates: the quasi-likelihood needs it inside the variance function. (For
+    gaussian and Gamma the dispersion only scales the variance and is the working model's σ².)"""
+    fam = design.family
+
+    def nll(logphi):
+        ll = np.sum(fam.loglik(design.y, eta, design.wt, float(np.exp(logphi))))
+        return -ll if np.isfinite(ll) else np.inf
+
+    c = float(np.log(start))
+    r = optimize.minimize_scalar(nll, bounds=(c - 12.0, c + 12.0), method="bounded", options={"xatol": 1e-10})
+    return float(np.exp(r.x))
+
+
 def _fit_working_lmm(design: Design, z, w, theta0, estimated: bool):
-    prob = design.problem(y=z, wt=w)
+    prob = design.problem(y=z, wt=w, offset=np.zeros(design.n))  # z excludes the offset
     s = design.structure
-    opt = minimize_theta(_working_deviance(prob, w, estimated), theta0, s.theta_lower, s.theta_start() > 0)
-    sol = ob.lmm(prob, opt.x, reml=False)
+    reml = bool(design.spec.REML)
+    opt = minimize_theta(_working_deviance(prob, w, estimated, reml), theta0, s.theta_lower, s.theta_start() > 0)
+    sol = ob.lmm(prob, opt.x, reml=reml)
     return opt, sol
 
 
@@ -155,7 +173,8 @@ def run(design: Design, *, dispersion: str = "estimated", niter: int = 10, tol: 
     estimated = dispersion == "estimated"
     fam = design.family
     s = design.structure
-    beta0, _ = glm_irls(design.X, design.y, design.wt, design.offset, fam)
+    beta0, phi0 = glm_irls(design.X, design.y, design.wt, design.offset, fam)
+    nb_phi = phi0 if (fam.dispersion is not None and not fam.dispersion.residual_row) else None
     eta = design.X @ beta0 + design.offset
     theta = s.theta_start()
     converged = False
@@ -163,7 +182,9 @@ def run(design: Design, *, dispersion: str = "estimated", niter: int = 10, tol: 
     nfev = 0
     it = 0
     for it in range(1, niter + 1):
-        z, w = working_lmm(design, eta)
+        if nb_phi is not None:
+            nb_phi = variance_dispersion(design, eta, nb_phi)
+        z, w = working_lmm(design, eta, 1.0 if nb_phi is None else nb_phi)
         opt, sol = _fit_working_lmm(design, z, w, theta, estimated)
         nfev += opt.nfev
         theta = opt.x
@@ -185,8 +206,8 @@ def run(design: Design, *, dispersion: str = "estimated", niter: int = 10, tol: 
         theta_hat, u = sigma * theta, sol.u / sigma
     final_opt = opt
     if hessian:
-        prob = design.problem(y=z, wt=w)
-        final_opt = minimize_theta(_working_deviance(prob, w, estimated), theta, s.theta_lower,
+        prob = design.problem(y=z, wt=w, offset=np.zeros(design.n))  # z excludes the offset
+        final_opt = minimize_theta(_working_deviance(prob, w, estimated, bool(design.spec.REML)), theta, s.theta_lower,
                                    s.theta_start() > 0, hessian=True)
     report = OptimizerReport(stages={"lmm": StageReport(nfev, it)}, gradient=final_opt.grad,
                              hessian=final_opt.hessian, n_checked=len(theta),
@@ -202,16 +223,24 @@ def run(design: Design, *, dispersion: str = "estimated", niter: int = 10, tol: 
     )
     return Estimate(
         method="pql", estimate_kind="pql", beta=sol.beta.copy(), vcov_beta=sigma2 * sol.factor.rx_inverse(),
-        theta=theta_hat, phi=sigma2, u=u, u_condvar=tuple(sol.factor.inverse_diag_blocks()),
+        theta=theta_hat, phi=sigma2 if nb_phi is None else nb_phi, u=u,
+        u_condvar=tuple(sol.factor.inverse_diag_blocks()),
         optimizer=report, method_converged=converged, messages=msgs, details=info,
     )
 
 
-def _working_deviance(prob, w, estimated: bool):
-    """The working LMM's deviance in θ (σ² profiled, or fixed at 1)."""
+def _working_deviance(prob, w, estimated: bool, reml: bool = False):
+    """The working LMM's deviance (or REML criterion) in θ (σ² profiled, or fixed at 1)."""
     if estimated:
-        return lambda theta: ob.lmm(prob, theta, reml=False).deviance
-    return lambda theta: lmm_deviance_fixed_sigma(ob.lmm(prob, theta, reml=False), w)
+        return lambda theta: ob.lmm(prob, theta, reml=reml).deviance
+
+    def fixed(theta):
+        sol = ob.lmm(prob, theta, reml=reml)
+        # σ² = 1: the REML criterion adds log|RX|² and loses p of the n log(2π) terms
+        extra = sol.factor.ldRX2 - prob.X.shape[1] * _LOG_2PI if reml else 0.0
+        return lmm_deviance_fixed_sigma(sol, w) + extra
+
+    return fixed
 
 
 OPTIONS = (
