@@ -299,3 +299,27 @@ def test_unused_levels_dropped_and_zero_intercept(small):
     assert fixed_design("g", d).names == ("(Intercept)", "gy")  # unused 'w' dropped as lme4 does
     assert fixed_design("x + 0", d).names == ("x",)
     assert fixed_design("1", d).X.shape == (4, 1)
+
+
+# ----------------------------------------------------------------------------- package layout
+
+
+def test_formula_package_imports_no_private_names():
+    """Modules of glmmbayes.formula share helpers only under public names."""
+    import ast
+    from pathlib import Path
+
+    import glmmbayes.formula as pkg
+
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports private {private} from {node.module}"
+
+
+def test_formula_package_reexports():
+    from glmmbayes import formula as fm
+
+    for name in fm.__all__:
+        assert callable(getattr(fm, name)), name
