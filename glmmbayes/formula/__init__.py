@@ -6,7 +6,13 @@ One concern per module:
 * `bars`   -- the lme4 grammar: `parse_formula` splits ``response ~ fixed + (lhs | group)``
   (``||``, ``g1/g2`` and ``g1:g2`` expanded as lme4 does);
 * `rexpr`  -- R expressions: translation to Python and the safe evaluator `evaluate`;
-* `naming` -- R's names: `r_deparse` and ``model.matrix`` column names;
+* `naming` -- R's names: `r_deparse`, factor level text and interaction column names;
+* `transforms` -- stateful terms ``scale(x)``, ``center(x)``, ``poly(x, 2)`` (formulaic's
+  arithmetic, the fitted state kept for new data);
+* `variables` -- what each formula variable is on the fitted data (numeric, factor and its
+  levels) and the same encoding enforced on new data;
+* `terms`  -- R's terms: expansion (by formulaic), variable order, ordering and the
+  contrasts-or-indicators rule of ``model.matrix``;
 * `fixed`  -- fixed-effect / random-term model matrices with R's column names, and their
   re-encoding of new data.
 
@@ -17,9 +23,17 @@ fm; fm.parse_formula(...)``).
 from __future__ import annotations
 
 from .bars import ParsedFormula, RandomTerm, Response, parse_formula
-from .fixed import FixedDesign, fixed_design, fixed_design_newdata, term_matrix, term_matrix_newdata
-from .naming import r_deparse
-from .rexpr import evaluate, r_to_python, referenced_columns
+from .fixed import (
+    FixedDesign,
+    fixed_design,
+    fixed_design_newdata,
+    formula_columns,
+    term_matrix,
+    term_matrix_newdata,
+)
+from .naming import level_text, r_deparse
+from .rexpr import column_values, evaluate, r_to_python, referenced_columns
+from .variables import describe_values
 
 __all__ = [
     "RandomTerm",
@@ -30,7 +44,11 @@ __all__ = [
     "r_to_python",
     "r_deparse",
     "evaluate",
+    "column_values",
+    "describe_values",
+    "level_text",
     "referenced_columns",
+    "formula_columns",
     "fixed_design",
     "fixed_design_newdata",
     "term_matrix",

@@ -1,43 +1,39 @@
-"""Fixed-effect (and random-term left side) model matrices with R's column names.
+"""Fixed-effect (and random-term left side) model matrices, built as R's model.matrix does.
 
-Each variable of the formula (a name or an R call such as ``I(age^2)``) is evaluated by the
-R evaluator into a placeholder column; formulaic expands the formula over the placeholders
-and builds the matrix; the columns are then renamed to what R's ``model.matrix`` gives.
-The state kept in `FixedDesign` encodes new data exactly as the fitted data.
+Each variable of the formula (a name or an R call such as ``I(age^2)``, ``poly(age, 2)``)
+is replaced by a placeholder name; formulaic expands the operators over the placeholders
+and `terms` turns that into R's ordered, coded terms; `variables` evaluates each variable
+once.  A term's columns are the products of its variables' columns (the first variable
+varying fastest), named as R names them.  `FixedDesign` keeps the fitted encoding (factor
+levels, transform states), so new data are encoded exactly as the fitted data.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from glmmbayes.errors import DataError, FormulaError
+from glmmbayes.errors import DataError
 
-from .naming import TEMP_NAME, column_name, level_text, r_deparse
-from .rexpr import as_factor, evaluate, r_to_python
+from .naming import interaction_names, level_text, r_deparse
+from .rexpr import r_to_python, referenced_columns
 from .scan import NAME_RE, closing_paren, paren_depths
+from .terms import TermStructure, term_structure
+from .variables import Variable, fit_variable, variable_values
 
 __all__ = [
-    "Variable",
     "FixedDesign",
+    "formula_atoms",
+    "formula_columns",
     "fixed_design",
     "fixed_design_newdata",
     "term_matrix",
     "term_matrix_newdata",
 ]
 
-
-@dataclass(frozen=True)
-class Variable:
-    """One variable of a formula: a column name or an R call (``I(age^2)``)."""
-
-    temp: str                      # column name handed to formulaic
-    expr: str                      # R text as written
-    name: str                      # R's deparsed name (prefix of coefficient names)
-    levels: tuple | None           # None for numeric; factor levels otherwise
+_PLACEHOLDER = "_gbv{:03d}"
 
 
 @dataclass(frozen=True)
@@ -46,7 +42,7 @@ class FixedDesign:
 
     X: np.ndarray
     names: tuple[str, ...]
-    model_spec: object
+    structure: TermStructure
     rhs: str
     variables: tuple[Variable, ...]
 
@@ -78,103 +74,90 @@ def formula_atoms(rhs: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _to_factor_or_numeric(v, var_name: str):
-    """A variable's values as R's model.frame sees them: floats, or a factor and its levels."""
-    if isinstance(v, pd.Categorical):
-        v = v.remove_unused_categories()  # lme4's model.frame(drop.unused.levels = TRUE)
-        return v, tuple(v.categories)
-    v = np.asarray(v)
-    if v.dtype == bool:
-        return pd.Categorical(v, categories=[False, True]), (False, True)
-    if np.issubdtype(v.dtype, np.number):
-        return v.astype(float), None
-    if v.dtype.kind in "OUS":
-        cat = as_factor(v)
-        return cat, tuple(cat.categories)
-    raise DataError(f"cannot use '{var_name}' of type {v.dtype} in a model formula")
+def formula_columns(rhs: str, data: pd.DataFrame) -> list[str]:
+    """The data columns the variables of a formula right-hand side refer to."""
+    out: list[str] = []
+    for a, b in formula_atoms(rhs):
+        out += [c for c in referenced_columns(rhs[a:b], data) if c not in out]
+    return out
 
 
-def _frame(variables: tuple[Variable, ...], data: pd.DataFrame, fitted: bool) -> pd.DataFrame:
-    """The placeholder columns of `variables` on `data` (for new data: the fitted levels)."""
-    cols = {}
-    for var in variables:
-        value, levels = _to_factor_or_numeric(evaluate(var.expr, data), var.name)
-        if fitted:
-            if (levels is None) != (var.levels is None):
-                kind = "numeric" if var.levels is None else "a factor"
-                raise DataError(f"'{var.name}' was {kind} when fitting but is not in newdata")
-            if levels is not None:
-                value = _fitted_levels(var, value)
-        cols[var.temp] = value
-    return pd.DataFrame(cols, index=pd.RangeIndex(len(data)))
-
-
-def _fitted_levels(var: Variable, value) -> pd.Categorical:
-    """New data's factor values re-encoded with the levels of the fit; unseen levels raise."""
-    raw = np.asarray(value, dtype=object)
-    present = pd.notna(raw)
-    known = set(var.levels)
-    unseen = [x for x in pd.unique(raw[present]) if x not in known]
-    if unseen:
-        raise DataError(
-            f"'{var.name}' has level '{level_text(unseen[0])}' in newdata that was not "
-            f"seen when fitting (levels: {', '.join(map(level_text, var.levels))})"
-        )
-    return pd.Categorical(raw, categories=list(var.levels))
-
-
-def _placeholder_formula(rhs: str, data: pd.DataFrame) -> tuple[str, tuple[Variable, ...]]:
-    """`rhs` with each variable replaced by a placeholder name, and the variables."""
+def _fit_variables(rhs: str, data: pd.DataFrame) -> tuple[str, list[Variable], list[np.ndarray]]:
+    """`rhs` with each variable replaced by a placeholder (numbered by first appearance; a
+    variable written twice is one variable), the variables and their values on `data`."""
     variables: list[Variable] = []
-    by_name: dict[str, Variable] = {}
+    values: list[np.ndarray] = []
+    index: dict[str, int] = {}
     pieces, last = [], 0
     for a, b in formula_atoms(rhs):
         expr = rhs[a:b]
-        name = r_deparse(r_to_python(expr)) if not expr.startswith("`") else expr
-        var = by_name.get(name)
-        if var is None:
-            _, levels = _to_factor_or_numeric(evaluate(expr, data), name)
-            var = Variable(TEMP_NAME.format(len(variables)), expr, name, levels)
+        name = r_deparse(r_to_python(expr))
+        if name not in index:
+            var, vals = fit_variable(expr, data)
+            index[name] = len(variables)
             variables.append(var)
-            by_name[name] = var
-        pieces += [rhs[last:a], var.temp]
+            values.append(vals)
+        pieces += [rhs[last:a], _PLACEHOLDER.format(index[name])]
         last = b
     pieces.append(rhs[last:])
-    ftext = "".join(pieces)
-    # R orders the variables inside an interaction by first appearance in the formula;
-    # temp names are numbered in that order, so sorting `a:b` chains reproduces it.
-    ftext = re.sub(
-        r"_gbv\d{3}(?:\s*:\s*_gbv\d{3})+",
-        lambda m: ":".join(sorted(re.findall(r"_gbv\d{3}", m.group()))),
-        ftext,
-    )
-    return ftext, tuple(variables)
+    return "".join(pieces), variables, values
 
 
 def fixed_design(rhs: str, data: pd.DataFrame) -> FixedDesign:
     """Model matrix of a formula right-hand side (no bars/offsets) with lme4 column names."""
-    from formulaic import model_matrix
-
-    ftext, variables = _placeholder_formula(rhs, data)
-    frame = _frame(variables, data, fitted=False)
-    try:
-        mm = model_matrix(ftext, frame, ensure_full_rank=True, na_action="ignore")
-    except Exception as e:  # formulaic's own syntax errors
-        raise FormulaError(f"cannot build the fixed-effects design for '{rhs}': {e}") from None
-    by_temp = {v.temp: v for v in variables}
-    names = tuple(column_name(c, by_temp) for c in mm.columns)
-    X = np.ascontiguousarray(mm.to_numpy(dtype=float))
-    return FixedDesign(X, names, mm.model_spec, rhs, variables)
+    ftext, variables, values = _fit_variables(rhs, data)
+    placeholders = {_PLACEHOLDER.format(i): i for i in range(len(variables))}
+    structure = term_structure(ftext, placeholders, [v.is_factor for v in variables], rhs)
+    X, names = _assemble(structure, variables, values, len(data))
+    X.setflags(write=False)  # the fitted matrix is kept as state: nothing may edit it
+    return FixedDesign(X, names, structure, rhs, tuple(variables))
 
 
 def fixed_design_newdata(fd: FixedDesign, newdata: pd.DataFrame) -> np.ndarray:
-    """Encode `newdata` exactly as the fitted design (same columns, fit-time factor levels)."""
-    frame = _frame(fd.variables, newdata, fitted=True)
-    mm = fd.model_spec.get_model_matrix(frame, na_action="ignore")
-    X = np.ascontiguousarray(np.asarray(mm, dtype=float))
-    if X.shape[1] != len(fd.names):  # pragma: no cover - formulaic keeps the structure
-        raise DataError(f"newdata gives {X.shape[1]} columns, expected {len(fd.names)}")
+    """Encode `newdata` exactly as the fitted design (same columns, fit-time factor levels
+    and transform states); missing values give NaN in the columns they enter."""
+    values = [variable_values(v, newdata) for v in fd.variables]
+    X, names = _assemble(fd.structure, fd.variables, values, len(newdata))
+    if names != fd.names:  # pragma: no cover - the fitted encoding fixes the columns
+        raise DataError(f"newdata gives columns {names}, expected {fd.names}")
     return X
+
+
+def _assemble(structure: TermStructure, variables, values, n: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The model matrix and its column names: intercept, then each term's columns."""
+    cols: list[np.ndarray] = [np.ones(n)] if structure.intercept else []
+    names: list[str] = ["(Intercept)"] if structure.intercept else []
+    for term in structure.terms:
+        parts = [
+            _variable_columns(variables[v], values[v], contrasts)
+            for v, contrasts in zip(term.variables, term.contrasts)
+        ]
+        names += interaction_names([[nm for nm, _ in p] for p in parts])
+        cols += _interaction_values([[c for _, c in p] for p in parts])
+    X = np.column_stack(cols) if cols else np.zeros((n, 0))
+    return np.ascontiguousarray(X, dtype=np.float64), tuple(names)
+
+
+def _variable_columns(var: Variable, vals: np.ndarray, contrasts: bool) -> list[tuple[str, np.ndarray]]:
+    """(name, column) of one variable in a term: its numeric columns, or one indicator per
+    level (the first level left out when coded by treatment contrasts)."""
+    if not var.is_factor:
+        return [(var.name + s, vals[:, k]) for k, s in enumerate(var.suffixes)]
+    missing = vals < 0
+    out = []
+    for i in range(1 if contrasts else 0, len(var.levels)):
+        col = (vals == i).astype(np.float64)
+        col[missing] = np.nan
+        out.append((var.name + level_text(var.levels[i]), col))
+    return out
+
+
+def _interaction_values(parts: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Products of one column per variable, in the order of `naming.interaction_names`."""
+    out: list = [None]
+    for cols in parts:
+        out = [c if prev is None else prev * c for c in cols for prev in out]
+    return out
 
 
 def term_matrix(lhs: str, data: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...], FixedDesign]:

@@ -16,7 +16,7 @@ from glmmbayes.errors import FormulaError
 
 from .rexpr import demangle
 
-__all__ = ["r_deparse", "r_name", "level_text", "TEMP_NAME", "TEMP_RE", "column_name"]
+__all__ = ["r_deparse", "r_name", "level_text", "interaction_names"]
 
 # R precedence, high binds tighter (see ?Syntax): (R operator, precedence, associativity, spacing)
 _BIN = {
@@ -106,43 +106,21 @@ def _dep_binop(node: ast.BinOp) -> tuple[str, int]:
 
 
 def level_text(level) -> str:
-    """A factor level as R prints it in a column name (logicals as TRUE/FALSE)."""
+    """A factor level as R prints it in a column name: logicals as TRUE/FALSE, whole
+    doubles without '.0' (R's as.character(2) is "2"), other doubles to 15 digits."""
     if isinstance(level, (bool, np.bool_)):
         return "TRUE" if level else "FALSE"
+    if isinstance(level, (float, np.floating)):
+        if np.isfinite(level) and float(level).is_integer() and abs(level) < 1e15:
+            return str(int(level))
+        return format(float(level), ".15g")
     return str(level)
 
 
-#: placeholder column names handed to formulaic, one per formula variable
-TEMP_NAME = "_gbv{:03d}"
-TEMP_RE = re.compile(r"_gbv\d{3}")
-
-
-def column_name(col: str, by_temp: dict) -> str:
-    """R's name of a formulaic column over placeholder names (`by_temp`: placeholder ->
-    variable with `.name` and `.levels`): ``_gbv001[T.b]:_gbv000`` -> ``fb:x``."""
-    if col == "Intercept":
-        return "(Intercept)"
-    out, i = [], 0
-    while i < len(col):
-        m = TEMP_RE.match(col, i)
-        if m is None or m.group() not in by_temp:
-            raise RuntimeError(f"unexpected formulaic column name {col!r}")  # pragma: no cover
-        var = by_temp[m.group()]
-        i = m.end()
-        part = var.name
-        if i < len(col) and col[i] == "[":
-            lvl, i = _level_in(col, i, var.levels or ())
-            part += level_text(lvl)
-        out.append(part)
-        i += col[i : i + 1] == ":"
-    return ":".join(out)
-
-
-def _level_in(col: str, i: int, levels) -> tuple[object, int]:
-    """The level whose ``[T.lvl]`` / ``[lvl]`` tag starts at col[i], and the position after it."""
-    for lvl in levels:
-        for pre in ("[T.", "["):
-            tag = f"{pre}{lvl}]"
-            if col.startswith(tag, i) and (i + len(tag) == len(col) or col[i + len(tag)] == ":"):
-                return lvl, i + len(tag)
-    raise RuntimeError(f"unexpected formulaic column name {col!r}")  # pragma: no cover
+def interaction_names(parts: list[list[str]]) -> list[str]:
+    """Column names of an interaction from each variable's column names, the first variable
+    varying fastest as in R's model.matrix: [[a2, a3], [b2]] -> a2:b2, a3:b2."""
+    out = [""]
+    for k, names in enumerate(parts):
+        out = [f"{prev}:{nm}" if k else nm for nm in names for prev in out]
+    return out
