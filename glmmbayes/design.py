@@ -7,7 +7,6 @@ only ever sees clean arrays.
 from __future__ import annotations
 
 import dataclasses
-import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -162,14 +161,13 @@ class Design:
             labels = group_labels(t.group_vars, newdata)
             index = {lv: i for i, lv in enumerate(t.levels)}
             codes = np.array([index.get(lv, -1) for lv in labels], dtype=np.int64)
+            if len(codes) and (codes < 0).all() and len(t.group_vars) == 1:
+                _check_group_type(t, newdata[t.group_vars[0].strip("`")])
             out.append((codes, Xt))
         return out
 
 
 # --------------------------------------------------------------------------- building
-
-
-_IDENT = re.compile(r"`[^`]+`|[A-Za-z.][A-Za-z0-9._]*")
 
 
 def _used_columns(spec: Spec, data: pd.DataFrame, strict: bool = True) -> list[str]:
@@ -181,13 +179,9 @@ def _used_columns(spec: Spec, data: pd.DataFrame, strict: bool = True) -> list[s
     cols: list[str] = []
     for e in exprs:
         cols += fm.referenced_columns(e, data)
-    # the fixed part and random left sides are formulas: scan their identifiers
-    texts = [p.fixed] + [t.lhs for t in p.random]
-    for txt in texts:
-        for tok in _IDENT.findall(txt):
-            tok = tok.strip("`")
-            if tok in data.columns:
-                cols.append(tok)
+    # the fixed part and random left sides are formulas: the columns of their variables
+    for txt in [p.fixed] + [t.lhs for t in p.random]:
+        cols += fm.formula_columns(txt, data)
     for t in p.random:
         for g in t.group:
             g = g.strip("`")
@@ -368,14 +362,48 @@ def _offset(spec: Spec, data: pd.DataFrame, rows=None) -> np.ndarray:
     return off
 
 
+def _level_texts(v: pd.Series) -> np.ndarray:
+    """R's text of each value of a grouping column (2.0 -> "2", True -> "TRUE"; NA -> "NA")."""
+    cat = pd.Categorical(v)
+    text = np.array([fm.level_text(c) for c in cat.categories] + ["NA"], dtype=object)
+    return text[np.asarray(cat.codes)]
+
+
 def group_labels(group_vars, data: pd.DataFrame) -> list[str]:
-    parts = []
-    for g in group_vars:
-        v = data[g.strip("`")]
-        parts.append(v.astype(str).to_numpy() if not isinstance(v.dtype, pd.CategoricalDtype) else v.astype(str).to_numpy())
+    """The grouping-factor label of each row, as the fitted levels are written."""
+    parts = [_level_texts(data[g.strip("`")]) for g in group_vars]
     if len(parts) == 1:
         return list(parts[0])
     return [":".join(x) for x in zip(*parts)]
+
+
+def _is_number_text(label: str) -> bool:
+    try:
+        float(label)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_group_type(term: ReTerm, column: pd.Series) -> None:
+    """No newdata value is a fitted level: a DataError when the column's type differs from
+    the fit's (numbers for text levels or text for numeric levels), rather than taking
+    every row for a new level."""
+    present = column[column.notna()]
+    if present.empty:
+        return
+    new = fm.describe_values(fm.column_values(present))
+    new_numeric = new in ("integers", "numbers")
+    fit_numeric = all(_is_number_text(lv) for lv in term.levels)
+    if new_numeric == fit_numeric:
+        return
+    shown = ", ".join(f"'{lv}'" for lv in term.levels[:5])
+    more = f", ... ({len(term.levels)} in all)" if len(term.levels) > 5 else ""
+    g = term.group_vars[0].strip("`")
+    raise DataError(
+        f"grouping factor '{g}' had levels {shown}{more} when fitting but newdata has {new} that "
+        f"match none of them; give newdata['{g}'] as the fitted levels (e.g. as strings)"
+    )
 
 
 def _group_factor(group_vars, data: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -404,7 +432,7 @@ def _group_factor(group_vars, data: pd.DataFrame) -> tuple[np.ndarray, tuple[str
             idx.append(u % s)
             u //= s
         idx.reverse()
-        labels.append(":".join(str(c.categories[i]) for c, i in zip(per_var, idx)))
+        labels.append(":".join(fm.level_text(c.categories[i]) for c, i in zip(per_var, idx)))
     return inverse.astype(np.int64), tuple(labels)
 
 
@@ -446,6 +474,15 @@ def _drop_rank_deficient(X: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndar
             stacklevel=4,
         )
     return np.ascontiguousarray(X[:, keep]), tuple(names[j] for j in keep), dropped
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """A read-only, C-contiguous copy that no other array shares: the design never aliases
+    the caller's DataFrame (editing it after the fit changes nothing), and nothing can
+    write into the design's arrays."""
+    a = np.array(a, copy=True, order="C")
+    a.setflags(write=False)
+    return a
 
 
 def build_design(spec: Spec, data: pd.DataFrame) -> Design:
@@ -509,20 +546,20 @@ def build_design(spec: Spec, data: pd.DataFrame) -> Design:
             gname = f"{gname}.{seen[rt.group_name]}"
         else:
             seen[gname] = 0
-        terms.append(ReTerm(gname, rt.group, rt.lhs, cnames, levels, codes, np.ascontiguousarray(Xt), state))
+        terms.append(ReTerm(gname, rt.group, rt.lhs, cnames, levels, _frozen(codes), _frozen(Xt), state))
     # lme4 (and MixedModels.jl) order terms by decreasing number of levels: the first
     # term then gives the largest block-diagonal block of the Cholesky factor
     order = sorted(range(len(terms)), key=lambda i: -terms[i].nlevels)
     terms = [terms[i] for i in order]
     return Design(
         spec=spec,
-        X=X,
+        X=_frozen(X),
         fixef_names=names,
-        y=y,
-        wt=wt,
-        offset=offset,
+        y=_frozen(y),
+        wt=_frozen(wt),
+        offset=_frozen(offset),
         terms=tuple(terms),
-        rows=rows,
+        rows=_frozen(rows),
         n_omitted=n_omitted,
         dropped=dropped,
         response_name=response_name,

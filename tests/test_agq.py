@@ -437,7 +437,7 @@ def test_nested_agq_matches_bruteforce(family, seed):
     df = _sim_nested(family, seed)
     des = gb.design(gb.Spec("y ~ x + (1 | comm/mom)", family=family), df)
     outer_of, desc = nested.nesting(des)
-    assert desc == "comm:mom within comm"
+    assert desc == "mom:comm within comm"  # lme4 names the nested factor mom:comm
     prob = des.problem()
     theta, beta = np.array([1.8, 1.1]), np.array([0.3, -0.7])
     exact = _brute_nested(family, des, beta, theta)

@@ -6,6 +6,7 @@ or formula position at fault -- never a numpy/pandas/formulaic traceback, never 
 
 from __future__ import annotations
 
+import gc
 import re
 import warnings
 
@@ -535,3 +536,129 @@ def test_laplace_and_pql_refuse_non_normal_random_effects_and_say_why():
         gb.fit(spec, d)
     with pytest.raises(SpecError, match="method='pql' cannot fit non-normal.*linear mixed model"):
         gb.fit(spec, d, method="pql")
+
+
+# ----------------------------------------------------------------------------- dtype safety
+
+
+def test_unsigned_counts_do_not_wrap_around(cbpp, cbpp_fit):
+    d = cbpp.astype({"incidence": "uint8", "size": "uint8"})
+    fit = gb.fit(CBPP_F, d)
+    np.testing.assert_allclose(fit.fixef, cbpp_fit.fixef, rtol=1e-8)
+    d.loc[6, "incidence"] = d.loc[6, "size"] + 1  # uint8 size - incidence would be 255
+    with pytest.raises(DataError) as ei:
+        _design(CBPP_F, d)
+    msg = _msg(ei)
+    assert "'size - incidence' must be finite non-negative whole numbers (successes > trials?)" in msg
+    assert "row 6 has -1" in msg and "255" not in msg
+    with pytest.raises(DataError, match=r"'size - incidence'.*row 6 has -1"):
+        _design(CBPP_F, d.astype({"incidence": "UInt8", "size": "UInt8"}))
+
+
+@pytest.mark.parametrize("dtype", ["UInt8", "Int64", "Float64"])
+def test_nullable_na_is_a_missing_value(cbpp, dtype):
+    d = cbpp.assign(x=pd.array(cbpp["size"].tolist(), dtype=dtype))
+    d.loc[[2, 9], "x"] = pd.NA
+    for formula in ["cbind(incidence, x - incidence) ~ period + (1 | herd)",
+                    "cbind(incidence, size - incidence) ~ I(x^2) + (1 | herd)",
+                    "cbind(incidence, size - incidence) ~ log(Q('x')) + (1 | herd)"]:
+        with pytest.raises(DataError, match=r"missing values in 2 rows .*'x' \(2 rows\); first at row 2"):
+            _design(formula, d)
+        assert _design(formula, d, na_action="omit").n_omitted == 2
+
+
+def test_nullable_boolean_na_is_a_missing_value(cbpp):
+    d = cbpp.assign(b=pd.array((cbpp.incidence > 0).tolist(), dtype="boolean"))
+    d.loc[4, "b"] = pd.NA
+    with pytest.raises(DataError, match=r"'b' \(1 row\); first at row 4"):
+        _design("cbind(incidence, size - incidence) ~ b + (1 | herd)", d)
+    des = _design("cbind(incidence, size - incidence) ~ b + (1 | herd)", d, na_action="omit")
+    assert des.fixef_names == ("(Intercept)", "bTRUE")
+
+
+@pytest.mark.parametrize("term", ["I(s^2)", "log(s)", "I(s * 2):period", "I(s - 1)"])
+def test_arithmetic_on_a_string_column_is_named(cbpp, term):
+    d = cbpp.assign(s=cbpp.herd.astype(str).astype(object).radd("h"))
+    with pytest.raises(DataError) as ei:
+        _design(f"cbind(incidence, size - incidence) ~ {term} + (1 | herd)", d)
+    msg = _msg(ei)
+    assert msg.startswith("fixed-effects part"), msg
+    assert "column 's' holds text" in msg and "needs numbers" in msg
+    expr = term.split(":")[0]
+    assert f"'{expr}'" in msg
+
+
+def test_string_response_arithmetic_is_named(cbpp):
+    d = cbpp.assign(s=cbpp["size"].astype(str).astype("string"))
+    with pytest.raises(DataError, match=r"response cbind\(incidence, s - incidence\).*expression "
+                                        r"'s - incidence' needs numbers but column 's' holds text"):
+        _design("cbind(incidence, s - incidence) ~ period + (1 | herd)", d)
+
+
+# ----------------------------------------------------------------------------- no aliasing
+
+
+def test_design_owns_read_only_copies_of_the_data(cbpp):
+    d = cbpp.astype({"incidence": float, "size": float}).assign(
+        y=(cbpp.incidence > 0).astype(float), x=np.linspace(0, 1, len(cbpp)), w=2.0, o=0.5)
+    designs = {
+        "cbind": _design("cbind(incidence, size - incidence) ~ x + offset(o) + (x | herd)", d),
+        "single": _design("y ~ x + (1 | herd)", d, weights="w", offset="o"),
+    }
+    before = {k: [a.copy() for a in (des.X, des.y, des.wt, des.offset, des.terms[0].X)] for k, des in designs.items()}
+    gc.collect()  # the design's own frames are gone: d's columns are no longer shared
+    for c in ["incidence", "size", "y", "x", "w", "o"]:  # edit the caller's frame in place
+        d.loc[0, c] = 123.0
+        d.iloc[5, d.columns.get_loc(c)] = 99.0
+    for k, des in designs.items():
+        for a, b in zip((des.X, des.y, des.wt, des.offset, des.terms[0].X), before[k]):
+            np.testing.assert_array_equal(a, b)
+            assert not a.flags.writeable
+        assert not des.terms[0].codes.flags.writeable and not des.rows.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            des.y[0] = 1.0
+
+
+def test_design_y_is_not_a_view_of_the_column(cbpp):
+    d = cbpp.assign(y=(cbpp.incidence > 0).astype(float))
+    des = _design("y ~ period + (1 | herd)", d)
+    col = d["y"].to_numpy()
+    assert not np.shares_memory(des.y, col)
+    assert not np.shares_memory(des.X, col)
+
+
+# ----------------------------------------------------------------------------- newdata types
+
+
+def test_predict_grouping_factor_given_as_integers(cbpp, cbpp_fit):
+    new = cbpp.iloc[:6].copy()
+    ref = cbpp_fit.predict(new)
+    np.testing.assert_allclose(cbpp_fit.predict(new.assign(herd=new.herd.astype(int))), ref, rtol=1e-12)
+    np.testing.assert_allclose(cbpp_fit.predict(new.assign(herd=new.herd.astype(float))), ref, rtol=1e-12)
+    np.testing.assert_allclose(cbpp_fit.predict(new.assign(herd=new.herd.astype(str))), ref, rtol=1e-12)
+    # the fixed-effect factor too: period fitted from categories '1'..'4', newdata ints
+    np.testing.assert_allclose(cbpp_fit.predict(new.assign(period=new.period.astype(int))), ref, rtol=1e-12)
+
+
+def test_predict_grouping_factor_of_another_type_is_named(cbpp):
+    d = cbpp.assign(herd="h" + cbpp.herd.astype(str))
+    fit = gb.fit(CBPP_F, d)
+    with pytest.raises(DataError) as ei:
+        fit.predict(cbpp.iloc[:3].assign(herd=[1, 2, 3]), allow_new_levels=True)
+    msg = _msg(ei)
+    assert "grouping factor 'herd' had levels 'h1', 'h10', 'h11', 'h12', 'h13', ... (15 in all)" in msg
+    assert "newdata has integers that match none of them" in msg
+
+
+def test_predict_fixed_factor_of_another_type_is_named(cbpp):
+    d = cbpp.assign(p="p" + cbpp.period.astype(str))
+    fit = gb.fit("cbind(incidence, size - incidence) ~ p + (1 | herd)", d)
+    with pytest.raises(DataError) as ei:
+        fit.predict(d.iloc[:3].assign(p=[1, 2, 3]))
+    msg = _msg(ei)
+    assert "'p' was a factor (levels 'p1', 'p2', 'p3', 'p4') when fitting but newdata has integers" in msg
+    assert "is not in newdata" not in msg
+    x = gb.fit("cbind(incidence, size - incidence) ~ x + (1 | herd)", d.assign(x=np.arange(len(d)) / 10))
+    with pytest.raises(DataError, match=r"'x' was numeric when fitting but newdata has strings; "
+                                        r"convert it with pd.to_numeric\(newdata\['x'\]\)"):
+        x.predict(d.iloc[:2].assign(x=["a", "b"]))
