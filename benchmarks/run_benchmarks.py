@@ -33,8 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "reference"
 R_SCRIPT = ROOT / "benchmarks" / "r" / "time_fits.R"
 
-# every reference case that has an lme4 fit (the REML file holds only the LMM criterion)
-REFERENCE_CASES = sorted(p.stem for p in REFERENCE.glob("*.json") if "laplace" in json.loads(p.read_text()))
+def _is_case(ref: dict) -> bool:
+    """A reference with a fit to time: an lme4 Laplace block, or glmmTMB fits (negative binomial,
+    GLMM REML); the REML and tolerance files hold only criteria."""
+    return "formula" in ref and ("laplace" in ref or "glmmTMB" in ref.get("fits", {})
+                                 or "glmmTMB_REML" in ref.get("fits", {}) or "glmmtmb_nb2" in ref)
+
+
+REFERENCE_CASES = sorted(p.stem for p in REFERENCE.glob("*.json") if _is_case(json.loads(p.read_text())))
 
 
 def time_ours(spec, data, reps: int, **kw):
@@ -57,7 +63,8 @@ def time_r(spec, data: pd.DataFrame, reps: int, nagq: int = 1) -> dict | None:
         levels = {c: [str(x) for x in data[c].cat.categories] for c in data.columns
                   if isinstance(data[c].dtype, pd.CategoricalDtype)}
         job = {"csv": str(csv), "levels": levels, "formula": spec.formula, "family": spec.fam.name,
-               "link": spec.fam.link.name, "nAGQ": nagq, "reps": reps, "glmmtmb": True}
+               "link": spec.fam.link.name, "nAGQ": nagq, "reps": reps, "glmmtmb": True,
+               "REML": bool(spec.REML)}
         (Path(tmp) / "job.json").write_text(json.dumps(job))
         out = Path(tmp) / "out.json"
         r = subprocess.run(["Rscript", str(R_SCRIPT), str(Path(tmp) / "job.json"), str(out)],
@@ -74,8 +81,23 @@ def _case(case: str):
         formula, family, data = SIMULATED[case]()
         return gb.Spec(formula, family=family), data, None
     ref = json.loads((REFERENCE / f"{case}.json").read_text())
-    data = gb.datasets.load(ref["data"], derived=True)
-    return gb.Spec(ref["formula"], family=ref["family"], link=ref["link"]), data, ref
+    data = gb.datasets.load(ref["data"].removesuffix(".csv"), derived=True)
+    family = "nbinom2" if "glmmtmb_nb2" in ref else ref["family"]
+    reml = "glmmTMB_REML" in ref.get("fits", {})
+    return gb.Spec(ref["formula"], family=family, link=ref.get("link"), REML=reml), data, _stored_times(ref)
+
+
+def _stored_times(ref: dict) -> dict | None:
+    """{"lme4": (seconds, logLik), "glmmtmb": (seconds, logLik)} recorded with a reference."""
+    if "laplace" in ref:
+        tmb = ref.get("glmmtmb", {})
+        return {"lme4": (ref["laplace"]["median_s"], ref["laplace"]["logLik"]),
+                "glmmtmb": (tmb.get("median_s"), tmb.get("logLik"))}
+    fits = ref.get("fits", {})
+    tmb = fits.get("glmmTMB_REML") or fits.get("glmmTMB") or ref.get("glmmtmb_nb2") or {}
+    lme4 = fits.get("glmer.nb") or ref.get("glmer_nb") or {}
+    sec = lambda b: b.get("median_s", (b.get("seconds") if not isinstance(b.get("seconds"), list) else None))  # noqa: E731
+    return {"lme4": (sec(lme4), lme4.get("logLik")), "glmmtmb": (sec(tmb), tmb.get("logLik"))}
 
 
 def run(with_r: bool, reps: int, cases: list[str], nagq: int = 1) -> list[dict]:
@@ -106,14 +128,13 @@ def run(with_r: bool, reps: int, cases: list[str], nagq: int = 1) -> list[dict]:
         if nagq > 1:  # the same data by our Laplace fit: what AGQ costs on top
             row["laplace_s"] = laplace_s
         if ref is not None and nagq == 1:
-            row.update(lme4_s=ref["laplace"]["median_s"], glmmtmb_s=ref.get("glmmtmb", {}).get("median_s"),
-                       lme4_loglik=ref["laplace"]["logLik"])
+            row.update(lme4_s=ref["lme4"][0], glmmtmb_s=ref["glmmtmb"][0], lme4_loglik=ref["lme4"][1])
         if with_r:
             live = time_r(spec, data, n_reps, nagq)
             if live:
-                row["lme4_s"] = live["lme4"]["median_s"]
+                row["lme4_s"] = live.get("lme4", {}).get("median_s")
                 row["glmmtmb_s"] = live.get("glmmtmb", {}).get("median_s")
-                row["lme4_loglik"] = live["lme4"]["logLik"]
+                row["lme4_loglik"] = live.get("lme4", {}).get("logLik")
                 row["source"] = "same run"
         peers = [v for v in (row["lme4_s"], row["glmmtmb_s"]) if v]
         row["ratio"] = ours_s / min(peers) if peers else float("nan")

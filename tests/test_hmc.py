@@ -88,6 +88,31 @@ def test_logp_matches_core_poisson_offset_three_terms():
     assert abs(got - want) < 1e-8, (got, want)
 
 
+@pytest.mark.parametrize("family", ["nbinom2", "nbinom1"])
+def test_logp_matches_core_negative_binomial(family):
+    """The PyMC likelihood of the negative binomials is the family table's (with an offset), and
+    the dispersion's prior is the documented default: likelihood + N(u) + prior of θ / φ."""
+    owls = gb.datasets.load("Owls")
+    spec = gb.Spec("SiblingNegotiation ~ FoodTreatment * SexParent + offset(log(BroodSize)) + (1 | Nest)",
+                   family=family)
+    model = gb.to_pymc(spec, owls)
+    d = model.glmm_info.design
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=d.p) * 0.1
+    u = rng.normal(size=d.structure.q)
+    sd, disp = 0.6, 1.3
+    name = d.family.dispersion.name
+    point = {"beta_z": z, "u_Nest": u.reshape(-1, 1), "sd_Nest_log__": np.array([math.log(sd)]),
+             f"{name}_log__": np.array(math.log(disp))}
+    vars_ = [model["y"], model["u_Nest"], model[name]]
+    got = model.compile_logp(vars=vars_, jacobian=False)(point)
+    beta = model.glmm_info.basis.shift + model.glmm_info.basis.B @ z
+    prior = model.glmm_info.priors.dispersion[name]
+    want = (_numpy_loglik(d, beta, np.array([sd]), u, phi=disp) + stats.norm.logpdf(u).sum()
+            + float(prior.logpdf(disp)))
+    assert abs(got - want) < 1e-8, (got, want)
+
+
 def test_logp_matches_core_correlated_gaussian():
     """LKJ-Cholesky term (Days | Subject), gaussian: likelihood + N(u) at a given Cholesky factor."""
     data = gb.datasets.load("sleepstudy")

@@ -232,7 +232,7 @@ def _poisson_canonical(y, eta, wt):
 def _nb2_kernel(y, eta, wt, theta, link, ops):
     # log p = lgamma(y+θ) - lgamma(θ) - lgamma(y+1) + θ log θ + y log μ - (y+θ) log(μ+θ)
     log_mu = link.log_mu(eta, ops) if link.log_mu is not None else ops.log(link.linkinv(eta, ops))
-    return wt * (y * log_mu - (y + theta) * ops.logaddexp(log_mu, ops.log(theta + 0.0 * log_mu)))
+    return wt * (y * log_mu - (y + theta) * ops.logaddexp(log_mu, ops.log(theta)))
 
 
 def _nb2_const(y, wt, theta, ops):
@@ -258,7 +258,7 @@ def _nb2_start(y, mu, wt, df):
 def _nb1_kernel(y, eta, wt, phi, link, ops):
     # log p = lgamma(y + μ/φ) - lgamma(μ/φ) - lgamma(y+1) - (μ/φ) log(1+φ) + y log(φ/(1+φ))
     k = link.linkinv(eta, ops) / phi
-    return wt * (ops.gammaln(y + k) - ops.gammaln(k) - k * ops.log1p(phi + 0.0 * k))
+    return wt * (ops.gammaln(y + k) - ops.gammaln(k) - k * ops.log1p(phi))
 
 
 def _nb1_const(y, wt, phi, ops):
