@@ -207,7 +207,8 @@ def write_markdown(rows: list[dict], command: str, path: Path, nagq: int = 1) ->
 def _companions(folder: Path) -> list[str]:
     """The companion benchmarks (AGQ, HMC against bambi), recorded in benchmarks.md from their own files."""
     lines = []
-    for extra, title in (("benchmarks-agq.md", "Adaptive Gauss-Hermite quadrature (nAGQ = 25)"),
+    for extra, title in (("benchmarks-families.md", "Negative binomial, non-canonical links, GLMM REML"),
+                         ("benchmarks-agq.md", "Adaptive Gauss-Hermite quadrature (nAGQ = 25)"),
                          ("benchmarks-hmc.md", "HMC against bambi")):
         f = folder / extra
         if f.exists():

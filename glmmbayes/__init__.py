@@ -7,8 +7,10 @@ from .errors import (
     ConvergenceWarning,
     DataError,
     FamilyError,
+    FitError,
     FormulaError,
     GlmmError,
+    LaplaceAdequacyWarning,
     RankDeficiencyWarning,
     SpecError,
 )
@@ -26,5 +28,5 @@ __all__ = [
     "Spec", "Fit", "fit", "compare", "Comparison", "to_pymc", "design", "datasets", "get_family",
     "RandomEffect", "laplace_adequacy", "studies",
     "GlmmError", "FormulaError", "DataError", "FamilyError", "SpecError",
-    "ConvergenceWarning", "RankDeficiencyWarning",
+    "ConvergenceWarning", "RankDeficiencyWarning", "LaplaceAdequacyWarning", "FitError",
 ]

@@ -18,7 +18,7 @@ from . import methods
 from .build import build_fit
 from .core.threads import single_threaded_blas
 from .design import Design, build_design
-from .errors import ConvergenceWarning, GlmmError
+from .errors import ConvergenceWarning, GlmmError, LaplaceAdequacyWarning
 from .fit import Fit, FitCall
 from .spec import Spec, as_spec
 
@@ -40,12 +40,20 @@ def fit(spec: Spec | str, data: pd.DataFrame, method: str = "laplace", nAGQ: int
         options["nAGQ"] = nAGQ
     opts = methods.checked_options(method, options)  # before the design: a typo fails fast
     result = run_method(build_design(spec, data), method, opts)
-    bad = [m for m in result.messages if not m.startswith("boundary")]
-    if bad or not result.converged:
-        warnings.warn("; ".join(result.messages) or "fit did not converge", ConvergenceWarning, stacklevel=2)
-    elif result.messages:
-        warnings.warn(result.messages[0], ConvergenceWarning, stacklevel=2)
+    _warn(result)
     return result
+
+
+def _warn(result: Fit) -> None:
+    """One warning for a failed fit (all its messages); otherwise one per remark, the Laplace
+    adequacy check under its own category so that it can be filtered on its own."""
+    if not result.converged:
+        warnings.warn("; ".join(result.messages) or "fit did not converge", ConvergenceWarning, stacklevel=3)
+        return
+    check = getattr(result.details, "adequacy", None)
+    note = None if check is None or check.adequate else result.messages[-1]
+    for m in result.messages:
+        warnings.warn(m, LaplaceAdequacyWarning if m == note else ConvergenceWarning, stacklevel=3)
 
 
 def run_method(design: Design, method: str, options: Mapping[str, Any] | None = None) -> Fit:

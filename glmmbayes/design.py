@@ -17,7 +17,7 @@ import pandas as pd
 from . import formula as fm
 from .core.linalg import ReStructure, theta_diag_mask
 from .core.pirls import Problem
-from .errors import DataError, RankDeficiencyWarning
+from .errors import DataError, RankDeficiencyWarning, SpecError
 from .families import Family, show_value
 from .spec import Spec
 
@@ -485,6 +485,94 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _random_terms(spec: Spec, data: pd.DataFrame, n: int, where) -> list[ReTerm]:
+    """One ReTerm per bar term, each checked (levels, identifiability, duplicates)."""
+    fam = spec.fam
+    terms: list[ReTerm] = []
+    seen: dict[str, int] = {}
+    for rt in spec.parsed.random:
+        with _part(f"random term ({rt.lhs} | {rt.group_name})"):
+            Xt, cnames, state = fm.term_matrix(rt.lhs, data)
+        if Xt.shape[1] == 0:
+            raise DataError(f"random term ({rt.lhs} | {rt.group_name}) has no columns")
+        _check_finite(Xt, cnames, f"random term ({rt.lhs} | {rt.group_name}):", where)
+        codes, levels = _group_factor(rt.group, data)
+        _check_levels(f"({rt.lhs} | {rt.group_name})", rt.group_name, len(levels), Xt.shape[1], n, fam.is_lmm)
+        gname = rt.group_name
+        if gname in seen:
+            seen[gname] += 1
+            gname = f"{gname}.{seen[rt.group_name]}"
+        else:
+            seen[gname] = 0
+        term = ReTerm(gname, rt.group, rt.lhs, cnames, levels, _frozen(codes), _frozen(Xt), state)
+        _check_duplicate(term, terms)
+        terms.append(term)
+    return terms
+
+
+def _check_levels(label: str, group: str, nlevels: int, k: int, n: int, lmm: bool) -> None:
+    if nlevels < 2:
+        raise DataError(
+            f"grouping factor '{group}' in {label} has {nlevels} level: "
+            "a random effect needs at least two sampled levels"
+        )
+    if lmm and nlevels >= n:
+        raise DataError(
+            f"{label}: grouping factor '{group}' has {nlevels} levels for {n} "
+            "observations; with a residual variance the model is not identifiable"
+        )
+    q = nlevels * k
+    if q > n or (lmm and q >= n):  # lme4's check.nobs.vs.nRE (lmer: nobs <= nRE)
+        coefs = "coefficient" if k == 1 else "coefficients"
+        raise DataError(
+            f"{label}: grouping factor '{group}' has {nlevels} levels x {k} {coefs} = {q} random "
+            f"effects for {n} observations; the variance parameters are not identifiable"
+        )
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two grouping codes define the same groups (up to relabelling)."""
+    if a.max() != b.max():
+        return False
+    pairs = np.unique(np.stack([a, b], axis=1), axis=0)
+    return len(pairs) == a.max() + 1
+
+
+def _check_duplicate(term: ReTerm, earlier: list[ReTerm]) -> None:
+    """A term whose groups and covariates repeat an earlier term's: only the sum of their
+    covariances is identified, so an optimizer would split it arbitrarily."""
+    for t in earlier:
+        same_cols = t.k == term.k and np.allclose(t.X, term.X)
+        if same_cols and _same_partition(t.codes, term.codes):
+            raise SpecError(
+                f"random term {term} repeats {t}: the same covariates on the same groups, so only "
+                "the sum of their variances is identified; remove one of them"
+            )
+
+
+def _check_weights(spec: Spec, wt: np.ndarray) -> None:
+    if not np.any(wt > 0):
+        what = f"the prior weights '{spec.weights}'" if spec.weights else "the numbers of trials"
+        raise DataError(f"{what} are zero in every row: there is nothing to fit")
+
+
+def _check_residual_variance(X: np.ndarray, y: np.ndarray, response: str, names) -> None:
+    """A linear mixed model needs residual variation: y exactly linear in the fixed effects
+    (a constant response, or data generated without noise) has σ = 0 and no likelihood maximum."""
+    scale = float(np.max(np.abs(y))) if y.size else 0.0
+    if X.shape[1]:
+        resid = y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
+    else:
+        resid = y
+    if float(np.max(np.abs(resid))) <= 1e-10 * max(scale, 1e-300):
+        what = "constant" if np.ptp(y) <= 1e-12 * max(scale, 1e-300) else (
+            f"an exact linear function of {', '.join(names)}")
+        raise DataError(
+            f"response '{response}' is {what}: the residual variance is zero, so the linear mixed "
+            "model has no maximum-likelihood estimate"
+        )
+
+
 def build_design(spec: Spec, data: pd.DataFrame) -> Design:
     """Evaluate `spec` on `data`: every data check that can name its culprit happens here."""
     if not isinstance(data, pd.DataFrame):
@@ -506,47 +594,15 @@ def build_design(spec: Spec, data: pd.DataFrame) -> Design:
             fam.validate(y, wt, rows=where)
         except DataError as e:
             raise DataError(f"response '{response_name}': {e}") from None
+    _check_weights(spec, wt)
     offset = _offset(spec, data, where)
     with _part(f"fixed-effects part '{spec.parsed.fixed}'"):
         fd = fm.fixed_design(spec.parsed.fixed, data)
     _check_finite(fd.X, fd.names, "fixed-effect", where)
     X, names, dropped = _drop_rank_deficient(fd.X, fd.names)
-    n = len(y)
-    terms: list[ReTerm] = []
-    seen: dict[str, int] = {}
-    for rt in spec.parsed.random:
-        with _part(f"random term ({rt.lhs} | {rt.group_name})"):
-            Xt, cnames, state = fm.term_matrix(rt.lhs, data)
-        if Xt.shape[1] == 0:
-            raise DataError(f"random term ({rt.lhs} | {rt.group_name}) has no columns")
-        _check_finite(Xt, cnames, f"random term ({rt.lhs} | {rt.group_name}):", where)
-        codes, levels = _group_factor(rt.group, data)
-        label = f"({rt.lhs} | {rt.group_name})"
-        if len(levels) < 2:
-            raise DataError(
-                f"grouping factor '{rt.group_name}' in {label} has {len(levels)} level: "
-                "a random effect needs at least two sampled levels"
-            )
-        if fam.is_lmm and len(levels) >= n:
-            raise DataError(
-                f"{label}: grouping factor '{rt.group_name}' has {len(levels)} levels for {n} "
-                "observations; with a residual variance the model is not identifiable"
-            )
-        q = len(levels) * Xt.shape[1]
-        if q > n or (fam.is_lmm and q >= n):  # lme4's check.nobs.vs.nRE (lmer: nobs <= nRE)
-            coefs = "coefficient" if Xt.shape[1] == 1 else "coefficients"
-            raise DataError(
-                f"{label}: grouping factor '{rt.group_name}' has {len(levels)} levels x "
-                f"{Xt.shape[1]} {coefs} = {q} random effects for {n} observations; the variance "
-                "parameters are not identifiable"
-            )
-        gname = rt.group_name
-        if gname in seen:
-            seen[gname] += 1
-            gname = f"{gname}.{seen[rt.group_name]}"
-        else:
-            seen[gname] = 0
-        terms.append(ReTerm(gname, rt.group, rt.lhs, cnames, levels, _frozen(codes), _frozen(Xt), state))
+    if fam.is_lmm:
+        _check_residual_variance(X, y - offset, response_name, names)
+    terms = _random_terms(spec, data, len(y), where)
     # lme4 (and MixedModels.jl) order terms by decreasing number of levels: the first
     # term then gives the largest block-diagonal block of the Cholesky factor
     order = sorted(range(len(terms)), key=lambda i: -terms[i].nlevels)

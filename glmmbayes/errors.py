@@ -52,3 +52,8 @@ class ConvergenceWarning(GlmmWarning):
 
 class RankDeficiencyWarning(GlmmWarning):
     """Fixed-effect columns were dropped because X is rank deficient."""
+
+
+class LaplaceAdequacyWarning(GlmmWarning):
+    """The Laplace approximation is likely off for this model: adaptive quadrature at the Laplace
+    estimate changes the log-likelihood noticeably (see `fit.laplace_adequacy()`)."""

@@ -25,6 +25,8 @@ def lsolve(L: np.ndarray, b: np.ndarray, trans: bool = False) -> np.ndarray:
     """L^{-1} b (or L^{-T} b) for a lower-triangular L, by LAPACK directly: the scipy.linalg
     wrapper's checks cost more than the solve at the sizes of most models. L' is an
     upper-triangular Fortran-ordered view of C-ordered L, so nothing is copied."""
+    if L.shape[0] == 0:  # no fixed effects: nothing to solve (LAPACK rejects empty systems)
+        return np.zeros(b.shape)
     return dtrtrs(L.T, b, lower=0, trans=0 if trans else 1)[0]
 
 
@@ -132,8 +134,16 @@ class ReStructure:
             out[self.u_offsets[i] : self.u_offsets[i + 1]] = block.ravel()
         return out
 
+    def zl_mult_matrix(self, V, U: np.ndarray) -> np.ndarray:
+        """ZΛ U for a (q, p) matrix U (p may be 0)."""
+        if U.shape[1] == 0:
+            return np.zeros((self.n, 0))
+        return np.column_stack([self.zl_mult(V, U[:, j]) for j in range(U.shape[1])])
+
     def zl_tmult_matrix(self, V, R: np.ndarray) -> np.ndarray:
-        """Λ'Z' R for an (n, p) matrix R."""
+        """Λ'Z' R for an (n, p) matrix R (p may be 0: a model without fixed effects)."""
+        if R.shape[1] == 0:
+            return np.zeros((self.q, 0))
         return np.column_stack([self.zl_tmult(V, R[:, j]) for j in range(R.shape[1])])
 
     def cross_pattern(self):

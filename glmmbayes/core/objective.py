@@ -94,6 +94,28 @@ class LmmSolution:
     V: list
 
 
+def lmm_deviance(prob: Problem, theta: np.ndarray, reml: bool = False, fixed_sigma_w=None) -> float:
+    """The LMM deviance at θ for an optimizer: infinite where the system cannot be factored
+    (an evaluation failure is a bad point, not a crash). With `fixed_sigma_w` (the weights) the
+    residual variance is fixed at 1 (PQL's Breslow-Clayton variant)."""
+    try:
+        sol = lmm(prob, theta, reml)
+    except np.linalg.LinAlgError:
+        return np.inf
+    dev = sol.deviance if fixed_sigma_w is None else fixed_sigma_deviance(sol, fixed_sigma_w, reml)
+    return dev if np.isfinite(dev) else np.inf
+
+
+def fixed_sigma_deviance(sol: "LmmSolution", w: np.ndarray, reml: bool = False) -> float:
+    """-2 log-likelihood of the weighted LMM with the residual variance fixed at 1:
+    z ~ N(Xβ, ZΛΛ'Z' + W⁻¹), β at its GLS value: log|L|² + pwrss + n log(2π) − Σ log W
+    (REML: + log|RX|² − p log(2π))."""
+    dev = sol.factor.ldL2 + sol.pwrss + len(w) * _LOG_2PI - float(np.sum(np.log(w)))
+    if reml:
+        dev += sol.factor.ldRX2 - len(sol.beta) * _LOG_2PI
+    return dev
+
+
 def lmm(prob: Problem, theta: np.ndarray, reml: bool = False) -> LmmSolution:
     """Profiled deviance (ML) or REML criterion of the LMM at θ, as lme4's `devfun`."""
     s = prob.structure
@@ -134,7 +156,7 @@ def lmm_gradient(prob: Problem, sol: LmmSolution, reml: bool = False) -> np.ndar
     dof = n - p if reml else n
     if reml:
         Q = lsolve(f.RX, f.backward(f.LX).T).T  # (q, p)
-        wZLQ = w[:, None] * np.column_stack([s.zl_mult(V, Q[:, j]) for j in range(p)])
+        wZLQ = w[:, None] * s.zl_mult_matrix(V, Q)
         wXR = w[:, None] * lsolve(f.RX, X.T).T  # W X RX^{-T}
     g = np.empty(s.ntheta)
     tail_off = 0
@@ -196,7 +218,7 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     if beta and not profiled_beta:
         C = s.zl_tmult_matrix(V, w[:, None] * X)
         du = -st.factor.solve(C)
-        deta = X + np.column_stack([s.zl_mult(V, du[:, j]) for j in range(X.shape[1])])
+        deta = X + s.zl_mult_matrix(V, du)
         g_beta = X.T @ g + deta.T @ wl
     if not theta:
         return None, g_beta

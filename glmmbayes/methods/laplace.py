@@ -11,11 +11,15 @@ glmer uses. They coincide for canonical links (logit, log-Poisson, ...) and diff
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..core import objective as ob
+from ..core.agq import group_log_integrals
+from ..core.nested import nested_log_likelihood, nesting
+from ..core.quadrature import gauss_hermite
 from ..core.pirls import pirls
 from ..design import Design
 from ..errors import SpecError
@@ -32,6 +36,7 @@ class LaplaceInfo:
     hessian: str  # "observed" (the Laplace approximation proper) or "expected" (lme4's)
     criterion: str  # "laplace", "nagq0" or "reml"
     canonical_link: bool  # observed and expected information coincide
+    adequacy: "AdequacyCheck | None" = None  # the automatic check against quadrature
 
     def describe(self) -> str:
         if self.canonical_link:
@@ -58,6 +63,58 @@ class LaplaceObjective:
         return (ob.laplace_value(prob, st, phi), *ob.laplace_gradient(prob, st, phi))
 
 
+@dataclass(frozen=True)
+class AdequacyCheck:
+    """Laplace against adaptive quadrature at the Laplace estimate (same θ, β): the cheap check
+    every Laplace fit of a binomial or Poisson model with integrable random effects gets."""
+
+    nAGQ: int
+    loglik_laplace: float
+    loglik_agq: float
+    nested: bool
+
+    @property
+    def difference(self) -> float:
+        return self.loglik_agq - self.loglik_laplace
+
+    @property
+    def adequate(self) -> bool:
+        return abs(self.difference) < ADEQUACY_TOL
+
+
+ADEQUACY_TOL = 1.0  # log-likelihood units: a change of 2 in an LRT statistic
+ADEQUACY_KNOTS = 9  # per dimension (5 per level for nested terms: 25 knot pairs)
+
+
+def adequacy_check(design: Design, res) -> AdequacyCheck | None:
+    """Quadrature at the Laplace optimum for binomial and Poisson models with one scalar term or
+    two nested ones (where the integral factors); None elsewhere (the LMM is exact; crossed terms
+    have no cheap quadrature)."""
+    if design.family.name not in ("binomial", "poisson") or res.state.factor is None:
+        return None
+    prob = design.problem()
+    nest = nesting(design)
+    if nest is not None:
+        ll = nested_log_likelihood(prob, res.state, nest[0], gauss_hermite(5), res.phi)
+        k, nested = 5, True
+    elif len(design.terms) == 1 and design.terms[0].k == 1:
+        ll = float(np.sum(group_log_integrals(prob, res.state, gauss_hermite(ADEQUACY_KNOTS), res.phi)))
+        k, nested = ADEQUACY_KNOTS, False
+    else:
+        return None
+    return AdequacyCheck(k, -0.5 * res.deviance, float(ll), nested) if np.isfinite(ll) else None
+
+
+def adequacy_message(check: AdequacyCheck | None) -> tuple[str, ...]:
+    if check is None or check.adequate:
+        return ()
+    kind = "nested adaptive quadrature" if check.nested else "adaptive quadrature"
+    return (f"the Laplace approximation may be inaccurate here: {kind} with {check.nAGQ} knots "
+            f"at the Laplace estimate changes the log-likelihood by {check.difference:+.3g} "
+            f"({check.loglik_laplace:.3f} -> {check.loglik_agq:.3f}); refit with method='agq' "
+            "(fit.laplace_adequacy() shows which clusters and which nAGQ)",)
+
+
 def run(design: Design, *, nAGQ: int = 1, laplace: str = "observed") -> Estimate:
     """Laplace ML (nAGQ = 1), the nAGQ = 0 criterion (θ by Laplace, β from PIRLS), or REML."""
     if laplace == "expected" and not design.family.dist.expected_information:
@@ -72,8 +129,10 @@ def run(design: Design, *, nAGQ: int = 1, laplace: str = "observed") -> Estimate
                            details=LaplaceInfo(laplace, "reml", design.family.is_canonical))
     res = fit_ml(design, LaplaceObjective(laplace), fast_only=(nAGQ == 0), hessian=laplace)
     kind = "nagq0" if nAGQ == 0 else "laplace"
-    return ml_estimate(design, res, method=kind, nAGQ=nAGQ, likelihood=kind,
-                       details=LaplaceInfo(laplace, kind, design.family.is_canonical))
+    check = adequacy_check(design, res) if nAGQ == 1 else None
+    est = ml_estimate(design, res, method=kind, nAGQ=nAGQ, likelihood=kind,
+                      details=LaplaceInfo(laplace, kind, design.family.is_canonical, check))
+    return dataclasses.replace(est, messages=est.messages + adequacy_message(check))
 
 
 OPTIONS = (

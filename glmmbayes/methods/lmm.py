@@ -4,6 +4,8 @@ this for method="laplace" and "agq" alike (and labels the result with the method
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..core import objective as ob
 from ..core.optimize import minimize_deviance
 from ..design import Design
@@ -20,10 +22,13 @@ def run(design: Design, *, label: str = "laplace", nAGQ: int = 1) -> Estimate:
     s = design.structure
 
     def f(theta):
-        return ob.lmm(prob, theta, reml).deviance
+        return ob.lmm_deviance(prob, theta, reml)
 
     def vg(theta):
-        sol = ob.lmm(prob, theta, reml)
+        try:
+            sol = ob.lmm(prob, theta, reml)
+        except np.linalg.LinAlgError:
+            return np.inf, None
         return sol.deviance, ob.lmm_gradient(prob, sol, reml)
 
     opt = minimize_deviance(f, s.theta_start(), s.theta_lower, hessian=True, value_and_grad=vg)

@@ -60,7 +60,7 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
     nth = design.structure.ntheta
     theta = r1.x[:nth]
     phi = _phi(design, r1.x, nth)
-    st = _require(pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi, hessian=hessian), "stage 1")
+    st = _require(pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi, hessian=hessian), "stage 1", design)
     if fast_only:
         dev = ob.reml_value(prob, st, phi) if reml else ob.laplace_value(prob, st, phi)
         return MLResult(theta, st.beta, phi, dev, st.factor.rx_inverse(), _stage1_vcov(design, r1),
@@ -71,7 +71,7 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
     p = design.p
     theta, beta, phi = r2.x[:nth], r2.x[nth : nth + p], _phi(design, r2.x, nth + p)
     st = _require(pirls(prob, theta, beta, warm2.u, phi=phi, hessian=getattr(nAGQ_objective, "hessian", "observed")),
-                  "the optimum")
+                  "the optimum", design)
     vcov, vcov_full = _covariances(design, r2, st)
     return MLResult(theta, beta, phi, r2.fun, vcov, vcov_full, st, r1, r2,
                     warm.pirls_failures + warm2.pirls_failures, time.perf_counter() - t0)
@@ -82,15 +82,26 @@ def _phi(design: Design, x: np.ndarray, at: int) -> float:
     return float(np.exp(x[at])) if design.dispersion_estimated else design.fixed_phi
 
 
-def _require(st, where: str):
-    """The PIRLS state, or a FitError saying that the Hessian could not be factored."""
+def _require(st, where: str, design: Design):
+    """The PIRLS state, or a FitError saying that the Hessian could not be factored and why."""
     if st.factor is None or not np.isfinite(st.pdev):
-        raise FitError(
-            f"PIRLS failed at {where}: the Hessian of the conditional modes could not be factored "
-            "(weights not finite or not positive definite). Check the data for extreme values or "
-            "separation, rescale covariates, or try method='pql' for starting insight."
-        )
+        raise FitError(f"PIRLS failed at {where}: the Hessian of the conditional modes could not be "
+                       f"factored (weights not finite or not positive definite). {overflow_hint(design, st.eta)}")
     return st
+
+
+def overflow_hint(design: Design, eta) -> str:
+    """What the user can do about a failed factorization: an offset or covariate on the wrong
+    scale makes the linear predictor overflow; otherwise extreme values or separation."""
+    off = design.offset
+    big = float(np.nanmax(np.abs(eta))) if np.size(eta) and np.any(np.isfinite(eta)) else np.inf
+    if np.ptp(off) > 50 or np.max(np.abs(off)) > 50:
+        name = design.spec.offset or ", ".join(design.spec.parsed.offsets) or "offset"
+        return (f"The offset '{name}' ranges from {off.min():.4g} to {off.max():.4g} and the linear "
+                f"predictor reaches {big:.4g}: an offset is on the link scale, so exposure times or "
+                "population sizes enter as log(exposure).")
+    return (f"The linear predictor reaches {big:.4g}. Check the data for extreme values or "
+            "separation, rescale covariates, or look at method='pql' for a rough fit.")
 
 
 def _stage1_vcov(design: Design, r1: OptResult):

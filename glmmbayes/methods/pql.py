@@ -49,8 +49,9 @@ from ..core import objective as ob
 from ..core.glm import glm_irls
 from ..core.optimize import minimize_deviance
 from ..design import Design
-from ..errors import SpecError
+from ..errors import FitError, SpecError
 from ..estimate import Estimate, OptimizerReport, StageReport
+from .ml import overflow_hint
 from .options import Option, boolean, choice, integer, number
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -80,20 +81,20 @@ class PQLInfo:
 
 
 def lmm_deviance_fixed_sigma(sol: ob.LmmSolution, w: np.ndarray) -> float:
-    """-2 log-likelihood of the weighted LMM at θ with the residual variance fixed at 1.
-
-    z ~ N(Xβ, ZΛΛ'Z' + W⁻¹) with β at its GLS value (which is the same β as with σ² profiled):
-        log|L|² + pwrss + n log(2π) − Σ log W,   L L' = Λ'Z'WZΛ + I.
-    """
-    return sol.factor.ldL2 + sol.pwrss + len(w) * _LOG_2PI - float(np.sum(np.log(w)))
+    """-2 log-likelihood of the weighted LMM at θ with the residual variance fixed at 1
+    (`core.objective.fixed_sigma_deviance`)."""
+    return ob.fixed_sigma_deviance(sol, w)
 
 
 def working_lmm(design: Design, eta: np.ndarray, phi: float = 1.0):
     """The working response z and weights W at η (the inputs of one PQL step); `phi` is the
     family's dispersion where it enters the variance function (NB: μ + μ²/θ)."""
     fam = design.family
-    w, mu, dmu = fam.working_weights(eta, design.wt, phi)
-    z = eta - design.offset + (design.y - mu) / dmu
+    with np.errstate(all="ignore"):
+        w, mu, dmu = fam.working_weights(eta, design.wt, phi)
+        z = eta - design.offset + (design.y - mu) / dmu
+    if not (np.all(np.isfinite(z)) and np.all(np.isfinite(w))):
+        raise FitError(f"PQL: the working response is not finite. {overflow_hint(design, eta)}")
     return z, w
 
 
@@ -117,7 +118,11 @@ def _fit_working_lmm(design: Design, z, w, theta0, estimated: bool):
     s = design.structure
     reml = bool(design.spec.REML)
     opt = minimize_theta(_working_deviance(prob, w, estimated, reml), theta0, s.theta_lower, s.theta_start() > 0)
-    sol = ob.lmm(prob, opt.x, reml=reml)
+    try:
+        sol = ob.lmm(prob, opt.x, reml=reml)
+    except np.linalg.LinAlgError:
+        raise FitError(f"PQL: the working linear mixed model could not be factored. "
+                       f"{overflow_hint(design, z)}") from None
     return opt, sol
 
 
@@ -231,16 +236,7 @@ def run(design: Design, *, dispersion: str = "estimated", niter: int = 10, tol: 
 
 def _working_deviance(prob, w, estimated: bool, reml: bool = False):
     """The working LMM's deviance (or REML criterion) in θ (σ² profiled, or fixed at 1)."""
-    if estimated:
-        return lambda theta: ob.lmm(prob, theta, reml=reml).deviance
-
-    def fixed(theta):
-        sol = ob.lmm(prob, theta, reml=reml)
-        # σ² = 1: the REML criterion adds log|RX|² and loses p of the n log(2π) terms
-        extra = sol.factor.ldRX2 - prob.X.shape[1] * _LOG_2PI if reml else 0.0
-        return lmm_deviance_fixed_sigma(sol, w) + extra
-
-    return fixed
+    return lambda theta: ob.lmm_deviance(prob, theta, reml, None if estimated else w)
 
 
 OPTIONS = (
