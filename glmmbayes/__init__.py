@@ -5,6 +5,7 @@ from .api import design, fit
 from .compare import Comparison, compare
 from .errors import (
     ConvergenceWarning,
+    CostWarning,
     DataError,
     FamilyError,
     FitError,
@@ -28,5 +29,5 @@ __all__ = [
     "Spec", "Fit", "fit", "compare", "Comparison", "to_pymc", "design", "datasets", "get_family",
     "RandomEffect", "laplace_adequacy", "studies",
     "GlmmError", "FormulaError", "DataError", "FamilyError", "SpecError",
-    "ConvergenceWarning", "RankDeficiencyWarning", "LaplaceAdequacyWarning", "FitError",
+    "ConvergenceWarning", "RankDeficiencyWarning", "LaplaceAdequacyWarning", "FitError", "CostWarning",
 ]

@@ -57,3 +57,8 @@ class RankDeficiencyWarning(GlmmWarning):
 class LaplaceAdequacyWarning(GlmmWarning):
     """The Laplace approximation is likely off for this model: adaptive quadrature at the Laplace
     estimate changes the log-likelihood noticeably (see `fit.laplace_adequacy()`)."""
+
+
+class CostWarning(GlmmWarning):
+    """A computation will take long (a large quadrature grid); the message gives the estimate
+    and the cheaper alternatives."""

@@ -36,7 +36,8 @@ def glm_irls(X, y, wt, offset, family, maxit: int = 50, tol: float = 1e-10):
         if abs(dev_old - dev) < tol * (abs(dev) + 0.1):
             break
         dev_old = dev
-    mu = family.linkinv(X @ beta + offset)
+    with np.errstate(all="ignore"):
+        mu = family.linkinv(X @ beta + offset)
     disp = family.dispersion
     phi = 1.0 if disp is None else float(disp.start(y, mu, wt, len(y) - X.shape[1]))
     return beta, phi

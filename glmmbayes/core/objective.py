@@ -130,7 +130,12 @@ def lmm(prob: Problem, theta: np.ndarray, reml: bool = False) -> LmmSolution:
     pwrss = float(np.sum(w * resid * resid) + u @ u)
     n, p = prob.X.shape
     dof = n - p if reml else n
-    dev = f.ldL2 + dof * (1.0 + _LOG_2PI + math.log(pwrss / dof)) - float(np.sum(np.log(w)))
+    if dof <= 0 or not pwrss > 0:
+        # no residual degrees of freedom, or an exact fit: σ² = 0 and no likelihood maximum
+        # here; an infinite deviance keeps the optimizer away and the caller reports it
+        return LmmSolution(np.inf, beta, u, 0.0, pwrss, f, V)
+    with np.errstate(divide="ignore"):
+        dev = f.ldL2 + dof * (1.0 + _LOG_2PI + math.log(pwrss / dof)) - float(np.sum(np.log(w)))
     if reml:
         dev += f.ldRX2
     return LmmSolution(dev, beta, u, pwrss / dof, pwrss, f, V)

@@ -56,7 +56,8 @@ class PirlsState:
 
 def _pdev(prob: Problem, eta, u, phi) -> tuple[float, None]:
     """-2 Σ (η-dependent part of log p(y|η)) + ||u||²: the penalized deviance up to a constant."""
-    k = float(np.sum(prob.family.loglik_kernel(prob.y, eta, prob.wt, phi)))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is an infinite deviance
+        k = float(np.sum(prob.family.loglik_kernel(prob.y, eta, prob.wt, phi)))
     return -2.0 * k + float(u @ u), None
 
 
@@ -76,10 +77,10 @@ def _newton_weights(prob: Problem, eta, phi):
     it does not, `pirls` falls back to the Fisher weights (any positive weights give a descent
     direction with the true score)."""
     fam = prob.family
-    if fam.fast_canonical is not None:
-        w, mu, d = fam.working_weights(eta, prob.wt, phi)
-        return w, w * (prob.y - mu) / d
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # an overflowing η shows up as non-finite weights, handled by the caller
+        if fam.fast_canonical is not None:
+            w, mu, d = fam.working_weights(eta, prob.wt, phi)
+            return w, w * (prob.y - mu) / d
         return fam.observed_weights(prob.y, eta, prob.wt, phi), fam.score(prob.y, eta, prob.wt, phi)
 
 

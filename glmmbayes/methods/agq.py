@@ -11,6 +11,7 @@ apply: the rule is refined until it is exact).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,10 +22,31 @@ from ..core.glm import glm_irls
 from ..core.nested import NestedAGQObjective, nesting
 from ..core.optimize import minimize_deviance
 from ..design import Design
-from ..errors import GlmmError, SpecError
+from ..errors import CostWarning, GlmmError, SpecError
 from ..estimate import Estimate, OptimizerReport, StageReport
 from .ml import fit_ml, ml_estimate
 from .options import Option, choice, integer, optional
+
+
+KERNELS_PER_SECOND = 3e7  # log-density evaluations per second on one core (measured, order of magnitude)
+COST_WARN_SECONDS = 60.0
+
+
+def _warn_cost(design: Design, rule) -> None:
+    """Say before a long quadrature fit what it will cost: rows x knots per objective
+    evaluation, times the evaluations the optimizer needs (finite-difference gradients for
+    vector terms: about 20 per parameter)."""
+    d = design.terms[0].k
+    npar = design.structure.ntheta + design.p
+    evaluations = 40 if d == 1 else 20 * (npar + 1)
+    seconds = design.n * rule.size * evaluations / KERNELS_PER_SECOND
+    if seconds > COST_WARN_SECONDS:
+        warnings.warn(
+            f"method='agq' with nAGQ={rule.order} in {d} dimension{'s' if d > 1 else ''} evaluates "
+            f"{rule.size} knots per group for each of the {design.n} rows, about {evaluations} times: "
+            f"roughly {seconds / 60:.0f} minutes. Cheaper: grid='sparse', a smaller nAGQ, or "
+            "method='laplace' (and fit.laplace_adequacy() to see whether quadrature matters)",
+            CostWarning, stacklevel=4)
 
 
 @dataclass(frozen=True)
@@ -54,6 +76,7 @@ def run(design: Design, *, nAGQ: int = 25, grid: str | None = None) -> Estimate:
     if nest is not None:
         return _run_nested(design, nAGQ, grid, nest)
     rule = agq_rule(design, nAGQ, grid)
+    _warn_cost(design, rule)
     objective = AGQObjective(rule)
     res = fit_ml(design, objective)
     d = design.terms[0].k

@@ -1,0 +1,145 @@
+"""Degenerate fits: each one ends in a named error or an honestly flagged fit, never a raw
+numpy/scipy exception, a hang or a silently wrong answer."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import glmmbayes as gb
+from glmmbayes.errors import DataError, FitError, LaplaceAdequacyWarning, SpecError
+
+ML_METHODS = ["laplace", "agq", "pql", "joint"]
+
+
+@pytest.fixture(scope="module")
+def base():
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"g": np.repeat(np.arange(10), 5).astype(str), "x": rng.normal(size=50)})
+
+
+def fit(*args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return gb.fit(*args, **kw)
+
+
+@pytest.mark.parametrize("method", ML_METHODS)
+@pytest.mark.parametrize("family", ["binomial", "gaussian"])
+def test_no_fixed_effects(base, family, method):
+    """y ~ 0 + (1 | g): no fixed-effect columns at all (a crash in the linear algebra before)."""
+    rng = np.random.default_rng(1)
+    y = rng.binomial(1, 0.5, 50) if family == "binomial" else rng.normal(size=50) + np.repeat(rng.normal(size=10), 5)
+    f = fit("y ~ 0 + (1 | g)", base.assign(y=y), family=family, method=method)
+    assert f.fixef.empty and f.vcov.shape == (0, 0)
+    assert np.all(np.isfinite(f.theta_hat)) and (f.loglik is None or np.isfinite(f.loglik))
+    assert f.predict(type="response").notna().all()
+
+
+@pytest.mark.parametrize("y, what", [("const", "constant"), ("linear", "an exact linear function of")])
+def test_lmm_without_residual_variance(base, y, what):
+    """A constant response, or y = 1 + 2x exactly: σ = 0, no ML estimate (a math domain error and a
+    LinAlgError before)."""
+    yy = np.full(50, 3.0) if y == "const" else 1 + 2 * base.x
+    with pytest.raises(DataError, match=f"response 'y' is {what}.*residual variance is zero"):
+        gb.fit("y ~ x + (1 | g)", base.assign(y=yy), family="gaussian")
+
+
+def test_all_weights_zero(base):
+    d = base.assign(y=np.random.default_rng(2).poisson(2, 50), w=0.0)
+    with pytest.raises(DataError, match="prior weights 'w' are zero in every row"):
+        gb.fit(gb.Spec("y ~ x + (1 | g)", family="poisson", weights="w"), d)
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | g) + (1 | g)", "y ~ x + (1 | g) + (1 | h)"])
+def test_duplicated_term(base, formula):
+    """Only the sum of the two variances is identified: refused with the terms named (a relabelled
+    copy of the grouping factor is the same partition)."""
+    d = base.assign(y=np.random.default_rng(3).binomial(1, 0.5, 50), h="h" + base.g)
+    with pytest.raises(SpecError, match=r"random term \(1 \| [gh]\) repeats \(1 \| g\).*sum of their variances"):
+        gb.fit(formula, d, family="binomial")
+
+
+@pytest.mark.parametrize("offset, at", [("raw", "ranges from"), ("one", "ranges from 0 to 800")])
+@pytest.mark.parametrize("method", ["laplace", "pql"])
+def test_offset_on_the_wrong_scale(base, offset, at, method):
+    """An exposure given as days instead of log(days), or one offset of 800: a FitError naming
+    the offset and the fix, not a LinAlgError (nor a hang in the GLM start)."""
+    rng = np.random.default_rng(4)
+    off = rng.integers(100, 900, 50).astype(float) if offset == "raw" else np.where(np.arange(50) == 3, 800.0, 0.0)
+    d = base.assign(y=rng.poisson(2, 50), d=off)
+    with pytest.raises(FitError, match=f"offset 'd' {at}.*log\\(exposure\\)"):
+        gb.fit(gb.Spec("y ~ x + (1 | g)", family="poisson", offset="d"), d, method=method)
+
+
+def test_singular_fit_with_one_theta(base):
+    """One θ at its bound 0 leaves no free Hessian coordinate (eigvalsh of an empty matrix
+    crashed): a boundary fit, converged, flagged singular."""
+    d = base.assign(y=2 * base.x + np.random.default_rng(5).normal(size=50))
+    f = fit("y ~ x + (1 | g)", d, family="gaussian")
+    assert f.theta_hat[0] < 1e-4 and f.converged
+    assert f.messages == ("boundary (singular) fit: see help('isSingular')",)
+
+
+@pytest.mark.parametrize("method", ML_METHODS)
+def test_separation_is_named_and_flagged(base, method):
+    """z = 1 => y = 1: the ML estimate of β_z is infinite. lme4 reports a number; we flag the fit
+    and name the term."""
+    rng = np.random.default_rng(6)
+    z = (np.arange(50) % 7 == 0).astype(float)
+    d = base.assign(y=np.where(z == 1, 1, rng.binomial(1, 0.3, 50)), z=z)
+    f = fit("y ~ z + x + (1 | g)", d, family="binomial", method=method)
+    assert not f.converged
+    assert any(m.startswith("quasi-complete separation: a combination of the fixed effects z is") for m in f.messages)
+
+
+def test_no_false_separation_alarm_for_a_large_but_finite_coefficient(base):
+    """A big coefficient because of the units of x is not separation."""
+    rng = np.random.default_rng(7)
+    d = base.assign(y=rng.binomial(1, 1 / (1 + np.exp(-base.x)), 50), xs=base.x / 50)
+    f = fit("y ~ xs + (1 | g)", d, family="binomial")
+    assert abs(f.fixef["xs"]) > 10 and not any("separation" in m for m in f.messages)
+
+
+def test_rescaled_covariate_is_no_false_alarm(base):
+    """x * 1e8: the same fit with the slope scaled by 1e-8; the convergence check scales the
+    Hessian by its diagonal, so no 'failed to converge' (it said so before)."""
+    rng = np.random.default_rng(8)
+    d = base.assign(y=rng.binomial(1, 1 / (1 + np.exp(-base.x)), 50), xx=base.x * 1e8)
+    a = fit("y ~ x + (1 | g)", d, family="binomial")
+    b = fit("y ~ xx + (1 | g)", d, family="binomial")
+    assert a.converged and b.converged and b.messages == a.messages
+    assert not any("failed to converge" in m for m in b.messages)
+    assert b.fixef["xx"] * 1e8 == pytest.approx(a.fixef["x"], rel=1e-6)
+    assert b.se["xx"] * 1e8 == pytest.approx(a.se["x"], rel=1e-4)
+
+
+def test_laplace_adequacy_warns_by_default():
+    """guImmun: most mothers have one or two children, and Laplace is far from the likelihood;
+    every Laplace fit checks itself against nested AGQ at its estimate and says so."""
+    g = gb.datasets.load("guImmun")
+    formula = ("immun ~ kid2p + mom25p + ord + ethn + momEd + husEd + momWork + rural + pcInd81 "
+               "+ (1 | mom) + (1 | comm)")
+    with pytest.warns(LaplaceAdequacyWarning, match="nested adaptive quadrature with 5 knots"):
+        f = gb.fit(formula, g, family="binomial")
+    check = f.details.adequacy
+    assert check.nested and check.difference > 10 and not check.adequate
+    assert f.converged  # the fit itself is fine; the approximation is the problem
+    cbpp = fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", gb.datasets.load("cbpp"), family="binomial")
+    assert cbpp.details.adequacy.adequate and abs(cbpp.details.adequacy.difference) < 0.1
+    assert not any("Laplace approximation may be inaccurate" in m for m in cbpp.messages)
+
+
+def test_huge_quadrature_grid_warns_with_its_cost():
+    """A 3-d vector term with nAGQ = 25 is 15,625 knots per group: say what it costs before
+    running (it ran for minutes silently). The warning, made an error here, stops the fit."""
+    rng = np.random.default_rng(9)
+    n = 2000
+    d = pd.DataFrame({"g": np.repeat(np.arange(200), 10).astype(str), "x1": rng.normal(size=n),
+                      "x2": rng.normal(size=n)})
+    d["y"] = rng.binomial(1, 0.5, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gb.CostWarning)
+        with pytest.raises(gb.CostWarning, match=r"15625 knots per group.*minutes.*grid='sparse'.*smaller nAGQ.*method='laplace'"):
+            gb.fit("y ~ x1 + x2 + (x1 + x2 | g)", d, family="binomial", method="agq", nAGQ=25)
