@@ -182,10 +182,30 @@ def lmm_gradient(prob: Problem, sol: LmmSolution, reml: bool = False) -> np.ndar
     return g
 
 
+def _phi_partials(prob: Problem, eta, phi: float, hessian: str):
+    """Per row, the φ-derivatives at fixed η of the log density, the score and the Hessian
+    weights (central differences in φ: O(n), no PIRLS)."""
+    from .pirls import laplace_weights
+
+    fam = prob.family
+    h = 1e-5 * phi
+
+    def at(p):
+        ll = fam.loglik(prob.y, eta, prob.wt, p)
+        return ll, fam.score(prob.y, eta, prob.wt, p), laplace_weights(prob, eta, p, hessian)
+
+    hi, lo = at(phi + h), at(phi - h)
+    return tuple((a - b) / (2.0 * h) for a, b in zip(hi, lo))
+
+
 def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: bool = True,
-                     beta: bool = True, profiled_beta: bool = False):
+                     beta: bool = True, profiled_beta: bool = False, logphi: bool = False):
     """Analytic gradient of the Laplace deviance D = -2ℓ(y|η̂) + ||û||² + log|A| at a converged
-    PIRLS state: (gradient in θ or None, gradient in β or None).
+    PIRLS state: (gradient in θ or None, gradient in β or None[, gradient in log φ]).
+
+    With `logphi`, also dD/dlog φ: -2 Σ ∂ℓ/∂φ at fixed η (envelope), plus log|A| through
+    ∂W/∂φ and through the mode, dû = A^{-1} Λ'Z' ∂s/∂φ (the per-row φ-partials by central
+    differences, `_phi_partials`).
 
     The envelope theorem disposes of -2ℓ + ||u||² (û, and β̂ when `profiled_beta`, minimize it),
     leaving its partial derivatives; log|A| changes through Λ(θ) and through the weights,
@@ -199,7 +219,7 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     """
     fam = prob.family
     if not st.converged or st.factor is None or (st.hessian == "expected" and not fam.is_canonical):
-        return None, None
+        return (None, None, None) if logphi else (None, None)
     from .linalg import colwise_tril, leverages, row_projections
 
     s = prob.structure
@@ -209,7 +229,8 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
           else fam.dweights(eta, prob.wt, phi))
     proj = row_projections(st.factor, V)
     Ph, Pt = proj
-    wl = dW * leverages(st.factor, V, proj)
+    lev = leverages(st.factor, V, proj)
+    wl = dW * lev
 
     def d_eta(h, rhs_u, rhs_b):
         """dη for a perturbation with direct part h and stationarity right-hand side."""
@@ -225,8 +246,14 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
         du = -st.factor.solve(C)
         deta = X + s.zl_mult_matrix(V, du)
         g_beta = X.T @ g + deta.T @ wl
+    g_logphi = None
+    if logphi:
+        dl, ds, dWp = _phi_partials(prob, eta, phi, st.hessian)
+        rhs_b = -(X.T @ ds) if profiled_beta else None
+        g_logphi = phi * (-2.0 * float(np.sum(dl)) + float(lev @ dWp)
+                          + float(wl @ d_eta(0.0, -s.zl_tmult(V, ds), rhs_b)))
     if not theta:
-        return None, g_beta
+        return (None, g_beta, g_logphi) if logphi else (None, g_beta)
     g_theta = np.empty(s.ntheta)
     tail_off = 0
     for ti, t in enumerate(s.terms):
@@ -247,5 +274,5 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
             g_theta[k] = float(g @ h) + trace + float(wl @ d_eta(h, rhs, rhs_b))
         if ti > 0:
             tail_off += t.k
-    return g_theta, g_beta
+    return (g_theta, g_beta, g_logphi) if logphi else (g_theta, g_beta)
 

@@ -55,12 +55,14 @@ class LaplaceObjective:
     def __call__(self, prob, theta, beta, warm, phi):
         return ob.laplace(prob, theta, beta, warm, phi, self.hessian)
 
-    def value_and_grad(self, prob, theta, beta, warm, phi):
+    supports_logphi = True  # value_and_grad can add the gradient in log φ
+
+    def value_and_grad(self, prob, theta, beta, warm, phi, logphi: bool = False):
         st = pirls(prob, theta, beta, warm.u, phi=phi, hessian=self.hessian)
         warm.update(st)
         if not np.isfinite(st.pdev):
-            return np.inf, None, None
-        return (ob.laplace_value(prob, st, phi), *ob.laplace_gradient(prob, st, phi))
+            return (np.inf, None, None, None) if logphi else (np.inf, None, None)
+        return (ob.laplace_value(prob, st, phi), *ob.laplace_gradient(prob, st, phi, logphi=logphi))
 
 
 @dataclass(frozen=True)

@@ -131,9 +131,13 @@ def _stage1(design: Design, prob, warm, phi0: float, fast_only: bool, hessian: s
         g = np.full(len(x), np.nan)
         if not np.isfinite(st1.pdev):
             return np.inf, g
-        gt = None if reml else ob.laplace_gradient(prob, st1, phi, beta=False, profiled_beta=True)[0]
-        if gt is not None:
-            g[:nth] = gt
+        if not reml:
+            disp = design.dispersion_estimated
+            grads = ob.laplace_gradient(prob, st1, phi, beta=False, profiled_beta=True, logphi=disp)
+            if grads[0] is not None:
+                g[:nth] = grads[0]
+            if disp and grads[2] is not None:
+                g[nth] = grads[2]
         return (ob.reml_value if reml else ob.laplace_value)(prob, st1, phi), g
 
     x1, lo1 = s.theta_start(), s.theta_lower
@@ -154,13 +158,21 @@ def _stage2(design: Design, prob, objective, warm2, st, r1: OptResult, phi: floa
     def f2(x):
         return objective(prob, x[:nth], x[nth : nth + p], warm2, _phi(design, x, nth + p))
 
+    logphi = disp and getattr(objective, "supports_logphi", False)
+
     def vg(x):
-        fx, gt, gb = objective.value_and_grad(prob, x[:nth], x[nth : nth + p], warm2, _phi(design, x, nth + p))
+        phi_ = _phi(design, x, nth + p)
+        if logphi:
+            fx, gt, gb, gphi = objective.value_and_grad(prob, x[:nth], x[nth : nth + p], warm2, phi_, logphi=True)
+        else:
+            (fx, gt, gb), gphi = objective.value_and_grad(prob, x[:nth], x[nth : nth + p], warm2, phi_), None
         g = np.full(len(x), np.nan)
         if gt is not None:
             g[:nth] = gt
         if gb is not None:
             g[nth : nth + p] = gb
+        if gphi is not None:
+            g[nth + p] = gphi
         return fx, g
 
     x2 = np.concatenate([r1.x[:nth], st.beta] + ([[np.log(phi)]] if disp else []))
