@@ -78,8 +78,8 @@ def time_r(spec, data: pd.DataFrame, reps: int, nagq: int = 1) -> dict | None:
 def _case(case: str):
     """(spec, data, stored reference or None) for a reference case or a simulated set."""
     if case in SIMULATED:
-        formula, family, data = SIMULATED[case]()
-        return gb.Spec(formula, family=family), data, None
+        formula, family, data, *kw = SIMULATED[case]()
+        return gb.Spec(formula, family=family, **(kw[0] if kw else {})), data, None
     ref = json.loads((REFERENCE / f"{case}.json").read_text())
     data = gb.datasets.load(ref["data"].removesuffix(".csv"), derived=True)
     family = "nbinom2" if "glmmtmb_nb2" in ref else ref["family"]

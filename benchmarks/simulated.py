@@ -117,7 +117,16 @@ def nested_binary_2k(seed: int = 5) -> tuple[str, str, pd.DataFrame]:
     return formula, "binomial", d
 
 
+def insteval() -> tuple[str, str, pd.DataFrame, dict]:
+    """lme4's InstEval (shipped data, not simulated): 73,421 ratings, students x lecturers x
+    departments crossed, the REML LMM y ~ service + (1 | s) + (1 | d) + (1 | dept)."""
+    import glmmbayes as gb
+
+    return "y ~ service + (1 | s) + (1 | d) + (1 | dept)", "gaussian", gb.datasets.load("InstEval"), {"REML": True}
+
+
 SIMULATED = {
+    "insteval_reml": insteval,
     "sim_binary_100k": binary_100k,
     "sim_binary_slope_100k": binary_slope_100k,
     "sim_poisson_crossed_100k": poisson_crossed_100k,

@@ -70,7 +70,7 @@ def run_method(design: Design, method: str, options: Mapping[str, Any] | None = 
     if entry.own_threads:
         est = runner(design, **extra)
     else:
-        with single_threaded_blas():
+        with single_threaded_blas(design.structure.q2):
             est = runner(design, **extra)
     call = FitCall(method, opts, refit=partial(run_method, method=method, options=opts))
     return build_fit(design, est, time.perf_counter() - t0, call)

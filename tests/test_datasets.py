@@ -50,7 +50,7 @@ def _levels():
 
 
 def test_names():
-    assert datasets.names() == ("bacteria", "cbpp", "Contraception", "grouseticks", "guImmun", "Oats", "Owls", "Salamanders",
+    assert datasets.names() == ("bacteria", "cbpp", "Contraception", "grouseticks", "guImmun", "InstEval", "Oats", "Owls", "Salamanders",
                                 "sleepstudy", "VerbAgg")
     assert set(_levels()) == set(datasets.names())
 

@@ -2,7 +2,7 @@
 
 >>> from glmmbayes import datasets
 >>> datasets.names()
-('bacteria', 'cbpp', 'Contraception', 'grouseticks', 'guImmun', 'Oats', 'Owls', 'Salamanders', 'sleepstudy', 'VerbAgg')
+('bacteria', 'cbpp', 'Contraception', 'grouseticks', 'guImmun', 'InstEval', 'Oats', 'Owls', 'Salamanders', 'sleepstudy', 'VerbAgg')
 >>> cbpp = datasets.load("cbpp")
 
 Every R factor becomes a pandas ``Categorical`` with R's level order (``levels.json``);
@@ -23,11 +23,18 @@ from glmmbayes.errors import DataError
 
 __all__ = ["load", "names", "describe"]
 
-_NAMES: tuple[str, ...] = ("bacteria", "cbpp", "Contraception", "grouseticks", "guImmun", "Oats", "Owls",
+_NAMES: tuple[str, ...] = ("bacteria", "cbpp", "Contraception", "grouseticks", "guImmun", "InstEval", "Oats", "Owls",
                              "Salamanders", "sleepstudy", "VerbAgg")
 _BY_LOWER = {n.lower(): n for n in _NAMES}
 
 _DESCRIPTIONS = {
+    "InstEval": (
+        "InstEval (R package lme4): university lecture evaluations by students at ETH Zurich, "
+        "73421 rows. Columns: s (factor, 2972 students), d (factor, 1128 lecturers), studage, "
+        "lectage (factors, ordered in R), service (factor 0/1, lecture given for another "
+        "department), dept (factor, 14 departments), y (int, rating 1-5). Typical crossed LMM: "
+        "y ~ service + (1 | s) + (1 | d) + (1 | dept), REML."
+    ),
     "Salamanders": (
         "Salamanders (R package glmmTMB): counts of salamanders of 7 species/life stages at 23 "
         "streams, some affected by mountaintop removal mining; 644 rows. Columns: site (factor, 23 "
