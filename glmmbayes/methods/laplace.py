@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core import objective as ob
-from ..core.agq import group_log_integrals
-from ..core.nested import nested_log_likelihood, nesting
+from ..core.agq import agq_scalar_gradient
+from ..core.nested import nested_gradient, nesting
 from ..core.quadrature import gauss_hermite
 from ..core.pirls import pirls
 from ..design import Design
@@ -68,12 +68,19 @@ class LaplaceObjective:
 @dataclass(frozen=True)
 class AdequacyCheck:
     """Laplace against adaptive quadrature at the Laplace estimate (same θ, β): the cheap check
-    every Laplace fit of a binomial or Poisson model with integrable random effects gets."""
+    every Laplace fit of a binomial or Poisson model with integrable random effects gets.
+
+    `shift` is the predicted improvement of the AGQ deviance by one Newton step from the Laplace
+    estimate, ½ g'H⁻¹g (g the AGQ deviance gradient there, H the Laplace deviance Hessian): the
+    squared distance, in standard errors, that the estimates would move under quadrature. A large
+    log-likelihood difference alone is no reason for concern (a big data set sums thousands of
+    tiny per-cluster differences); a shift of half a standard error is."""
 
     nAGQ: int
     loglik_laplace: float
     loglik_agq: float
     nested: bool
+    shift: float | None = None  # None where the AGQ gradient is not available (non-canonical links)
 
     @property
     def difference(self) -> float:
@@ -81,10 +88,13 @@ class AdequacyCheck:
 
     @property
     def adequate(self) -> bool:
+        if self.shift is not None:
+            return self.shift < SHIFT_TOL
         return abs(self.difference) < ADEQUACY_TOL
 
 
-ADEQUACY_TOL = 1.0  # log-likelihood units: a change of 2 in an LRT statistic
+SHIFT_TOL = 0.25  # ½ g'H⁻¹g: the estimates would move by half a standard error
+ADEQUACY_TOL = 1.0  # without a gradient: log-likelihood units (a change of 2 in an LRT statistic)
 ADEQUACY_KNOTS = 9  # per dimension (5 per level for nested terms: 25 knot pairs)
 
 
@@ -97,23 +107,39 @@ def adequacy_check(design: Design, res) -> AdequacyCheck | None:
     prob = design.problem()
     nest = nesting(design)
     if nest is not None:
-        ll = nested_log_likelihood(prob, res.state, nest[0], gauss_hermite(5), res.phi)
+        ll, gt, gb = nested_gradient(prob, res.state, nest[0], gauss_hermite(5), res.phi)
+        grad = None if gt is None else -2.0 * np.concatenate([gt, gb])
         k, nested = 5, True
     elif len(design.terms) == 1 and design.terms[0].k == 1:
-        ll = float(np.sum(group_log_integrals(prob, res.state, gauss_hermite(ADEQUACY_KNOTS), res.phi)))
+        dev, gt, gb = agq_scalar_gradient(prob, res.state, gauss_hermite(ADEQUACY_KNOTS), res.phi)
+        ll, grad = -0.5 * dev, None if gt is None else np.concatenate([gt, gb])
         k, nested = ADEQUACY_KNOTS, False
     else:
         return None
-    return AdequacyCheck(k, -0.5 * res.deviance, float(ll), nested) if np.isfinite(ll) else None
+    if not np.isfinite(ll):
+        return None
+    return AdequacyCheck(k, -0.5 * res.deviance, float(ll), nested, _newton_shift(grad, res))
+
+
+def _newton_shift(grad, res) -> float | None:
+    H = None if res.stage2 is None else res.stage2.hessian
+    if grad is None or H is None:
+        return None
+    try:
+        return float(0.5 * grad @ np.linalg.solve(H[: len(grad), : len(grad)], grad))
+    except np.linalg.LinAlgError:
+        return None
 
 
 def adequacy_message(check: AdequacyCheck | None) -> tuple[str, ...]:
     if check is None or check.adequate:
         return ()
     kind = "nested adaptive quadrature" if check.nested else "adaptive quadrature"
+    moves = ("" if check.shift is None else
+             f"; the estimates would move by about {check.shift ** 0.5:.2g} standard errors")
     return (f"the Laplace approximation may be inaccurate here: {kind} with {check.nAGQ} knots "
             f"at the Laplace estimate changes the log-likelihood by {check.difference:+.3g} "
-            f"({check.loglik_laplace:.3f} -> {check.loglik_agq:.3f}); refit with method='agq' "
+            f"({check.loglik_laplace:.3f} -> {check.loglik_agq:.3f}){moves}; refit with method='agq' "
             "(fit.laplace_adequacy() shows which clusters and which nAGQ)",)
 
 
