@@ -1,5 +1,9 @@
 """glmmbayes: one GLMM specification, every estimation method, side by side."""
 
+from .blas_link import link_pytensor_blas
+
+link_pytensor_blas()  # before anything imports PyTensor: its compiled code uses scipy's OpenBLAS
+
 from . import datasets
 from .api import design, fit
 from .compare import Comparison, compare
