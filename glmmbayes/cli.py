@@ -290,7 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=argv, prog_name="glmmbayes", standalone_mode=False, obj={"argv": argv})
+        code = cli.main(args=argv, prog_name="glmmbayes", standalone_mode=False, obj={"argv": argv})
+        return code if isinstance(code, int) else EXIT_OK  # ctx.exit(n) comes back as n
     except _Exit as e:
         click.echo(f"glmmbayes: error: {e}", err=True)
         return e.code
@@ -308,7 +309,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GlmmError as e:
         click.echo(f"glmmbayes: error: {type(e).__name__}: {e}", err=True)
         return EXIT_BAD_INPUT
-    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover
