@@ -179,10 +179,17 @@ def adequacy_html(comparison: Comparison) -> str:
     except (GlmmError, SpecError) as e:
         return f"<p>Not applicable: {_e(e)}</p>"
     s = df.attrs["summary"]
+    auto = ""
+    check = getattr(pick.details, "adequacy", None)
+    if check is not None:  # the fit's own check: the predicted move of the estimates under AGQ
+        shift = "" if check.shift is None else f"predicted shift of the estimates {check.shift:.3g} (in SEs); "
+        auto = (f"<p>Check made by the fit (AGQ({check.nAGQ}) at the Laplace estimate): {shift}log-likelihood "
+                f"difference {check.difference:+.3g}; verdict: "
+                f"{'<span class=ok>adequate</span>' if check.adequate else '<span class=bad>not adequate</span>'}.</p>")
     ladder = pd.DataFrame({"logLik": list(s["loglik_by_nAGQ"].values())},
                           index=pd.Index(list(s["loglik_by_nAGQ"]), name="nAGQ"))
     worst = df.reindex(df["difference"].abs().sort_values(ascending=False).index).head(5).set_index("level")
-    return (f"<p>At the {_e(pick.method)} estimate: {_e(s['advice'])}</p>"
+    return (f"{auto}<p>Per cluster, at the {_e(pick.method)} estimate: {_e(s['advice'])}</p>"
             f"<p>AGQ log-likelihood at the same parameters by number of quadrature points "
             f"(recommended nAGQ: {s['recommended_nAGQ']}):</p>{_table(ladder, 'adequacy-ladder')}"
             f"<p>Clusters where Laplace and AGQ differ most:</p>"
