@@ -77,8 +77,14 @@ def _method_options(methods: Sequence[str], given: dict[str, Any]) -> dict[str, 
 
 
 def _echo_warnings(caught) -> None:
+    """The package's warnings as one line each; others (a library's) in Python's usual form."""
+    from .errors import GlmmWarning
+
     for w in caught:
-        click.echo(f"glmmbayes: warning: {w.category.__name__}: {w.message}", err=True)
+        if issubclass(w.category, GlmmWarning):
+            click.echo(f"glmmbayes: warning: {w.category.__name__}: {w.message}", err=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _run(ctx, data, formula, family, link, weights, offset, reml, na_action, factor, levels, levels_json,

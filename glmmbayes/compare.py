@@ -11,8 +11,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from tqdm.auto import tqdm
-
 from .api import fit
 from .errors import SpecError
 from .spec import as_spec
@@ -152,6 +150,14 @@ class Comparison:
         return comparison_html(self)
 
 
+def progress_bar(items, **kw):
+    """tqdm.auto's bar: a widget in notebooks with ipywidgets, text on stderr otherwise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # without ipywidgets tqdm.auto says so, then falls back to text
+        from tqdm.auto import tqdm
+    return tqdm(items, leave=False, **kw)
+
+
 def compare(
     spec: Spec | str,
     data: pd.DataFrame,
@@ -172,7 +178,7 @@ def compare(
     fits: dict[str, Fit] = {}
     errors: dict[str, str] = {}
     tbs: dict[str, str] = {}
-    bar = tqdm(list(methods), desc="compare", unit="method", disable=not progress, leave=False)
+    bar = progress_bar(list(methods), desc="compare", unit="method", disable=not progress)
     for m in bar:
         bar.set_postfix_str(m)
         try:

@@ -20,6 +20,8 @@ def _clean(x: Any) -> Any:
         return {str(k): _clean(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_clean(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _clean(x.tolist())
     if isinstance(x, (np.integer,)):
         return int(x)
     if isinstance(x, (float, np.floating)):
@@ -28,7 +30,7 @@ def _clean(x: Any) -> Any:
         return bool(x)
     if x is None or isinstance(x, (str, int, bool)):
         return x
-    if x is pd.NA or (not isinstance(x, (list, dict)) and pd.isna(x)):
+    if x is pd.NA or x is pd.NaT:
         return None
     return str(x)
 
