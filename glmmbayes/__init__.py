@@ -1,5 +1,9 @@
 """glmmbayes: one GLMM specification, every estimation method, side by side."""
 
+from .blas_link import link_pytensor_blas
+
+link_pytensor_blas()  # before anything imports PyTensor: its compiled code uses scipy's OpenBLAS
+
 from . import datasets
 from .api import design, fit
 from .compare import Comparison, compare
@@ -17,6 +21,8 @@ from .errors import (
 )
 from .families import get_family
 from .fit import Fit
+from . import report as _text_report  # noqa: F401 -- loaded before `report` (the function) is bound,
+from .html_report import report       # so a later submodule import cannot rebind glmmbayes.report
 from .pymc_model import to_pymc
 from .spec import Spec
 from .re_dist import RandomEffect
@@ -26,7 +32,7 @@ from . import studies  # simulation studies
 __version__ = "0.1.0"
 
 __all__ = [
-    "Spec", "Fit", "fit", "compare", "Comparison", "to_pymc", "design", "datasets", "get_family",
+    "Spec", "Fit", "fit", "compare", "Comparison", "report", "to_pymc", "design", "datasets", "get_family",
     "RandomEffect", "laplace_adequacy", "studies",
     "GlmmError", "FormulaError", "DataError", "FamilyError", "SpecError",
     "ConvergenceWarning", "RankDeficiencyWarning", "LaplaceAdequacyWarning", "FitError", "CostWarning",

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .api import fit
+from .errors import SpecError
 from .spec import as_spec
 from .fit import Fit, varcorr_table
 from .spec import Spec
@@ -142,8 +143,19 @@ class Comparison:
             lines.append(f"  {m:<8} FAILED: {e}")
         return "\n".join(lines)
 
-    def _repr_html_(self) -> str:  # notebooks
-        return "<pre>" + str(self).replace("&", "&amp;").replace("<", "&lt;") + "</pre>"
+    def _repr_html_(self) -> str:
+        """Notebook display: the estimates side by side and each method's verdict (HTML)."""
+        from .html_report import comparison_html
+
+        return comparison_html(self)
+
+
+def progress_bar(items, **kw):
+    """tqdm.auto's bar: a widget in notebooks with ipywidgets, text on stderr otherwise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # without ipywidgets tqdm.auto says so, then falls back to text
+        from tqdm.auto import tqdm
+    return tqdm(items, leave=False, **kw)
 
 
 def compare(
@@ -158,6 +170,7 @@ def compare(
 
     options: per-method keyword arguments, e.g. {"agq": {"nAGQ": 9}, "hmc": {"draws": 500}}.
     A method that fails is listed in `errors` (and in the printed comparison); the others run.
+    progress: a progress bar over the methods (tqdm.auto: a widget in notebooks, text on stderr).
     """
     spec = as_spec(spec, **spec_kw)
     options = dict(options or {})
@@ -165,19 +178,31 @@ def compare(
     fits: dict[str, Fit] = {}
     errors: dict[str, str] = {}
     tbs: dict[str, str] = {}
-    rows: list[dict] = []
-    for m in methods:
-        if progress:
-            print(f"[compare] {m} ...", flush=True)
+    bar = progress_bar(list(methods), desc="compare", unit="method", disable=not progress)
+    for m in bar:
+        bar.set_postfix_str(m)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # convergence problems are in fit.messages
-                f = fit(spec, data, method=m, **dict(options.get(m, {})))
+                fits[m] = fit(spec, data, method=m, **dict(options.get(m, {})))
         except Exception as e:  # noqa: BLE001 -- one failing method must not stop the others
             errors[m] = f"{type(e).__name__}: {e}"
             tbs[m] = traceback.format_exc()
-            continue
-        fits[m] = f
+    bar.close()
+    return from_fits(fits, errors, spec=spec, seconds=time.perf_counter() - t0, tracebacks=tbs)
+
+
+def from_fits(fits: Mapping[str, Fit], errors: Mapping[str, str] | None = None, *, spec: Spec | None = None,
+              seconds: float | None = None, tracebacks: Mapping[str, str] | None = None) -> Comparison:
+    """A Comparison of fits made elsewhere (one spec; keys name the methods), e.g. one Fit
+    shown in the comparison's table: ``from_fits({"laplace": fit})``."""
+    fits = dict(fits)
+    if spec is None:
+        if not fits:
+            raise SpecError("from_fits needs at least one fit or a spec")
+        spec = next(iter(fits.values())).spec
+    rows: list[dict] = []
+    for m, f in fits.items():
         rows += fit_rows(m, f)
         if f.loglik is not None:
             rows.append({"method": m, "quantity": "loglik", "term": "logLik", "group": None,
@@ -185,4 +210,5 @@ def compare(
                          "estimate": f.loglik, "se_or_sd": np.nan, "lower": np.nan, "upper": np.nan,
                          "loglik": f.loglik, "seconds": f.seconds, "converged": f.converged})
     table = pd.DataFrame(rows, columns=COLUMNS)
-    return Comparison(spec, fits, errors, table, time.perf_counter() - t0, tbs)
+    total = sum(f.seconds for f in fits.values()) if seconds is None else seconds
+    return Comparison(spec, fits, dict(errors or {}), table, total, dict(tracebacks or {}))

@@ -426,6 +426,12 @@ class Fit:
     def __str__(self) -> str:
         return self.summary()
 
+    def _repr_html_(self) -> str:
+        """Notebook display: model, fixed effects, variance components and the verdict (HTML)."""
+        from .html_report import fit_html
+
+        return fit_html(self)
+
     def __repr__(self) -> str:
         ll = "NA" if self.loglik is None else f"{self.loglik:.4f}"
         return f"<Fit {self.method} {self.spec.formula!r} logLik={ll} converged={self.converged}>"

@@ -43,6 +43,9 @@ def forest_plot(comparison, quantities=("fixef", "sd"), ax=None, figsize=None):
                     a.plot([r["lower"], r["upper"]], [y, y], color=colors[k % len(colors)], lw=1.5)
                 a.plot(r["estimate"], y, _MARKERS.get(r["estimate_kind"], "o"), color=colors[k % len(colors)],
                        label=f"{m} ({r['estimate_kind']})" if i == 0 else None)
+        # the dodge offsets reach ±0.4: fixed limits keep the outer markers inside the axes
+        # (automatic margins clipped the top marker of a one-row panel)
+        a.set_ylim(-0.6, len(params) - 0.4)
         a.set_yticks(range(len(params)))
         a.set_yticklabels([f"{g}: {tm}" if g else tm for g, tm in reversed(params)])
         a.axvline(0.0, color="0.8", lw=0.8, zorder=0)
