@@ -26,6 +26,7 @@ import dataclasses
 import numpy as np
 
 from ..errors import SpecError
+from .linalg import colwise_tril
 from .nested import level_constants, nesting
 from .pirls import PirlsState, Problem, pirls
 from .quadrature import Rule, default_grid, make_rule
@@ -229,6 +230,13 @@ def _knot_loglik(prob: Problem, lay: _Layout, st: PirlsState, Vs, z, Lj, phi):
     return S, t
 
 
+def agq_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0):
+    """(deviance, gradient in θ or None, gradient in β or None) of the AGQ deviance of one term."""
+    if prob.structure.terms[0].k == 1:
+        return agq_scalar_gradient(prob, st, rule, phi)
+    return agq_vector_gradient(prob, st, rule, phi)
+
+
 def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0):
     """(deviance, gradient in θ, gradient in β) of the AGQ deviance for one scalar term.
 
@@ -302,6 +310,124 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     return dev, g_theta, g_beta
 
 
+def _level_sums_rows(lay: _Layout, a: np.ndarray) -> np.ndarray:
+    """(..., n) over sorted rows -> (m, ...): the sum over each level's rows."""
+    flat = a.reshape(-1, a.shape[-1])
+    out = np.add.reduceat(flat, lay.starts, axis=1)  # (rest, m)
+    return out.T.reshape((len(lay.starts),) + a.shape[:-1])
+
+
+def agq_vector_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0):
+    """(deviance, gradient in θ, gradient in β) of the AGQ deviance for one vector term (d >= 2).
+
+    The scalar case generalized: knots u_jz = û_j + L_j^{-T} z with A_j = L_j L_j' at the mode, so
+    d log L_j = Σ_z π_jz [∂g_j/∂p + G_jz'(dû_j + d(L_j^{-T}) z)] - ½ tr(A_j^{-1} dA_j), where
+    G_jz = ∂g/∂u = Λ' Σ_i ℓ'_iz x_i - u_jz. The knot sums reduce to a_j = Σ_z π G (d) and
+    B_j = Σ_z π z G' (d x d): the term in the knots is tr(d(L^{-T}) B_j), with
+    dL = L Φ(L^{-1} dA L^{-T}) (Φ: lower triangle, half diagonal). dû_j and dA_j come from the
+    stationarity of the mode and the weights there, as for Laplace. Canonical links only.
+    """
+    fam = prob.family
+    s = prob.structure
+    t = s.terms[0]
+    d, m = t.k, t.nlevels
+    if not fam.is_canonical or not st.converged or rule.has_negative_weights:
+        return deviance_at_state(prob, st, rule, phi), None, None
+    lay = _layout(prob)
+    z = np.asarray(rule.z, float).reshape(-1, d)
+    K = len(z)
+    lw = np.log(np.maximum(rule.w, 1e-300))
+    Linv = st.factor.L1inv  # (m, d, d)
+    U = st.u[: s.q1].reshape(m, d)
+    xs = np.ascontiguousarray(t.X[lay.order])  # (n, d) term covariates, sorted rows
+    Vs = st.V[0][lay.order]  # rows of ZΛ = x_i'Λ
+    Lam = np.linalg.lstsq(xs, Vs, rcond=None)[0]  # Λ exactly (the state keeps V, not θ)
+    Vt = np.einsum("nij,nj->ni", Linv[lay.codes], Vs)  # η_iz = η̂_i + Vt_i'z
+    eta0 = st.eta[lay.order]
+    Uz = U[:, None, :] + np.einsum("mji,kj->mki", Linv, z)  # (m, K, d)
+    n = len(eta0)
+    step = max(1, _CHUNK // max(n, 1))
+    chunks = [(a, min(K, a + step)) for a in range(0, K, step)]
+
+    def knots(a, b):
+        eta = z[a:b] @ Vt.T
+        eta += eta0
+        return fam.kernel_and_score(lay.y, eta, lay.wt, phi)
+
+    S = np.empty((m, K))
+    kept = None
+    for a, b in chunks:
+        ker, dl = knots(a, b)
+        S[:, a:b] = lay.level_sums(ker)
+        if len(chunks) == 1:
+            kept = dl
+    h = (S + level_constants(prob, phi)[:, None] - 0.5 * np.sum(Uz * Uz, axis=2)
+         + 0.5 * np.sum(z * z, axis=1)[None, :] + lw[None, :])
+    hmax = h.max(axis=1, keepdims=True)
+    e = np.exp(h - hmax)
+    tot = e.sum(axis=1)
+    dev = float(-2.0 * np.sum(np.log(tot) + hmax[:, 0] - log_det_blocks(st)))
+    if not np.isfinite(dev):
+        return dev, None, None
+    pi = e / tot[:, None]
+    r = np.zeros(n)  # Σ_z π ℓ'_iz per sorted row
+    Gx = np.empty((m, K, d))  # Σ_i ℓ'_iz x_i per level and knot
+    for a, b in chunks:
+        dl = kept if kept is not None else knots(a, b)[1]
+        r += np.einsum("kn,kn->n", lay.spread(pi[:, a:b]), dl)
+        for c in range(d):
+            Gx[:, a:b, c] = lay.level_sums(dl * xs[:, c])
+    G = np.einsum("rc,mkr->mkc", Lam, Gx) - Uz
+    avec = np.einsum("mk,mkc->mc", pi, G)
+    B = np.einsum("mk,kb,mka->mba", pi, z, G)
+    # at the mode
+    Ls = np.linalg.inv(Linv)  # L_j
+    Ainv = np.einsum("mji,mjl->mil", Linv, Linv)
+    etam = st.eta[lay.order]
+    W0 = st.weights[lay.order]
+    dW0 = fam.dweights(etam, lay.wt, phi)
+    s0 = fam.score(lay.y, etam, lay.wt, phi)
+    Xs = lay.X
+    p = Xs.shape[1]
+    VV = Vs[:, :, None] * Vs[:, None, :]  # (n, d, d)
+
+    def level_term(du, dA):
+        """Σ_j a_j'dû_j + tr(d(L^{-T}) B_j) - ½ tr(A^{-1} dA) for dû (m, d), dA (m, d, d)."""
+        Xm = np.einsum("mij,mjk,mlk->mil", Linv, dA, Linv)  # L^{-1} dA L^{-T}
+        Phi = np.tril(Xm)
+        Phi[:, np.arange(d), np.arange(d)] *= 0.5
+        dL = Ls @ Phi
+        M = -np.einsum("mji,mkj,mlk->mil", Linv, dL, Linv)  # -L^{-T} dL' L^{-T}
+        return float(np.sum(avec * du) + np.einsum("mab,mba->", M, B)
+                     - 0.5 * np.einsum("mab,mba->", Ainv, dA))
+
+    g_beta = Xs.T @ r
+    WVX = _level_sums_rows(lay, (W0[:, None, None] * Vs[:, :, None] * Xs[:, None, :]).transpose(1, 2, 0))
+    for k in range(p):
+        du = -np.einsum("mab,mb->ma", Ainv, WVX[:, :, k])
+        deta = Xs[:, k] + np.einsum("nc,nc->n", Vs, du[lay.codes])
+        dA = _level_sums_rows(lay, ((dW0 * deta)[:, None, None] * VV).transpose(1, 2, 0))
+        g_beta[k] += level_term(du, dA)
+    g_beta *= -2.0
+    rows, cols = colwise_tril(d)
+    g_theta = np.empty(len(rows))
+    Ucodes = U[lay.codes]
+    for l, (ri, ci) in enumerate(zip(rows, cols)):
+        xr = xs[:, ri]
+        direct = float(np.einsum("mk,mk,mk->", pi, Uz[:, :, ci], Gx[:, :, ri]))
+        hdir = xr * Ucodes[:, ci]  # dV_i'û
+        rhs = -_level_sums_rows(lay, ((W0 * hdir)[:, None] * Vs).T)
+        rhs[:, ci] += np.bincount(lay.codes, weights=s0 * xr, minlength=m)
+        du = np.einsum("mab,mb->ma", Ainv, rhs)
+        deta = hdir + np.einsum("nc,nc->n", Vs, du[lay.codes])
+        dA = _level_sums_rows(lay, ((dW0 * deta)[:, None, None] * VV).transpose(1, 2, 0))
+        R = np.zeros((m, d, d))
+        R[:, ci, :] = _level_sums_rows(lay, ((W0 * xr)[:, None] * Vs).T)
+        dA += R + np.transpose(R, (0, 2, 1))
+        g_theta[l] = -2.0 * (direct + level_term(du, dA))
+    return dev, g_theta, g_beta
+
+
 class AGQObjective:
     """The stage-2 objective for `fit_ml`: PIRLS for û at (θ, β), then the AGQ sum per group."""
 
@@ -330,5 +456,5 @@ class AGQObjective:
         if self.rule.has_negative_weights:
             dev, gt, gb = deviance_at_state(prob, st, self.rule, phi), None, None
         else:
-            dev, gt, gb = agq_scalar_gradient(prob, st, self.rule, phi)
+            dev, gt, gb = agq_gradient(prob, st, self.rule, phi)
         return (dev, gt, gb) if np.isfinite(dev) else (np.inf, None, None)
