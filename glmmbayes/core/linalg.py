@@ -58,6 +58,18 @@ def theta_diag_mask(k: int) -> np.ndarray:
     return rows == cols
 
 
+_SPARSE_PRODUCTS_MIN_ROWS = 5_000
+
+
+class ZLValues(list):
+    """The per-row values of ZΛ for each term (a list of (n, k_t) arrays) with the Λ_t they came
+    from, so that products with (ZΛ)' can use the θ-free sparse Z' and apply Λ' per level."""
+
+    def __init__(self, values, lambdas):
+        super().__init__(values)
+        self.lambdas = lambdas
+
+
 class ReStructure:
     """θ-independent structure of the random-effect terms of a design (index arrays only)."""
 
@@ -111,25 +123,58 @@ class ReStructure:
             for i, k in enumerate(self.k)
         ]
 
-    def zl_values(self, theta: np.ndarray) -> list[np.ndarray]:
+    def zl_values(self, theta: np.ndarray) -> ZLValues:
         """Per-row values of ZΛ for each term: V_t = X_t T_t, shape (n, k_t)."""
-        return [t.X @ T for t, T in zip(self.terms, self.lambdas(theta))]
+        lams = self.lambdas(theta)
+        # below a few thousand rows scipy's per-call overhead outweighs the streaming products
+        return ZLValues([t.X @ T for t, T in zip(self.terms, lams)],
+                        lams if self.n >= _SPARSE_PRODUCTS_MIN_ROWS else None)
+
+    def z_transpose(self, i: int) -> sp.csc_matrix:
+        """Z_t' as a (m k, n) CSC matrix (one column per row of the data): its products with
+        vectors and (n, p) matrices stream over the rows once, scattering into the small
+        per-level output, several times faster than one bincount per column."""
+        cache = self.__dict__.setdefault("_z_transpose", {})
+        if i not in cache:
+            t = self.terms[i]
+            n, k = len(t.codes), t.k
+            indptr = np.arange(0, n * k + 1, k)
+            cache[i] = sp.csc_matrix((np.ascontiguousarray(t.X, dtype=float).ravel(),
+                                      self._col_index[i].ravel(), indptr),
+                                     shape=(t.nlevels * k, n))
+        return cache[i]
 
     def zl_mult(self, V, u: np.ndarray) -> np.ndarray:
         """ZΛ u (length n)."""
         out = np.zeros(self.n)
+        lams = getattr(V, "lambdas", None)
         for i, t in enumerate(self.terms):
             U = u[self.u_offsets[i] : self.u_offsets[i + 1]].reshape(t.nlevels, t.k)
+            if lams is not None:
+                out += self.z_transpose(i).T @ (U @ lams[i].T).ravel()
+                continue
             if t.k == 1:
                 out += V[i][:, 0] * U[t.codes, 0]
             else:
                 out += np.einsum("ij,ij->i", V[i], U[t.codes])
         return out
 
+    def z_transpose_squared(self) -> sp.csc_matrix:
+        """Z_1' with squared entries (a scalar first term): Σ_j w x² per level in one pass."""
+        if "_z_sq" not in self.__dict__:
+            z = self.z_transpose(0)
+            self._z_sq = sp.csc_matrix((z.data ** 2, z.indices, z.indptr), shape=z.shape)
+        return self._z_sq
+
     def zl_tmult(self, V, r: np.ndarray) -> np.ndarray:
         """Λ'Z' r (length q)."""
         out = np.empty(self.q)
+        lams = getattr(V, "lambdas", None)
         for i, t in enumerate(self.terms):
+            if lams is not None:
+                S = (self.z_transpose(i) @ r).reshape(t.nlevels, t.k)
+                out[self.u_offsets[i] : self.u_offsets[i + 1]] = (S @ lams[i]).ravel()
+                continue
             block = np.empty((t.nlevels, t.k))
             for a in range(t.k):
                 block[:, a] = np.bincount(t.codes, weights=V[i][:, a] * r, minlength=t.nlevels)
@@ -140,13 +185,28 @@ class ReStructure:
         """ZΛ U for a (q, p) matrix U (p may be 0)."""
         if U.shape[1] == 0:
             return np.zeros((self.n, 0))
-        return np.column_stack([self.zl_mult(V, U[:, j]) for j in range(U.shape[1])])
+        lams = getattr(V, "lambdas", None)
+        if lams is None:
+            return np.column_stack([self.zl_mult(V, U[:, j]) for j in range(U.shape[1])])
+        out = np.zeros((self.n, U.shape[1]))
+        for i, t in enumerate(self.terms):
+            Ui = U[self.u_offsets[i] : self.u_offsets[i + 1]].reshape(t.nlevels, t.k, -1)
+            out += self.z_transpose(i).T @ np.einsum("ab,mbp->map", lams[i], Ui).reshape(-1, U.shape[1])
+        return out
 
     def zl_tmult_matrix(self, V, R: np.ndarray) -> np.ndarray:
         """Λ'Z' R for an (n, p) matrix R (p may be 0: a model without fixed effects)."""
         if R.shape[1] == 0:
             return np.zeros((self.q, 0))
-        return np.column_stack([self.zl_tmult(V, R[:, j]) for j in range(R.shape[1])])
+        lams = getattr(V, "lambdas", None)
+        if lams is None:
+            return np.column_stack([self.zl_tmult(V, R[:, j]) for j in range(R.shape[1])])
+        out = np.empty((self.q, R.shape[1]))
+        for i, t in enumerate(self.terms):
+            S = np.asarray(self.z_transpose(i) @ R).reshape(t.nlevels, t.k, R.shape[1])
+            out[self.u_offsets[i] : self.u_offsets[i + 1]] = np.einsum(
+                "mbp,ba->map", S, lams[i]).reshape(-1, R.shape[1])
+        return out
 
     def cross_pattern(self):
         """Index maps (θ-independent, built once) that accumulate A21 = M2'WM1 and A22 = M2'WM2
@@ -327,10 +387,14 @@ def factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None = None) -> 
     # first term: per-level k x k blocks, summed with bincount
     B = np.zeros((m0, k0, k0))
     V0 = V[0]
-    for a in range(k0):
-        for c in range(a + 1):
-            B[:, a, c] = np.bincount(t0.codes, weights=w * V0[:, a] * V0[:, c], minlength=m0)
-            B[:, c, a] = B[:, a, c]
+    lams = getattr(V, "lambdas", None)
+    if k0 == 1 and lams is not None:  # θ² Σ_j w x², one streaming pass
+        B[:, 0, 0] = lams[0][0, 0] ** 2 * (s.z_transpose_squared() @ w)
+    else:
+        for a in range(k0):
+            for c in range(a + 1):
+                B[:, a, c] = np.bincount(t0.codes, weights=w * V0[:, a] * V0[:, c], minlength=m0)
+                B[:, c, a] = B[:, a, c]
     B[:, np.arange(k0), np.arange(k0)] += 1.0
     L1 = _batched_chol(B)
     logdet_L1 = float(np.sum(np.log(np.diagonal(L1, axis1=1, axis2=2))))
@@ -369,9 +433,10 @@ def factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None = None) -> 
         L22 = np.linalg.cholesky(S)
     f = Factor(s, L1inv, logdet_L1, L21, L22, L21v=L21v)
     if X is not None:
-        C = s.zl_tmult_matrix(V, w[:, None] * X)
+        wX = w[:, None] * X
+        C = s.zl_tmult_matrix(V, wX)
         f.LX = f.forward(C)
-        XtWX = X.T @ (w[:, None] * X)
+        XtWX = X.T @ wX
         f.RX = np.linalg.cholesky(XtWX - f.LX.T @ f.LX)
     return f
 
