@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -164,6 +166,7 @@ def compare(
     methods: Sequence[str] = DEFAULT_METHODS,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     progress: bool = True,
+    workers: int | None = None,
     **spec_kw,
 ) -> Comparison:
     """Fit `spec` on `data` with each method and collect the results.
@@ -171,24 +174,51 @@ def compare(
     options: per-method keyword arguments, e.g. {"agq": {"nAGQ": 9}, "hmc": {"draws": 500}}.
     A method that fails is listed in `errors` (and in the printed comparison); the others run.
     progress: a progress bar over the methods (tqdm.auto: a widget in notebooks, text on stderr).
+    workers: how many likelihood methods (all but hmc) run at once in threads (numpy and LAPACK
+    release the interpreter lock); default: up to the number of cores. hmc runs last, alone,
+    since its chains already occupy the cores. Each fit's `seconds` is its own wall time.
     """
     spec = as_spec(spec, **spec_kw)
     options = dict(options or {})
+    methods = list(dict.fromkeys(methods))
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise SpecError(f"workers must be a positive integer, got {workers!r}")
     t0 = time.perf_counter()
-    fits: dict[str, Fit] = {}
-    errors: dict[str, str] = {}
-    tbs: dict[str, str] = {}
-    bar = progress_bar(list(methods), desc="compare", unit="method", disable=not progress)
-    for m in bar:
-        bar.set_postfix_str(m)
+    results: dict[str, tuple] = {}
+
+    def run(m):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # convergence problems are in fit.messages
-                fits[m] = fit(spec, data, method=m, **dict(options.get(m, {})))
+            return fit(spec, data, method=m, **dict(options.get(m, {}))), None
         except Exception as e:  # noqa: BLE001 -- one failing method must not stop the others
-            errors[m] = f"{type(e).__name__}: {e}"
-            tbs[m] = traceback.format_exc()
+            return None, (f"{type(e).__name__}: {e}", traceback.format_exc())
+
+    bar = progress_bar(methods, desc="compare", unit="method", disable=not progress)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence problems are in fit.messages
+        pooled = [m for m in methods if m != "hmc"]
+        if int(workers) > 1 and len(pooled) > 1:
+            with ThreadPoolExecutor(max_workers=min(int(workers), len(pooled))) as pool:
+                futures = {pool.submit(run, m): m for m in pooled}
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.set_postfix_str(futures[fut])
+                    bar.update(1)
+        else:
+            for m in pooled:
+                bar.set_postfix_str(m)
+                results[m] = run(m)
+                bar.update(1)
+        for m in methods:
+            if m not in results:
+                bar.set_postfix_str(m)
+                results[m] = run(m)
+                bar.update(1)
     bar.close()
+    fits = {m: results[m][0] for m in methods if results[m][0] is not None}
+    errors = {m: results[m][1][0] for m in methods if results[m][1] is not None}
+    tbs = {m: results[m][1][1] for m in methods if results[m][1] is not None}
     return from_fits(fits, errors, spec=spec, seconds=time.perf_counter() - t0, tracebacks=tbs)
 
 

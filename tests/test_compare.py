@@ -5,6 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import glmmbayes as gb
@@ -85,3 +86,26 @@ def test_sd_standard_errors_by_delta_method():
     row = c.table[(c.table["quantity"] == "sd")].iloc[0]
     # scalar term: sd = theta, so its SE is the sqrt of the theta variance from the Hessian
     assert row["se_or_sd"] == pytest.approx(np.sqrt(f.vcov_full.iloc[0, 0]), rel=1e-6)
+
+
+def test_concurrent_methods_give_the_sequential_answers():
+    """Likelihood methods run in threads (workers=2) give exactly the sequential fits."""
+    import glmmbayes as gb
+
+    cbpp = gb.datasets.load("cbpp")
+    spec = gb.Spec("cbind(incidence, size - incidence) ~ period + (1 | herd)", family="binomial")
+    methods = ["pql", "laplace", "agq", "joint"]
+    seq = gb.compare(spec, cbpp, methods=methods, workers=1, progress=False)
+    par = gb.compare(spec, cbpp, methods=methods, workers=2, progress=False)
+    assert list(par.fits) == methods and not par.errors
+    cols = ["method", "quantity", "term", "group", "estimate", "se_or_sd", "loglik"]
+    pd.testing.assert_frame_equal(seq.table[cols], par.table[cols])
+    assert (par.table["seconds"] > 0).all()
+
+
+def test_workers_must_be_a_positive_integer():
+    import glmmbayes as gb
+
+    with pytest.raises(gb.errors.SpecError, match="workers"):
+        gb.compare("y ~ x + (1 | g)", pd.DataFrame({"y": [0, 1], "x": [0.0, 1.0], "g": ["a", "b"]}),
+                   methods=["laplace"], workers=0)
