@@ -65,7 +65,7 @@ def _msg(excinfo) -> str:
 )
 def test_unknown_column_is_named(cbpp, formula, kw, culprit, part):
     with pytest.raises(DataError) as ei:
-        _design(formula, cbpp, **kw)
+        _design(formula, cbpp, **{"family": "binomial", **kw})
     msg = _msg(ei)
     assert f"'{culprit}'" in msg
     assert "column" in msg and part in msg

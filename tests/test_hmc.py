@@ -202,7 +202,7 @@ def test_cbpp_quick_fit_groups_dims_loo(cbpp):
 
 
 def test_bad_run_is_loud_and_reproducible(cbpp):
-    kw = dict(method="hmc", draws=20, tune=5, chains=2, seed=5, compute_map=False)
+    kw = dict(family="binomial", method="hmc", draws=20, tune=5, chains=2, seed=5, compute_map=False)
     with pytest.warns(ConvergenceWarning, match="unreliable"):
         f1 = gb.fit(CBPP, cbpp, **kw)
     assert not f1.converged
