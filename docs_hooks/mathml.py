@@ -15,6 +15,10 @@ from latex2mathml.converter import convert
 
 _MATH = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
 _DELIMS = {"span": (r"\(", r"\)"), "div": (r"\[", r"\]")}
+# operator names latex2mathml does not know, written as the \operatorname it does
+_OPERATORS = re.compile(r"\\(arg)(?![A-Za-z])")
+# what latex2mathml leaves of a command it does not know, or of an alignment it ignores
+_UNRENDERED = re.compile(r"<mi>(\\[A-Za-z]+|&amp;|&)</mi>")
 
 
 def _render(m: re.Match) -> str:
@@ -24,9 +28,12 @@ def _render(m: re.Match) -> str:
         body = body[len(left) : -len(right)]
     display = "block" if tag == "div" else "inline"
     try:
-        mathml = convert(body.strip(), display=display)
+        mathml = convert(_OPERATORS.sub(r"\\operatorname{\1}", body.strip()), display=display)
     except Exception as e:  # a TeX construct latex2mathml lacks: fail the build, naming it
         raise ValueError(f"cannot render math {body!r}: {e}") from None
+    left_over = _UNRENDERED.search(mathml)
+    if left_over:
+        raise ValueError(f"cannot render {html.unescape(left_over.group(1))!r} in math {body!r}")
     return f'<{tag} class="arithmatex">{mathml}</{tag}>'
 
 

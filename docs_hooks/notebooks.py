@@ -50,6 +50,18 @@ def _output(out: dict, stem: str, key: str, images: dict[str, bytes]) -> str:
     return ""
 
 
+def _merged_streams(outputs: list[dict]) -> list[dict]:
+    """Consecutive stream outputs of one stream as one (a cell's printed lines, one block)."""
+    out: list[dict] = []
+    for o in outputs:
+        prev = out[-1] if out else None
+        if o["output_type"] == "stream" and prev and prev["output_type"] == "stream" and prev["name"] == o["name"]:
+            out[-1] = {**prev, "text": _text(prev["text"]) + _text(o["text"])}
+        else:
+            out.append(o)
+    return out
+
+
 def notebook_markdown(path: Path) -> tuple[str, dict[str, bytes]]:
     """The page text of one executed notebook and its figures (name -> bytes)."""
     nb = json.loads(path.read_text(encoding="utf-8"))
@@ -62,7 +74,7 @@ def notebook_markdown(path: Path) -> tuple[str, dict[str, bytes]]:
             code = "\n".join(ln for ln in src.splitlines() if not ln.startswith("%"))  # IPython magics
             if code.strip():
                 parts.append(_fence(code, "python"))
-            for j, out in enumerate(cell.get("outputs", [])):
+            for j, out in enumerate(_merged_streams(cell.get("outputs", []))):
                 parts.append(_output(out, path.stem, f"cell{i}_{j}", images))
     source = f"*Rendered from the executed notebook `case_studies/{path.name}`.*\n"
     return "\n".join(p for p in parts if p) + "\n" + source, images
