@@ -58,7 +58,7 @@ def run_ours(name, data, draws, tune, chains, seed):
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = gb.fit(c["formula"], data, method="hmc", draws=draws, tune=tune, chains=chains, seed=seed)
+        fit = gb.fit(c["formula"], data, family="binomial", method="hmc", draws=draws, tune=tune, chains=chains, seed=seed)
     wall = time.perf_counter() - t0
     names = ["beta", f"sd_{c['group']}"]
     ndiv = int(fit.idata.sample_stats["diverging"].sum())
@@ -71,7 +71,7 @@ def bambi_priors(name, data):
     import bambi as bmb
 
     c = CASES[name]
-    d = build_design(gb.Spec(c["formula"]), data)
+    d = build_design(gb.Spec(c["formula"], family="binomial"), data)
     p = resolve_priors(d)
     out = {"Intercept": bmb.Prior("Normal", mu=0.0, sigma=p.fixef["(Intercept)"].args[1])}
     groups = {"cbpp": {"period": ["period2", "period3", "period4"]},

@@ -64,7 +64,7 @@ def time_r(spec, data: pd.DataFrame, reps: int, nagq: int = 1) -> dict | None:
                   if isinstance(data[c].dtype, pd.CategoricalDtype)}
         job = {"csv": str(csv), "levels": levels, "formula": spec.formula, "family": spec.fam.name,
                "link": spec.fam.link.name, "nAGQ": nagq, "reps": reps, "glmmtmb": True,
-               "REML": bool(spec.REML)}
+               "REML": spec.reml}
         (Path(tmp) / "job.json").write_text(json.dumps(job))
         out = Path(tmp) / "out.json"
         r = subprocess.run(["Rscript", str(R_SCRIPT), str(Path(tmp) / "job.json"), str(out)],

@@ -26,8 +26,12 @@ SPEC_KEYWORDS = ("family", "link", "weights", "offset", "na_action", "REML", "kn
 
 
 def fit(spec: Spec | str, data: pd.DataFrame, method: str = "laplace", nAGQ: int | None = None, **options) -> Fit:
-    """Fit a GLMM.
+    """Fit a GLMM; returns an immutable `Fit`.
 
+    spec: a `Spec`, or a formula string with the Spec's fields as keywords (``family``,
+    ``link``, ``weights``, ``offset``, ``na_action``, ``REML``, ``known_dispersion``,
+    ``re_dist``).  As in R, a formula without ``family`` is gaussian, and the gaussian/identity
+    LMM is fitted by REML unless ``REML=False``.
     method: "laplace" (nAGQ=1 Laplace, nAGQ=0 lme4's fast criterion, nAGQ>1 AGQ), "agq"
     (nAGQ quadrature points per dimension, default 25; the exact ML for a non-normal random
     effect), "pql", "joint" or "hmc". Options are the method's (see `glmmbayes.methods`).

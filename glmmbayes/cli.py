@@ -158,11 +158,11 @@ def _model_options(f):
     opts = [
         click.argument("data", type=click.Path(dir_okay=False)),
         click.option("--formula", "-f", required=True, help='lme4 formula, e.g. "y ~ x + (1 | g)".'),
-        click.option("--family", default=None, help="binomial, poisson, gaussian, Gamma, nbinom2, nbinom1."),
+        click.option("--family", default=None, help="gaussian (default, as lmer), binomial, poisson, Gamma, nbinom2, nbinom1."),
         click.option("--link", default=None, help="Link function (default: the family's canonical link)."),
         click.option("--weights", default=None, help="Column (or expression) of prior weights."),
         click.option("--offset", default=None, help="Column (or expression) added to the linear predictor."),
-        click.option("--reml/--ml", "reml", default=None, help="REML or ML (default: the package's)."),
+        click.option("--reml/--ml", "reml", default=None, help="REML or ML (default: REML for the gaussian LMM, ML otherwise)."),
         click.option("--na-action", type=click.Choice(["fail", "omit"]), default=None,
                      help="Missing values: an error (fail) or drop the rows (omit)."),
         click.option("--factor", multiple=True, metavar="COLUMN",

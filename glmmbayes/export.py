@@ -65,7 +65,7 @@ def result_dict(result: Fit | Comparison, extra: Mapping[str, Any] | None = None
     first = next(iter(c.fits.values()), None)
     out = {
         **dict(extra or {}),
-        "model": {"formula": sp.formula, "family": sp.family_name, "link": sp.link_name, "REML": sp.REML,
+        "model": {"formula": sp.formula, "family": sp.family_name, "link": sp.link_name, "REML": sp.reml,
                   "weights": sp.weights, "offset": sp.offset},
         "data": None if first is None else {"nobs": first.nobs, "ngrps": first.ngrps,
                                             "response": first.design.response_name,

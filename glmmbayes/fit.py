@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -13,6 +13,9 @@ import pandas as pd
 from .design import Design, group_labels
 from .errors import DataError
 from .estimate import Estimate
+
+if TYPE_CHECKING:
+    from .spec import Spec
 
 
 def varcorr_table(design: Design, theta: np.ndarray, phi: float = 1.0,
@@ -75,27 +78,33 @@ class Fit:
 
     # ---------------------------------------------------------------- the estimate
     @property
-    def spec(self):
+    def spec(self) -> "Spec":
+        """The `Spec` the model was fitted from."""
         return self.design.spec
 
     @property
     def method(self) -> str:
+        """The method that produced the fit: "laplace", "nagq0", "agq", "pql", "joint" or "hmc"."""
         return self.estimate.method
 
     @property
     def estimate_kind(self) -> str:
+        """What the point estimates are: "ml", "mode", "mean" (posterior) or "pql"."""
         return self.estimate.estimate_kind
 
     @property
     def beta_hat(self) -> np.ndarray:
+        """The fixed effects as an array (`fixef` is the named Series)."""
         return self.estimate.beta
 
     @property
     def vcov_beta(self) -> np.ndarray:
+        """Covariance of the fixed effects as an array (`vcov` is the named DataFrame)."""
         return self.estimate.vcov_beta
 
     @property
     def theta_hat(self) -> np.ndarray:
+        """lme4's θ as an array (`theta` is the named Series)."""
         return self.estimate.theta
 
     @property
@@ -110,6 +119,8 @@ class Fit:
 
     @property
     def u_condvar(self) -> tuple | None:
+        """Conditional covariances of the spherical random effects u, one (nlevels, k, k) array
+        per term; None where the method has none."""
         return self.estimate.u_condvar
 
     @property
@@ -125,10 +136,14 @@ class Fit:
 
     @property
     def nAGQ(self) -> int | None:
+        """Quadrature points per dimension of a likelihood fit (1: Laplace, 0: lme4's fast
+        criterion); None for the other methods."""
         return self.estimate.nAGQ
 
     @property
     def reml_criterion(self) -> float | None:
+        """The REML criterion at convergence (-2 × restricted log-likelihood, lme4's
+        ``REMLcrit``) of a REML fit; None for an ML fit."""
         return self.estimate.reml_criterion
 
     @property
@@ -176,6 +191,7 @@ class Fit:
     # ---------------------------------------------------------------- parameters
     @property
     def fixef(self) -> pd.Series:
+        """Fixed-effect estimates named as lme4 names them (posterior means for hmc)."""
         return pd.Series(self.beta_hat, index=list(self.design.fixef_names), name="fixef")
 
     @property
@@ -261,10 +277,12 @@ class Fit:
     # ---------------------------------------------------------------- likelihood summaries
     @property
     def nobs(self) -> int:
+        """Number of observations used (after ``na_action="omit"``)."""
         return self.design.n
 
     @property
     def ngrps(self) -> dict[str, int]:
+        """Number of levels of each grouping factor (lme4's ngrps)."""
         return self.design.ngrps
 
     @property
@@ -276,6 +294,7 @@ class Fit:
 
     @property
     def df_resid(self) -> int:
+        """Residual degrees of freedom: `nobs` - `npar`."""
         return self.nobs - self.npar
 
     @property
@@ -290,10 +309,12 @@ class Fit:
 
     @property
     def aic(self) -> float | None:
+        """Akaike's criterion -2 logLik + 2 npar (None without a log-likelihood)."""
         return None if self.loglik is None else -2.0 * self.loglik + 2.0 * self.npar
 
     @property
     def bic(self) -> float | None:
+        """Schwarz's criterion -2 logLik + log(nobs) npar (None without a log-likelihood)."""
         return None if self.loglik is None else -2.0 * self.loglik + math.log(self.nobs) * self.npar
 
     # ---------------------------------------------------------------- fitted values
@@ -305,10 +326,12 @@ class Fit:
         return out
 
     def linear_predictor(self) -> np.ndarray:
+        """η = Xβ + offset + Zb at the estimates, one value per used row."""
         d = self.design
         return d.X @ self.beta_hat + d.offset + self._re_part(None, self._b_blocks())
 
     def fitted_values(self) -> np.ndarray:
+        """Fitted means μ = g⁻¹(η) as an array (`fitted` is the indexed Series)."""
         return self.design.family.linkinv(self.linear_predictor())
 
     @property
@@ -419,6 +442,7 @@ class Fit:
         return laplace_adequacy(self, nAGQ=nAGQ, **kw)
 
     def summary(self) -> str:
+        """The text summary that ``print(fit)`` shows, laid out as lme4's ``summary()``."""
         from .report import fit_summary
 
         return fit_summary(self)

@@ -122,7 +122,7 @@ def data_summary(fit: Fit) -> pd.DataFrame:
 def model_summary(comparison: Comparison) -> pd.DataFrame:
     sp = comparison.spec
     items = [("formula", sp.formula), ("family", sp.family_name), ("link", sp.link_name),
-             ("REML", sp.REML), ("weights", sp.weights), ("offset", sp.offset),
+             ("REML", sp.reml), ("weights", sp.weights), ("offset", sp.offset),
              ("methods", ", ".join(list(comparison.fits) + list(comparison.errors)))]
     if sp.re_dist is not None:
         items.append(("random-effect distribution", sp.re_dist))

@@ -172,18 +172,22 @@ class RandomEffect:
     # -- parameters -------------------------------------------------------------------
     @property
     def spec(self) -> _Dist:
+        """The distribution's definition (density, support, parameters)."""
         return DISTS[self.dist]
 
     @property
     def support(self) -> str:
+        """The support of the random effect u: "real" or "positive"."""
         return self.spec.support
 
     @property
     def known(self) -> dict[str, float]:
+        """The parameters given a value (fixed, not estimated)."""
         return {k: v for k, v in self.params if v is not None}
 
     @property
     def estimated(self) -> tuple[str, ...]:
+        """The names of the parameters left to the fit (given as None)."""
         return tuple(k for k, v in self.params if v is None)
 
     def values(self, est: Mapping[str, float] | None = None) -> dict:

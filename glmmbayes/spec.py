@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 from .errors import SpecError
 from .families import Family, get_family
 from .formula import ParsedFormula, parse_formula
@@ -32,7 +34,8 @@ class Spec:
     Parameters
     ----------
     formula : lme4-style formula, e.g. ``"cbind(incidence, size - incidence) ~ period + (1 | herd)"``.
-    family : "binomial", "poisson", "gaussian" or "Gamma".
+    family : a family name, case-insensitive: "gaussian" (the default, as R's ``lmer`` and
+        ``glm``), "binomial", "poisson", "Gamma", "nbinom2", "nbinom1"; or a `Family`.
     link : link name; the family's canonical link when None.
     weights : name of (or R expression over) a data column with prior weights; for a binomial
         proportion response these are the numbers of trials.
@@ -40,10 +43,12 @@ class Spec:
         (``offset(log(x))`` inside the formula does the same).
     na_action : "fail" (default: missing values in used columns are an error that names them)
         or "omit" (drop those rows, as R's na.omit, and record how many).
-    REML : fit by REML instead of ML: the exact REML criterion for the gaussian/identity LMM (as
-        lmer); for a GLMM the Laplace approximation with the fixed effects integrated out like
+    REML : None (default): REML for the gaussian/identity linear mixed model (as ``lmer``), ML
+        for every other model; True: REML -- the exact REML criterion for the LMM; for a GLMM the Laplace approximation with the fixed effects integrated out like
         random effects (glmmTMB's REML = TRUE; method "laplace", and "pql" with a REML working
-        model).
+        model); False: maximum likelihood (``lmer(..., REML = FALSE)``).  `Spec.reml` is the
+        resolved choice.  Methods without a REML variant ("hmc"; "agq" for a GLMM) fit the
+        likelihood itself under the default, and refuse an explicit ``REML=True``.
     known_dispersion : a known dispersion φ for a family that has one (σ² for gaussian, 1/shape for
         Gamma), e.g. 1.0 for McCulloch's normal–exponential model, whose error variance is
         known; None (default) estimates it.
@@ -56,12 +61,12 @@ class Spec:
     """
 
     formula: str
-    family: str | Family = "binomial"
+    family: str | Family = "gaussian"
     link: str | None = None
     weights: str | None = None
     offset: str | None = None
     na_action: str = "fail"
-    REML: bool = False
+    REML: bool | None = None
     known_dispersion: float | None = None
     priors: Mapping[str, Any] | None = None
     re_dist: Any = None
@@ -91,6 +96,10 @@ class Spec:
         if self.known_dispersion is not None:
             _check_dispersion(self.known_dispersion, self.fam)
             object.__setattr__(self, "known_dispersion", float(self.known_dispersion))
+        if self.REML is not None and not isinstance(self.REML, (bool, np.bool_)):
+            raise SpecError(f"REML must be True, False or None (REML for the gaussian LMM), got {self.REML!r}")
+        if self.REML is not None:
+            object.__setattr__(self, "REML", bool(self.REML))
         if self.REML and self.re_dist is not None:
             raise SpecError("REML is defined for normal random effects (the Laplace approximation with "
                             "the fixed effects integrated out); this spec has a non-normal re_dist")
@@ -100,11 +109,22 @@ class Spec:
             )
 
     @property
+    def reml(self) -> bool:
+        """Whether the model is fitted by REML: `REML` when given; by default (None) True for
+        the gaussian/identity LMM with normal random effects and an estimated residual
+        variance (lmer's default), False otherwise."""
+        if self.REML is not None:
+            return self.REML
+        return self.fam.is_lmm and self.re_dist is None and self.known_dispersion is None
+
+    @property
     def family_name(self) -> str:
+        """The family's name ("gaussian", "binomial", ...)."""
         return self.fam.name
 
     @property
     def link_name(self) -> str:
+        """The link's name ("identity", "logit", ...)."""
         return self.fam.link.name
 
     def __str__(self) -> str:
@@ -112,8 +132,9 @@ class Spec:
 
 
 def as_spec(spec, family=None, link=None, **kw) -> Spec:
-    """A Spec from a Spec or a formula string (with family, link and the other Spec fields as
-    keywords); keywords given beside a ready Spec are an error (they belong to the Spec)."""
+    """A Spec from a Spec or a formula string (with family -- gaussian when None, as R's
+    ``lmer`` -- link and the other Spec fields as keywords); keywords given beside a ready Spec
+    are an error (they belong to the Spec)."""
     if isinstance(spec, Spec):
         given = {k: v for k, v in dict(kw, family=family, link=link).items() if v is not None}
         if given:
@@ -123,5 +144,5 @@ def as_spec(spec, family=None, link=None, **kw) -> Spec:
             )
         return spec
     if isinstance(spec, str):
-        return Spec(spec, family=family or "binomial", link=link, **kw)
+        return Spec(spec, family=family if family is not None else "gaussian", link=link, **kw)
     raise SpecError(f"spec must be a glmmbayes.Spec or a formula string, got {type(spec).__name__}")

@@ -50,12 +50,12 @@ def contraception():
 
 @pytest.fixture(scope="module")
 def cbpp_laplace():
-    return _fit(CBPP, load("cbpp"))
+    return _fit(CBPP, load("cbpp"), family="binomial")
 
 
 @pytest.fixture(scope="module")
 def slope_laplace(contraception):
-    return _fit(CONTRA_SLOPE, contraception)
+    return _fit(CONTRA_SLOPE, contraception, family="binomial")
 
 
 # --------------------------------------------------------------------------- nAGQ = 1 is Laplace
@@ -84,7 +84,7 @@ def test_nagq1_equals_laplace_deviance_vector(slope_laplace):
 
 
 def test_agq_fit_with_nagq1_is_the_laplace_fit(cbpp_laplace):
-    f1 = _fit(CBPP, load("cbpp"), method="agq", nAGQ=1)
+    f1 = _fit(CBPP, load("cbpp"), method="agq", nAGQ=1, family="binomial")
     assert f1.method == "agq" and f1.nAGQ == 1
     assert f1.loglik == pytest.approx(cbpp_laplace.loglik, abs=1e-6)
     np.testing.assert_allclose(f1.beta_hat, cbpp_laplace.beta_hat, atol=1e-4)
@@ -108,7 +108,7 @@ CASES = [
 def test_agq25_matches_lme4(ref_name, formula, data):
     """R: glmer(<formula>, <data>, binomial, nAGQ = 25); fixef, sqrt(diag(vcov)), getME(, "theta"), logLik."""
     ref = json.loads((REF / f"{ref_name}.json").read_text())["agq25"]
-    fit = _fit(formula, load(data), method="agq", nAGQ=25)
+    fit = _fit(formula, load(data), method="agq", nAGQ=25, family="binomial")
     assert fit.method == "agq" and fit.nAGQ == 25 and fit.estimate_kind == "ml"
     assert fit.converged, fit.messages
     fe = pd.Series(ref["fixef"])
@@ -134,12 +134,12 @@ def test_agq25_matches_lme4(ref_name, formula, data):
 
 def test_cbpp_loglik_is_fully_normalized():
     # lme4 reports -50.005 at nAGQ = 25 (the saturated constant dropped); the exact value is -91.98
-    fit = _fit(CBPP, load("cbpp"), method="agq", nAGQ=25)
+    fit = _fit(CBPP, load("cbpp"), method="agq", nAGQ=25, family="binomial")
     assert fit.loglik == pytest.approx(-91.9834, abs=1e-3)
 
 
 def test_laplace_method_with_nagq_redirects():
-    fit = _fit(CBPP, load("cbpp"), method="laplace", nAGQ=5)
+    fit = _fit(CBPP, load("cbpp"), method="laplace", nAGQ=5, family="binomial")
     assert fit.method == "agq" and fit.nAGQ == 5
     ref = json.loads((REF / "cbpp_herd.json").read_text())["agq5"]
     d = fit.design
@@ -318,7 +318,7 @@ def test_bruteforce_vector_2d():
     """(1 + x | g) with a large, correlated covariance: the product grid AGQ(25) and the sparse
     grid at level 40 match a fine fixed 2-d grid at fixed (θ, β)."""
     df, g, theta, beta, T = _sim_vector()
-    prob = gb.design("cbind(s, f) ~ x + (1 + x | g)", df).problem()
+    prob = gb.design("cbind(s, f) ~ x + (1 + x | g)", df, family="binomial").problem()
     exact = _brute_vector(df, g, beta, T)
     assert _brute_vector(df, g, beta, T, h=0.05, half=8.0) == pytest.approx(exact, abs=1e-9)
     ll = {k: -0.5 * agq.agq_deviance(prob, theta, beta, k) for k in (1, 5, 11, 25)}
@@ -354,7 +354,7 @@ def test_vector_agq_fits_contraception(slope_laplace, contraception):
     """Full fits for k = 1, 2, 3, 5, 7 (about 25 s): the maximized loglik converges and is above Laplace."""
     ll = {}
     for k in (1, 2, 3, 5, 7):
-        f = _fit(CONTRA_SLOPE, contraception, method="agq", nAGQ=k)
+        f = _fit(CONTRA_SLOPE, contraception, method="agq", nAGQ=k, family="binomial")
         assert f.converged, (k, f.messages)
         assert f.details.knots == k * k
         ll[k] = f.loglik
@@ -365,7 +365,7 @@ def test_vector_agq_fits_contraception(slope_laplace, contraception):
 
 
 def test_vector_agq_fit_quick(contraception, slope_laplace):
-    f = _fit(CONTRA_SLOPE, contraception, method="agq", nAGQ=3)
+    f = _fit(CONTRA_SLOPE, contraception, method="agq", nAGQ=3, family="binomial")
     assert f.method == "agq" and f.nAGQ == 3 and f.converged, f.messages
     assert (f.details.dim, f.details.grid, f.details.knots) == (2, "product", 9)
     assert f.loglik > slope_laplace.loglik + 0.2
@@ -373,7 +373,7 @@ def test_vector_agq_fit_quick(contraception, slope_laplace):
 
 
 def test_sparse_grid_fit_option(contraception):
-    f = _fit(CONTRA_SLOPE, contraception, method="agq", nAGQ=3, grid="sparse")
+    f = _fit(CONTRA_SLOPE, contraception, method="agq", nAGQ=3, grid="sparse", family="binomial")
     assert f.details.grid == "sparse" and f.details.knots == 13
     assert f.converged, f.messages
 
@@ -385,9 +385,9 @@ def test_crossed_terms_raise_spec_error():
     va = load("VerbAgg")
     f = "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)"  # subjects crossed with items
     with pytest.raises(SpecError, match="nested quadrature.*method='laplace'"):
-        gb.fit(f, va, method="agq", nAGQ=5)
+        gb.fit(f, va, method="agq", nAGQ=5, family="binomial")
     with pytest.raises(SpecError, match="laplace"):
-        gb.fit(f, va, method="laplace", nAGQ=5)
+        gb.fit(f, va, method="laplace", nAGQ=5, family="binomial")
     gt = load("grouseticks")  # three terms
     with pytest.raises(SpecError, match="3 terms"):
         gb.fit("TICKS ~ YEAR + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)", gt, family="poisson", method="agq")
@@ -479,11 +479,11 @@ def test_nested_agq_fit(cbpp_laplace):
     cb = load("cbpp").copy()
     cb["obs"] = pd.Categorical(np.arange(len(cb)).astype(str))
     f = "cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | obs)"
-    lap = _fit(f, cb)
-    one = _fit(f, cb, method="agq", nAGQ=1)
+    lap = _fit(f, cb, family="binomial")
+    one = _fit(f, cb, method="agq", nAGQ=1, family="binomial")
     assert one.loglik == pytest.approx(lap.loglik, abs=1e-6)
     np.testing.assert_allclose(one.fixef, lap.fixef, rtol=1e-4, atol=1e-4)
-    fit9 = _fit(f, cb, method="agq", nAGQ=9)
+    fit9 = _fit(f, cb, method="agq", nAGQ=9, family="binomial")
     assert fit9.converged, fit9.messages
     info = fit9.details
     assert info.nesting == "obs within herd" and info.knots == 81
@@ -517,16 +517,16 @@ def test_two_scalar_terms_on_one_factor():
         exact += logsumexp(lj) + 2 * np.log(h)
     ll = -0.5 * nested.nested_agq_deviance(des.problem(), theta, beta, 25, outer_of)
     assert ll == pytest.approx(exact, abs=BRUTE_TOL)
-    fit = _fit("y ~ x + (x || g)", df, method="agq", nAGQ=9)
+    fit = _fit("y ~ x + (x || g)", df, method="agq", nAGQ=9, family="binomial")
     assert fit.details.nesting == desc
 
 
 def test_bad_options():
     cb = load("cbpp")
     with pytest.raises(SpecError, match="nAGQ"):
-        gb.fit(CBPP, cb, method="agq", nAGQ=0)
+        gb.fit(CBPP, cb, method="agq", nAGQ=0, family="binomial")
     with pytest.raises(SpecError, match="grid"):
-        gb.fit(CBPP, cb, method="agq", nAGQ=3, grid="smolyak")
+        gb.fit(CBPP, cb, method="agq", nAGQ=3, grid="smolyak", family="binomial")
 
 
 def test_lmm_likelihood_is_exact():
@@ -569,7 +569,7 @@ def test_laplace_adequacy_flags_bad_case():
     x = rng.normal(size=len(g))
     y = rng.binomial(1, expit(-0.5 + 0.7 * x + 3.0 * rng.normal(size=m)[g]))
     df = pd.DataFrame({"y": y, "x": x, "g": pd.Categorical([f"c{i:02d}" for i in g])})
-    fit = _fit("y ~ x + (1 | g)", df)
+    fit = _fit("y ~ x + (1 | g)", df, family="binomial")
     tab = laplace_adequacy(fit, nAGQ=25)
     summ = tab.attrs["summary"]
     assert summ["total_difference"] > 0.5
@@ -583,7 +583,7 @@ def test_laplace_adequacy_flags_bad_case():
 def test_laplace_adequacy_rejects_several_terms():
     cb = load("cbpp").copy()
     cb["obs"] = pd.Categorical(np.arange(len(cb)).astype(str))
-    fit = _fit("cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | obs)", cb)
+    fit = _fit("cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | obs)", cb, family="binomial")
     with pytest.raises(SpecError, match="laplace_adequacy"):
         fit.laplace_adequacy()
 

@@ -18,7 +18,7 @@ ALL = ["pql", "laplace", "agq", "joint", "hmc"]
 @pytest.fixture(scope="module")
 def comparison():
     return gb.compare(
-        gb.Spec(CBPP), gb.datasets.load("cbpp"), methods=ALL,
+        gb.Spec(CBPP, family="binomial"), gb.datasets.load("cbpp"), methods=ALL,
         options={"hmc": {"draws": 300, "tune": 300, "chains": 2, "seed": 11}, "agq": {"nAGQ": 9}},
         progress=False,
     )
@@ -72,7 +72,7 @@ def test_a_failing_method_does_not_break_the_others(monkeypatch):
         raise RuntimeError("forced failure")
 
     monkeypatch.setitem(methods.METHODS, "agq", dataclasses.replace(methods.METHODS["agq"], run=boom))
-    c = gb.compare(CBPP, gb.datasets.load("cbpp"), methods=["laplace", "agq", "pql", "nonsense"], progress=False)
+    c = gb.compare(CBPP, gb.datasets.load("cbpp"), methods=["laplace", "agq", "pql", "nonsense"], progress=False, family="binomial")
     assert set(c.fits) == {"laplace", "pql"}
     assert "forced failure" in c.errors["agq"]
     assert "unknown method" in c.errors["nonsense"]
@@ -81,7 +81,7 @@ def test_a_failing_method_does_not_break_the_others(monkeypatch):
 
 
 def test_sd_standard_errors_by_delta_method():
-    c = gb.compare(CBPP, gb.datasets.load("cbpp"), methods=["laplace"], progress=False)
+    c = gb.compare(CBPP, gb.datasets.load("cbpp"), methods=["laplace"], progress=False, family="binomial")
     f = c.fits["laplace"]
     row = c.table[(c.table["quantity"] == "sd")].iloc[0]
     # scalar term: sd = theta, so its SE is the sqrt of the theta variance from the Hessian

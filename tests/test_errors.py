@@ -27,7 +27,7 @@ def cbpp():
 
 @pytest.fixture(scope="module")
 def cbpp_fit(cbpp):
-    return gb.fit(CBPP_F, cbpp)
+    return gb.fit(CBPP_F, cbpp, family="binomial")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def _msg(excinfo) -> str:
 )
 def test_unknown_column_is_named(cbpp, formula, kw, culprit, part):
     with pytest.raises(DataError) as ei:
-        _design(formula, cbpp, **kw)
+        _design(formula, cbpp, **{"family": "binomial", **kw})
     msg = _msg(ei)
     assert f"'{culprit}'" in msg
     assert "column" in msg and part in msg
@@ -80,7 +80,7 @@ def test_nan_in_used_columns_counts_rows_and_names_columns(cbpp):
     d.loc[[3, 7], "size"] = np.nan
     d.loc[9, "period"] = np.nan
     with pytest.raises(DataError) as ei:
-        _design(CBPP_F, d)
+        _design(CBPP_F, d, family="binomial")
     msg = _msg(ei)
     assert "missing values in 3 rows" in msg
     assert "'size' (2 rows)" in msg and "'period' (1 row)" in msg
@@ -89,21 +89,21 @@ def test_nan_in_used_columns_counts_rows_and_names_columns(cbpp):
 
 def test_nan_in_unused_column_is_fine(cbpp):
     d = cbpp.assign(notes=np.nan)
-    assert _design(CBPP_F, d).n == len(cbpp)
+    assert _design(CBPP_F, d, family="binomial").n == len(cbpp)
 
 
 def test_na_omit_records_and_reports(cbpp, cbpp_fit):
     d = cbpp.astype({"size": float})
     d.loc[[3, 7], "size"] = np.nan
     d.loc[9, "period"] = np.nan
-    fit = gb.fit(CBPP_F, d, na_action="omit")
+    fit = gb.fit(CBPP_F, d, na_action="omit", family="binomial")
     assert fit.design.n_omitted == 3
     assert fit.nobs == len(cbpp) - 3
     assert list(fit.design.rows) == [i for i in range(len(cbpp)) if i not in (3, 7, 9)]
     assert list(fit.fitted.index) == list(fit.design.rows)
     assert "3 rows with missing values omitted" in str(fit)
     # the same fit as on the complete rows
-    clean = gb.fit(CBPP_F, cbpp.drop(index=[3, 7, 9]))
+    clean = gb.fit(CBPP_F, cbpp.drop(index=[3, 7, 9]), family="binomial")
     np.testing.assert_allclose(fit.fixef, clean.fixef, rtol=1e-8)
 
 
@@ -112,12 +112,12 @@ def test_rows_are_reported_in_input_positions_after_omit(cbpp):
     d.loc[[0, 1], "period"] = np.nan
     d.loc[5, "y"] = 2.0
     with pytest.raises(DataError, match=r"row 5 has y = 2\b"):
-        _design("y ~ period + (1 | herd)", d, na_action="omit")
+        _design("y ~ period + (1 | herd)", d, na_action="omit", family="binomial")
 
 
 def test_everything_missing_under_omit(cbpp):
     with pytest.raises(DataError, match="no rows left"):
-        _design("cbind(incidence, size - incidence) ~ x + (1 | herd)", cbpp.assign(x=np.nan), na_action="omit")
+        _design("cbind(incidence, size - incidence) ~ x + (1 | herd)", cbpp.assign(x=np.nan), na_action="omit", family="binomial")
 
 
 # ----------------------------------------------------------------------------- response support
@@ -127,7 +127,7 @@ def test_binary_response_not_01(cbpp):
     d = cbpp.assign(y=(cbpp.incidence > 0).astype(int))
     d.loc[5, "y"] = 2
     with pytest.raises(DataError) as ei:
-        _design("y ~ period + (1 | herd)", d)
+        _design("y ~ period + (1 | herd)", d, family="binomial")
     msg = _msg(ei)
     assert "'y'" in msg and "row 5" in msg and "y = 2" in msg and "np.float64" not in msg
 
@@ -136,7 +136,7 @@ def test_successes_exceed_trials(cbpp):
     d = cbpp.copy()
     d.loc[4, "incidence"] = 100
     with pytest.raises(DataError) as ei:
-        _design(CBPP_F, d)
+        _design(CBPP_F, d, family="binomial")
     msg = _msg(ei)
     assert "'size - incidence'" in msg and "row 4" in msg and "successes > trials" in msg
 
@@ -145,18 +145,18 @@ def test_infinite_trials(cbpp):
     d = cbpp.astype({"size": float})
     d.loc[2, "size"] = np.inf
     with pytest.raises(DataError, match=r"'size - incidence'.*row 2 has inf"):
-        _design(CBPP_F, d)
+        _design(CBPP_F, d, family="binomial")
 
 
 def test_proportion_response_without_weights(cbpp):
     d = cbpp.assign(p=cbpp.incidence / cbpp["size"])
     with pytest.raises(DataError) as ei:
-        _design("p ~ period + (1 | herd)", d)
+        _design("p ~ period + (1 | herd)", d, family="binomial")
     msg = _msg(ei)
     assert "'p'" in msg and "row 0" in msg and "weights=" in msg
     # with the trials as weights it is the cbind model
-    des = _design("p ~ period + (1 | herd)", d, weights="size")
-    ref = _design(CBPP_F, cbpp)
+    des = _design("p ~ period + (1 | herd)", d, weights="size", family="binomial")
+    ref = _design(CBPP_F, cbpp, family="binomial")
     np.testing.assert_allclose(des.y, ref.y)
     np.testing.assert_allclose(des.wt, ref.wt)
 
@@ -165,7 +165,7 @@ def test_negative_weights(cbpp):
     d = cbpp.assign(p=cbpp.incidence / cbpp["size"], w=cbpp["size"].astype(float))
     d.loc[2, "w"] = -1.0
     with pytest.raises(DataError, match=r"weights 'w'.*row 2 has -1"):
-        _design("p ~ period + (1 | herd)", d, weights="w")
+        _design("p ~ period + (1 | herd)", d, weights="w", family="binomial")
 
 
 @pytest.mark.parametrize("value, row", [(-1, 2), (1.5, 6)])
@@ -189,7 +189,7 @@ def test_gamma_nonpositive(cbpp):
 
 def test_factor_response_with_three_levels(cbpp):
     with pytest.raises(DataError) as ei:
-        _design("period ~ size + (1 | herd)", cbpp)
+        _design("period ~ size + (1 | herd)", cbpp, family="binomial")
     msg = _msg(ei)
     assert "'period'" in msg and "two levels" in msg and "4" in msg
 
@@ -213,14 +213,14 @@ def test_cbind_with_non_binomial(cbpp):
 def test_log_of_zero_in_fixed_part_is_named_not_dropped(cbpp):
     # -inf in a column must not be "rank deficient and silently dropped"
     with pytest.raises(DataError) as ei:
-        _design("cbind(incidence, size - incidence) ~ log(incidence) + (1 | herd)", cbpp)
+        _design("cbind(incidence, size - incidence) ~ log(incidence) + (1 | herd)", cbpp, family="binomial")
     msg = _msg(ei)
     assert "'log(incidence)'" in msg and "row 3" in msg and "-inf" in msg
 
 
 def test_infinite_random_covariate(cbpp):
     with pytest.raises(DataError, match=r"\(log\(incidence\) \| herd\).*'log\(incidence\)'.*row 3"):
-        _design("cbind(incidence, size - incidence) ~ 1 + (log(incidence) | herd)", cbpp)
+        _design("cbind(incidence, size - incidence) ~ 1 + (log(incidence) | herd)", cbpp, family="binomial")
 
 
 def test_infinite_offset(cbpp):
@@ -233,7 +233,7 @@ def test_infinite_offset(cbpp):
 
 def test_grouping_factor_with_one_level(cbpp):
     with pytest.raises(DataError) as ei:
-        _design("cbind(incidence, size - incidence) ~ period + (1 | farm)", cbpp.assign(farm="A"))
+        _design("cbind(incidence, size - incidence) ~ period + (1 | farm)", cbpp.assign(farm="A"), family="binomial")
     msg = _msg(ei)
     assert "'farm'" in msg and "1 level" in msg
 
@@ -242,7 +242,7 @@ def test_more_random_effects_than_observations():
     rng = np.random.default_rng(0)
     d = pd.DataFrame({"y": rng.integers(0, 2, 9), "x": rng.normal(size=9), "g": list("aabbccdde")})
     with pytest.raises(DataError) as ei:  # 5 levels x 2 coefficients = 10 > 9
-        _design("y ~ x + (x | g)", d)
+        _design("y ~ x + (x | g)", d, family="binomial")
     msg = _msg(ei)
     assert "(x | g)" in msg and "5 levels" in msg and "10 random effects" in msg and "9 observations" in msg
 
@@ -263,7 +263,7 @@ def test_lmm_as_many_random_effects_as_observations(sleep):
 
 def test_glmm_observation_level_effect_is_allowed(cbpp):
     d = cbpp.assign(obs=np.arange(len(cbpp)))
-    des = _design("cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | obs)", d)
+    des = _design("cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | obs)", d, family="binomial")
     assert des.ngrps == {"obs": 56, "herd": 15}
 
 
@@ -274,7 +274,7 @@ def test_rank_deficient_X_drops_named_column_like_lme4(cbpp):
     d = cbpp.assign(size2=2.0 * cbpp["size"])
     f = "cbind(incidence, size - incidence) ~ period + size + size2 + (1 | herd)"
     with pytest.warns(RankDeficiencyWarning) as rec:
-        fit = gb.fit(f, d)
+        fit = gb.fit(f, d, family="binomial")
     text = " ".join(str(w.message) for w in rec if issubclass(w.category, RankDeficiencyWarning))
     assert "fixed-effect model matrix is rank deficient so dropping 1 column / coefficient" in text
     assert "size2" in text
@@ -284,7 +284,7 @@ def test_rank_deficient_X_drops_named_column_like_lme4(cbpp):
     assert "size2" in str(fit)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = gb.fit("cbind(incidence, size - incidence) ~ period + size + (1 | herd)", cbpp)
+        ref = gb.fit("cbind(incidence, size - incidence) ~ period + size + (1 | herd)", cbpp, family="binomial")
     np.testing.assert_allclose(fit.fixef, ref.fixef, rtol=1e-6, atol=1e-8)
     # prediction on new data drops the same column
     np.testing.assert_allclose(fit.predict(d), fit.predict(), rtol=1e-12)
@@ -293,7 +293,7 @@ def test_rank_deficient_X_drops_named_column_like_lme4(cbpp):
 def test_duplicated_column_name_in_formula(cbpp):
     d = cbpp.assign(period_copy=cbpp.period)
     with pytest.warns(RankDeficiencyWarning, match="period_copy2, period_copy3, period_copy4"):
-        des = _design("cbind(incidence, size - incidence) ~ period + period_copy + (1 | herd)", d)
+        des = _design("cbind(incidence, size - incidence) ~ period + period_copy + (1 | herd)", d, family="binomial")
     assert des.fixef_names == ("(Intercept)", "period2", "period3", "period4")
 
 
@@ -307,7 +307,7 @@ def test_unknown_family(cbpp):
 
 def test_unknown_link():
     with pytest.raises(FamilyError, match=r"unknown link 'logti'"):
-        gb.Spec(CBPP_F, link="logti")
+        gb.Spec(CBPP_F, link="logti", family="binomial")
 
 
 def test_unsupported_family_link():
@@ -342,7 +342,7 @@ def test_family_of_wrong_type():
 )
 def test_formula_syntax_error_position(formula, what, pos):
     with pytest.raises(FormulaError) as ei:
-        gb.Spec(formula)
+        gb.Spec(formula, family="binomial")
     msg = _msg(ei)
     assert what in msg
     assert ei.value.position == pos
@@ -353,7 +353,7 @@ def test_formula_syntax_error_position(formula, what, pos):
 
 def test_formula_without_random_term():
     with pytest.raises(SpecError, match=r"no random-effect term in formula 'y ~ x'"):
-        gb.Spec("y ~ x")
+        gb.Spec("y ~ x", family="binomial")
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -362,32 +362,32 @@ def test_formula_without_random_term():
 @pytest.mark.parametrize("data, kind", [(None, "NoneType"), ({"a": [1]}, "dict"), (np.zeros((3, 2)), "ndarray")])
 def test_data_must_be_a_dataframe(data, kind):
     with pytest.raises(DataError, match=f"DataFrame, got {kind}"):
-        gb.fit(CBPP_F, data)
+        gb.fit(CBPP_F, data, family="binomial")
 
 
 def test_empty_data(cbpp):
     with pytest.raises(DataError, match="no rows"):
-        gb.fit(CBPP_F, cbpp.iloc[:0])
+        gb.fit(CBPP_F, cbpp.iloc[:0], family="binomial")
 
 
 def test_invalid_method(cbpp):
     with pytest.raises(SpecError, match=r"unknown method 'lapalce'; available: laplace"):
-        gb.fit(CBPP_F, cbpp, method="lapalce")
+        gb.fit(CBPP_F, cbpp, method="lapalce", family="binomial")
 
 
 @pytest.mark.parametrize("nagq", [-1, 1.5, "3"])
 def test_invalid_nagq(cbpp, nagq):
     with pytest.raises(SpecError, match=re.escape(f"got {nagq!r}")):
-        gb.fit(CBPP_F, cbpp, nAGQ=nagq)
+        gb.fit(CBPP_F, cbpp, nAGQ=nagq, family="binomial")
 
 
 def test_reml_where_it_is_not_defined(cbpp):
     """GLMM REML is the Laplace approximation with β integrated out (laplace, pql); AGQ, NUTS and
     non-normal random effects have no REML variant and say so."""
     with pytest.raises(SpecError, match="REML for a GLMM.*method='agq' has no REML variant"):
-        gb.fit(CBPP_F, cbpp, REML=True, method="agq")
+        gb.fit(CBPP_F, cbpp, REML=True, method="agq", family="binomial")
     with pytest.raises(SpecError, match="REML for a GLMM.*nAGQ > 1"):
-        gb.fit(CBPP_F, cbpp, REML=True, nAGQ=5)
+        gb.fit(CBPP_F, cbpp, REML=True, nAGQ=5, family="binomial")
     with pytest.raises(SpecError, match="REML is defined for normal random effects"):
         gb.Spec("y ~ 0 + x + (1 | g)", family="gaussian", REML=True,
                 re_dist=gb.RandomEffect("exponential", rate=1.0, entry="sqrt"))
@@ -395,12 +395,12 @@ def test_reml_where_it_is_not_defined(cbpp):
 
 def test_invalid_na_action():
     with pytest.raises(SpecError, match=r"na_action.*'drop'"):
-        gb.Spec(CBPP_F, na_action="drop")
+        gb.Spec(CBPP_F, na_action="drop", family="binomial")
 
 
 def test_weights_must_be_a_column_name():
     with pytest.raises(SpecError, match="weights must name a data column.*ndarray"):
-        gb.Spec(CBPP_F, weights=np.ones(3))
+        gb.Spec(CBPP_F, weights=np.ones(3), family="binomial")
 
 
 # ----------------------------------------------------------------------------- column types
@@ -410,7 +410,7 @@ def test_mixed_type_object_column(cbpp):
     d = cbpp.assign(pe=cbpp.period.astype(str).astype(object))
     d.loc[3, "pe"] = 5
     with pytest.raises(DataError) as ei:
-        _design("cbind(incidence, size - incidence) ~ pe + (1 | herd)", d)
+        _design("cbind(incidence, size - incidence) ~ pe + (1 | herd)", d, family="binomial")
     msg = _msg(ei)
     assert "'pe'" in msg and "row 3" in msg and "mixes" in msg
 
@@ -418,18 +418,18 @@ def test_mixed_type_object_column(cbpp):
 def test_datetime_column(cbpp):
     d = cbpp.assign(t=pd.Timestamp("2020-01-01") + pd.to_timedelta(np.arange(len(cbpp)), "D"))
     with pytest.raises(DataError, match=r"column 't' has dtype datetime64"):
-        _design("cbind(incidence, size - incidence) ~ t + (1 | herd)", d)
+        _design("cbind(incidence, size - incidence) ~ t + (1 | herd)", d, family="binomial")
 
 
 def test_duplicated_data_column(cbpp):
     d = pd.concat([cbpp, cbpp[["size"]]], axis=1)
     with pytest.raises(DataError, match="more than one column named 'size'"):
-        _design(CBPP_F, d)
+        _design(CBPP_F, d, family="binomial")
 
 
 def test_string_factor_in_cbind_is_named(cbpp):
     with pytest.raises(DataError, match=r"failures 'x' must be numeric"):
-        _design("cbind(incidence, x) ~ period + (1 | herd)", cbpp.assign(x=cbpp["size"].astype(str)))
+        _design("cbind(incidence, x) ~ period + (1 | herd)", cbpp.assign(x=cbpp["size"].astype(str)), family="binomial")
 
 
 @pytest.mark.parametrize(
@@ -444,7 +444,7 @@ def test_string_factor_in_cbind_is_named(cbpp):
 )
 def test_grouping_column_dtypes(cbpp, cbpp_fit, convert, levels):
     d = cbpp.assign(herd=convert(cbpp.herd))
-    fit = gb.fit(CBPP_F, d)
+    fit = gb.fit(CBPP_F, d, family="binomial")
     assert list(fit.ranef["herd"].index) == levels
     np.testing.assert_allclose(fit.fixef, cbpp_fit.fixef, rtol=1e-6)
     np.testing.assert_allclose(fit.loglik, cbpp_fit.loglik, rtol=1e-9)
@@ -458,34 +458,34 @@ def test_bool_response_equals_01_response(cbpp):
     base = cbpp.assign(y=(cbpp.incidence > 0).astype(int))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", gb.ConvergenceWarning)
-        ref = gb.fit("y ~ period + (1 | herd)", base)
+        ref = gb.fit("y ~ period + (1 | herd)", base, family="binomial")
         for y in [cbpp.incidence > 0, (cbpp.incidence > 0).astype("boolean"),
                   pd.Series(np.where(cbpp.incidence > 0, "yes", "no")).astype("string")]:
-            des = _design("y ~ period + (1 | herd)", cbpp.assign(y=y))
+            des = _design("y ~ period + (1 | herd)", cbpp.assign(y=y), family="binomial")
             np.testing.assert_array_equal(des.y, base.y.to_numpy())
-        fit = gb.fit("y ~ period + (1 | herd)", cbpp.assign(y=cbpp.incidence > 0))
+        fit = gb.fit("y ~ period + (1 | herd)", cbpp.assign(y=cbpp.incidence > 0), family="binomial")
     np.testing.assert_allclose(fit.fixef, ref.fixef, rtol=1e-8)
 
 
 def test_nullable_dtypes(cbpp, cbpp_fit):
     d = cbpp.astype({"incidence": "Int64", "size": "Int64"})
-    fit = gb.fit(CBPP_F, d)
+    fit = gb.fit(CBPP_F, d, family="binomial")
     np.testing.assert_allclose(fit.fixef, cbpp_fit.fixef, rtol=1e-8)
     d.loc[3, "incidence"] = pd.NA
     with pytest.raises(DataError, match=r"missing values in 1 row .*'incidence' \(1 row\); first at row 3"):
-        _design(CBPP_F, d)
-    assert _design(CBPP_F, d, na_action="omit").n_omitted == 1
+        _design(CBPP_F, d, family="binomial")
+    assert _design(CBPP_F, d, na_action="omit", family="binomial").n_omitted == 1
     s = cbpp.assign(period=cbpp.period.astype(str).astype("string"))
     s.loc[0, "period"] = pd.NA
     with pytest.raises(DataError, match=r"'period' \(1 row\); first at row 0"):
-        _design(CBPP_F, s)
-    fit = gb.fit(CBPP_F, s, na_action="omit")
+        _design(CBPP_F, s, family="binomial")
+    fit = gb.fit(CBPP_F, s, na_action="omit", family="binomial")
     assert fit.design.n_omitted == 1 and list(fit.fixef.index) == ["(Intercept)", "period2", "period3", "period4"]
 
 
 def test_non_default_index_aligns(cbpp):
     shuffled = cbpp.sample(frac=1.0, random_state=3)
-    fit = gb.fit(CBPP_F, shuffled)
+    fit = gb.fit(CBPP_F, shuffled, family="binomial")
     assert list(fit.fitted.index) == list(shuffled.index)
     # assigning back to the user's frame aligns row by row
     back = shuffled.assign(fv=fit.fitted, r=fit.residuals("response"))
@@ -498,9 +498,9 @@ def test_object_column_of_numbers_is_numeric_not_a_factor(cbpp):
     d = cbpp.assign(x=pd.Series(cbpp["size"].tolist(), dtype=object))
     d.loc[3, "x"] = None
     f = "cbind(incidence, size - incidence) ~ x + (1 | herd)"
-    fit = gb.fit(f, d, na_action="omit")
+    fit = gb.fit(f, d, na_action="omit", family="binomial")
     assert list(fit.fixef.index) == ["(Intercept)", "x"]
-    ref = gb.fit("cbind(incidence, size - incidence) ~ size + (1 | herd)", cbpp.drop(index=3))
+    ref = gb.fit("cbind(incidence, size - incidence) ~ size + (1 | herd)", cbpp.drop(index=3), family="binomial")
     np.testing.assert_allclose(fit.fixef.to_numpy(), ref.fixef.to_numpy(), rtol=1e-8)
     np.testing.assert_allclose(fit.predict(d.drop(index=3)), fit.predict(), rtol=1e-12)
 
@@ -510,8 +510,8 @@ def test_object_column_with_pd_na_is_missing_not_mixed(cbpp):
     d.loc[3, "pe"] = pd.NA
     d.loc[4, "pe"] = None
     with pytest.raises(DataError, match=r"'pe' \(2 rows\); first at row 3"):
-        _design("cbind(incidence, size - incidence) ~ pe + (1 | herd)", d)
-    assert _design("cbind(incidence, size - incidence) ~ pe + (1 | herd)", d, na_action="omit").n_omitted == 2
+        _design("cbind(incidence, size - incidence) ~ pe + (1 | herd)", d, family="binomial")
+    assert _design("cbind(incidence, size - incidence) ~ pe + (1 | herd)", d, na_action="omit", family="binomial").n_omitted == 2
 
 
 def test_predict_newdata_must_be_a_dataframe(cbpp_fit, cbpp):
@@ -522,9 +522,9 @@ def test_predict_newdata_must_be_a_dataframe(cbpp_fit, cbpp):
 def test_unknown_method_option_is_named():
     d = gb.datasets.load("cbpp")
     with pytest.raises(gb.SpecError, match="unknown option 'foo'.*laplace"):
-        gb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, foo=1)
+        gb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, foo=1, family="binomial")
     with pytest.raises(gb.SpecError, match="nAGQ applies to"):
-        gb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, method="pql", nAGQ=3)
+        gb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, method="pql", nAGQ=3, family="binomial")
 
 
 def test_laplace_and_pql_refuse_non_normal_random_effects_and_say_why():
@@ -543,16 +543,16 @@ def test_laplace_and_pql_refuse_non_normal_random_effects_and_say_why():
 
 def test_unsigned_counts_do_not_wrap_around(cbpp, cbpp_fit):
     d = cbpp.astype({"incidence": "uint8", "size": "uint8"})
-    fit = gb.fit(CBPP_F, d)
+    fit = gb.fit(CBPP_F, d, family="binomial")
     np.testing.assert_allclose(fit.fixef, cbpp_fit.fixef, rtol=1e-8)
     d.loc[6, "incidence"] = d.loc[6, "size"] + 1  # uint8 size - incidence would be 255
     with pytest.raises(DataError) as ei:
-        _design(CBPP_F, d)
+        _design(CBPP_F, d, family="binomial")
     msg = _msg(ei)
     assert "'size - incidence' must be finite non-negative whole numbers (successes > trials?)" in msg
     assert "row 6 has -1" in msg and "255" not in msg
     with pytest.raises(DataError, match=r"'size - incidence'.*row 6 has -1"):
-        _design(CBPP_F, d.astype({"incidence": "UInt8", "size": "UInt8"}))
+        _design(CBPP_F, d.astype({"incidence": "UInt8", "size": "UInt8"}), family="binomial")
 
 
 @pytest.mark.parametrize("dtype", ["UInt8", "Int64", "Float64"])
@@ -563,16 +563,16 @@ def test_nullable_na_is_a_missing_value(cbpp, dtype):
                     "cbind(incidence, size - incidence) ~ I(x^2) + (1 | herd)",
                     "cbind(incidence, size - incidence) ~ log(Q('x')) + (1 | herd)"]:
         with pytest.raises(DataError, match=r"missing values in 2 rows .*'x' \(2 rows\); first at row 2"):
-            _design(formula, d)
-        assert _design(formula, d, na_action="omit").n_omitted == 2
+            _design(formula, d, family="binomial")
+        assert _design(formula, d, na_action="omit", family="binomial").n_omitted == 2
 
 
 def test_nullable_boolean_na_is_a_missing_value(cbpp):
     d = cbpp.assign(b=pd.array((cbpp.incidence > 0).tolist(), dtype="boolean"))
     d.loc[4, "b"] = pd.NA
     with pytest.raises(DataError, match=r"'b' \(1 row\); first at row 4"):
-        _design("cbind(incidence, size - incidence) ~ b + (1 | herd)", d)
-    des = _design("cbind(incidence, size - incidence) ~ b + (1 | herd)", d, na_action="omit")
+        _design("cbind(incidence, size - incidence) ~ b + (1 | herd)", d, family="binomial")
+    des = _design("cbind(incidence, size - incidence) ~ b + (1 | herd)", d, na_action="omit", family="binomial")
     assert des.fixef_names == ("(Intercept)", "bTRUE")
 
 
@@ -580,7 +580,7 @@ def test_nullable_boolean_na_is_a_missing_value(cbpp):
 def test_arithmetic_on_a_string_column_is_named(cbpp, term):
     d = cbpp.assign(s=cbpp.herd.astype(str).astype(object).radd("h"))
     with pytest.raises(DataError) as ei:
-        _design(f"cbind(incidence, size - incidence) ~ {term} + (1 | herd)", d)
+        _design(f"cbind(incidence, size - incidence) ~ {term} + (1 | herd)", d, family="binomial")
     msg = _msg(ei)
     assert msg.startswith("fixed-effects part"), msg
     assert "column 's' holds text" in msg and "needs numbers" in msg
@@ -592,7 +592,7 @@ def test_string_response_arithmetic_is_named(cbpp):
     d = cbpp.assign(s=cbpp["size"].astype(str).astype("string"))
     with pytest.raises(DataError, match=r"response cbind\(incidence, s - incidence\).*expression "
                                         r"'s - incidence' needs numbers but column 's' holds text"):
-        _design("cbind(incidence, s - incidence) ~ period + (1 | herd)", d)
+        _design("cbind(incidence, s - incidence) ~ period + (1 | herd)", d, family="binomial")
 
 
 # ----------------------------------------------------------------------------- no aliasing
@@ -602,8 +602,8 @@ def test_design_owns_read_only_copies_of_the_data(cbpp):
     d = cbpp.astype({"incidence": float, "size": float}).assign(
         y=(cbpp.incidence > 0).astype(float), x=np.linspace(0, 1, len(cbpp)), w=2.0, o=0.5)
     designs = {
-        "cbind": _design("cbind(incidence, size - incidence) ~ x + offset(o) + (x | herd)", d),
-        "single": _design("y ~ x + (1 | herd)", d, weights="w", offset="o"),
+        "cbind": _design("cbind(incidence, size - incidence) ~ x + offset(o) + (x | herd)", d, family="binomial"),
+        "single": _design("y ~ x + (1 | herd)", d, weights="w", offset="o", family="binomial"),
     }
     before = {k: [a.copy() for a in (des.X, des.y, des.wt, des.offset, des.terms[0].X)] for k, des in designs.items()}
     gc.collect()  # the design's own frames are gone: d's columns are no longer shared
@@ -621,7 +621,7 @@ def test_design_owns_read_only_copies_of_the_data(cbpp):
 
 def test_design_y_is_not_a_view_of_the_column(cbpp):
     d = cbpp.assign(y=(cbpp.incidence > 0).astype(float))
-    des = _design("y ~ period + (1 | herd)", d)
+    des = _design("y ~ period + (1 | herd)", d, family="binomial")
     col = d["y"].to_numpy()
     assert not np.shares_memory(des.y, col)
     assert not np.shares_memory(des.X, col)
@@ -642,7 +642,7 @@ def test_predict_grouping_factor_given_as_integers(cbpp, cbpp_fit):
 
 def test_predict_grouping_factor_of_another_type_is_named(cbpp):
     d = cbpp.assign(herd="h" + cbpp.herd.astype(str))
-    fit = gb.fit(CBPP_F, d)
+    fit = gb.fit(CBPP_F, d, family="binomial")
     with pytest.raises(DataError) as ei:
         fit.predict(cbpp.iloc[:3].assign(herd=[1, 2, 3]), allow_new_levels=True)
     msg = _msg(ei)
@@ -652,13 +652,13 @@ def test_predict_grouping_factor_of_another_type_is_named(cbpp):
 
 def test_predict_fixed_factor_of_another_type_is_named(cbpp):
     d = cbpp.assign(p="p" + cbpp.period.astype(str))
-    fit = gb.fit("cbind(incidence, size - incidence) ~ p + (1 | herd)", d)
+    fit = gb.fit("cbind(incidence, size - incidence) ~ p + (1 | herd)", d, family="binomial")
     with pytest.raises(DataError) as ei:
         fit.predict(d.iloc[:3].assign(p=[1, 2, 3]))
     msg = _msg(ei)
     assert "'p' was a factor (levels 'p1', 'p2', 'p3', 'p4') when fitting but newdata has integers" in msg
     assert "is not in newdata" not in msg
-    x = gb.fit("cbind(incidence, size - incidence) ~ x + (1 | herd)", d.assign(x=np.arange(len(d)) / 10))
+    x = gb.fit("cbind(incidence, size - incidence) ~ x + (1 | herd)", d.assign(x=np.arange(len(d)) / 10), family="binomial")
     with pytest.raises(DataError, match=r"'x' was numeric when fitting but newdata has strings; "
                                         r"convert it with pd.to_numeric\(newdata\['x'\]\)"):
         x.predict(d.iloc[:2].assign(x=["a", "b"]))

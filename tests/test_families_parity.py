@@ -167,7 +167,7 @@ def test_expected_information_variant_reproduces_lme4(case, data):
 def test_laplace_option_is_checked_and_nb1_has_no_expected_information():
     cbpp = gb.datasets.load("cbpp")
     with pytest.raises(gb.SpecError, match="laplace must be one of 'observed', 'expected'"):
-        gb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp, laplace="fisher")
+        gb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp, laplace="fisher", family="binomial")
     sal = gb.datasets.load("Salamanders")
     with pytest.raises(gb.SpecError, match="nbinom1 has no closed-form expected information"):
         gb.fit("count ~ spp + mined + (1 | site)", sal, family="nbinom1", laplace="expected")

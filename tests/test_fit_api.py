@@ -32,12 +32,12 @@ def sleep():
 
 @pytest.fixture(scope="module")
 def cfit(cbpp):
-    return gb.fit(CBPP_F, cbpp)
+    return gb.fit(CBPP_F, cbpp, family="binomial")
 
 
 @pytest.fixture(scope="module")
 def sfit(sleep):
-    return gb.fit(SLEEP_F, sleep, family="gaussian")
+    return gb.fit(SLEEP_F, sleep, family="gaussian", REML=False)
 
 
 CBPP_FIXEF = ["(Intercept)", "period2", "period3", "period4"]

@@ -39,7 +39,7 @@ def _numpy_loglik(design, beta, theta_abs, u, phi=1.0):
 def test_logp_matches_core_cbpp(cbpp):
     """Full model log-density (jacobian=True) at a point = numpy likelihood + N(u) + scipy priors
     + log-Jacobians, to 1e-8 (cbind trials as binomial weights)."""
-    model = gb.to_pymc(gb.Spec(CBPP), cbpp)
+    model = gb.to_pymc(gb.Spec(CBPP, family="binomial"), cbpp)
     info = model.glmm_info
     d = info.design
     rng = np.random.default_rng(3)
@@ -139,7 +139,7 @@ def test_logp_matches_core_correlated_gaussian():
 
 
 def test_priors_defaults_overrides_and_flat(cbpp):
-    d = build_design(gb.Spec(CBPP), cbpp)
+    d = build_design(gb.Spec(CBPP, family="binomial"), cbpp)
     p = resolve_priors(d)
     assert p.fixef["(Intercept)"] == Prior("normal", (0, 2.5)) and p.centered
     assert p.sd[("herd", "(Intercept)")] == Prior("half_student_t", (3, 2.5))
@@ -150,10 +150,10 @@ def test_priors_defaults_overrides_and_flat(cbpp):
     p2 = resolve_priors(d, {"fixef": {"period2": "normal(0, 1)"}, "sd": {"herd": "half_normal(1)"}})
     assert p2.fixef["period2"] == Prior("normal", (0, 1)) and p2.fixef["period3"] == p.fixef["period3"]
     assert p2.sd[("herd", "(Intercept)")] == Prior("half_normal", (1,))
-    flat = gb.to_pymc(gb.Spec(CBPP), cbpp, priors={"fixef": "flat"})
+    flat = gb.to_pymc(gb.Spec(CBPP, family="binomial"), cbpp, priors={"fixef": "flat"})
     assert flat.glmm_priors.flat_fixef
     assert type(flat["beta_z"].owner.op).__name__ == "FlatRV"
-    t_model = gb.to_pymc(gb.Spec(CBPP), cbpp, priors={"fixef": "student_t(3, 0, 2)"})
+    t_model = gb.to_pymc(gb.Spec(CBPP, family="binomial"), cbpp, priors={"fixef": "student_t(3, 0, 2)"})
     assert "fixef_prior" in [v.name for v in t_model.potentials]
     with pytest.raises(SpecError, match="unknown prior keys"):
         resolve_priors(d, {"beta": "flat"})
@@ -166,7 +166,7 @@ def test_priors_defaults_overrides_and_flat(cbpp):
 def test_cbpp_quick_fit_groups_dims_loo(cbpp):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        fit = gb.fit(CBPP, cbpp, method="hmc", draws=1000, tune=1000, chains=2, seed=11)
+        fit = gb.fit(CBPP, cbpp, method="hmc", draws=1000, tune=1000, chains=2, seed=11, family="binomial")
     assert fit.method == "hmc" and fit.estimate_kind == "mean" and fit.converged and not fit.messages
     idata = fit.idata
     assert idata is fit.idata and fit.sampler.idata is idata
@@ -197,12 +197,12 @@ def test_cbpp_quick_fit_groups_dims_loo(cbpp):
     assert "unconstrained" in fit.sampler.map.parameterization
     assert str(fit.sampler.priors).startswith("Priors:")
     # close to the ML fit (a loose sanity check; the slow test checks Contraception tightly)
-    ml = gb.fit(CBPP, cbpp)
+    ml = gb.fit(CBPP, cbpp, family="binomial")
     assert np.all(np.abs(fit.beta_hat - ml.beta_hat) < 0.5 * ml.se.values)
 
 
 def test_bad_run_is_loud_and_reproducible(cbpp):
-    kw = dict(method="hmc", draws=20, tune=5, chains=2, seed=5, compute_map=False)
+    kw = dict(family="binomial", method="hmc", draws=20, tune=5, chains=2, seed=5, compute_map=False)
     with pytest.warns(ConvergenceWarning, match="unreliable"):
         f1 = gb.fit(CBPP, cbpp, **kw)
     assert not f1.converged
@@ -217,7 +217,7 @@ def test_bad_run_is_loud_and_reproducible(cbpp):
 
 def test_bad_options(cbpp):
     with pytest.raises(SpecError, match="sampler"):
-        gb.fit(CBPP, cbpp, method="hmc", sampler="stan")
+        gb.fit(CBPP, cbpp, method="hmc", sampler="stan", family="binomial")
 
 
 def test_contraception_acceptance(contraception):
@@ -225,10 +225,10 @@ def test_contraception_acceptance(contraception):
     posterior means of β within 0.3 SE of the Laplace ML fit. With 1000 draws the largest R-hat
     of the 67 parameters ranged 1.0035-1.0114 over six seeds (Monte Carlo noise of R-hat itself);
     with 1500 it ranged 1.003-1.006. About 15 s on 2 cores (warm PyTensor cache)."""
-    ml = gb.fit(CONTRA, contraception)
+    ml = gb.fit(CONTRA, contraception, family="binomial")
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        fit = gb.fit(CONTRA, contraception, method="hmc", draws=1500, tune=1000, chains=2, seed=20240)
+        fit = gb.fit(CONTRA, contraception, method="hmc", draws=1500, tune=1000, chains=2, seed=20240, family="binomial")
     dg = fit.sampler.diagnostics
     assert fit.converged
     assert dg["max_rhat"] <= 1.01

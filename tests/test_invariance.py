@@ -15,7 +15,7 @@ from glmmbayes.invariance import variance_component_invariance
 @pytest.fixture(scope="module")
 def result():
     return variance_component_invariance(
-        "cbind(incidence, size - incidence) ~ period + (1 | herd)", gb.datasets.load("cbpp"), n_grid=161
+        "cbind(incidence, size - incidence) ~ period + (1 | herd)", gb.datasets.load("cbpp"), n_grid=161, family="binomial"
     )
 
 
@@ -53,4 +53,4 @@ def test_plot(result):
 def test_needs_a_scalar_term():
     d = gb.datasets.load("Contraception", derived=True)
     with pytest.raises(gb.SpecError, match="coefficients"):
-        variance_component_invariance("use ~ urban + (urban | district)", d, group="district")
+        variance_component_invariance("use ~ urban + (urban | district)", d, group="district", family="binomial")

@@ -75,7 +75,7 @@ def _brute(f, g, h, x0):
 @pytest.fixture(scope="module")
 def cbpp_fixed():
     d = datasets.load("cbpp")
-    return fit(CBPP, d, method="joint", theta={"herd.(Intercept)": 0.7})
+    return fit(CBPP, d, method="joint", theta={"herd.(Intercept)": 0.7}, family="binomial")
 
 
 def test_cbpp_mode_equals_brute_force_in_u_and_b(cbpp_fixed):
@@ -117,27 +117,27 @@ def test_fit_metadata(cbpp_fixed):
 
 def test_theta_forms_agree(cbpp_fixed):
     d = datasets.load("cbpp")
-    g = fit(CBPP, d, method="joint", theta=np.array([0.7]))
+    g = fit(CBPP, d, method="joint", theta=np.array([0.7]), family="binomial")
     assert np.allclose(g.beta_hat, cbpp_fixed.beta_hat, atol=1e-12)
     with pytest.raises(SpecError, match="missing"):
-        fit(CBPP, d, method="joint", theta={"herd": 0.7})
+        fit(CBPP, d, method="joint", theta={"herd": 0.7}, family="binomial")
     with pytest.raises(SpecError, match=">= 0"):
-        fit(CBPP, d, method="joint", theta=[-0.1])
+        fit(CBPP, d, method="joint", theta=[-0.1], family="binomial")
     with pytest.raises(SpecError, match="1 values"):
-        fit(CBPP, d, method="joint", theta=[0.1, 0.2])
+        fit(CBPP, d, method="joint", theta=[0.1, 0.2], family="binomial")
     with pytest.raises(SpecError, match="theta must be"):
-        fit(CBPP, d, method="joint", theta="reml")
+        fit(CBPP, d, method="joint", theta="reml", family="binomial")
 
 
 def test_theta_sources():
     d = datasets.load("cbpp")
-    jp = fit(CBPP, d, method="joint")  # default theta="pql"
-    pq = fit(CBPP, d, method="pql")
+    jp = fit(CBPP, d, method="joint", family="binomial")  # default theta="pql"
+    pq = fit(CBPP, d, method="pql", family="binomial")
     assert jp.details.theta_source == "pql"
     assert np.allclose(jp.theta_hat, pq.theta_hat)  # σ θ_rel: the RE sd glmmPQL prints
     assert jp.theta_hat[0] == pytest.approx(0.5563535, rel=2e-3)
-    jl = fit(CBPP, d, method="joint", theta="laplace")
-    la = fit(CBPP, d, method="laplace")
+    jl = fit(CBPP, d, method="joint", theta="laplace", family="binomial")
+    la = fit(CBPP, d, method="laplace", family="binomial")
     assert np.allclose(jl.theta_hat, la.theta_hat)
     assert jl.details.theta_source == "laplace"
 
@@ -146,8 +146,8 @@ def test_fixed_dispersion_pql_is_the_joint_mode_at_its_theta():
     """Breslow–Clayton PQL (σ² = 1) at convergence is joint maximization at its own θ
     (McCulloch: "PQL corresponds to joint maximization with normal random effects")."""
     d = datasets.load("cbpp")
-    pq = fit(CBPP, d, method="pql", dispersion="fixed", tol=1e-20, niter=50)
-    jm = fit(CBPP, d, method="joint", theta=pq.theta_hat)
+    pq = fit(CBPP, d, method="pql", dispersion="fixed", tol=1e-20, niter=50, family="binomial")
+    jm = fit(CBPP, d, method="joint", theta=pq.theta_hat, family="binomial")
     assert np.max(np.abs(jm.beta_hat - pq.beta_hat)) < MODE_TOL
     assert np.max(np.abs(jm.u - pq.u)) < MODE_TOL
     assert np.allclose(jm.vcov_beta, pq.vcov_beta, rtol=1e-5)
@@ -159,7 +159,7 @@ def test_correlated_slope_mode_same_in_u_and_b():
     d = datasets.load("Contraception")
     T = np.array([[0.6, 0.0], [-0.55, 0.4]])
     theta = [T[0, 0], T[1, 0], T[1, 1]]  # lme4's column-wise order
-    f = fit("use ~ age + I(age^2) + urban + (urban | district)", d, method="joint", theta=theta)
+    f = fit("use ~ age + I(age^2) + urban + (urban | district)", d, method="joint", theta=theta, family="binomial")
     dist = d["district"].cat.remove_unused_categories()
     codes = dist.cat.codes.to_numpy()
     m = len(dist.cat.categories)
@@ -195,8 +195,8 @@ def test_gaussian_lmm_pql_and_joint_reduce_to_ml():
     d = datasets.load("sleepstudy")
     form = "Reaction ~ Days + (Days | Subject)"
     la = fit(form, d, method="laplace", family="gaussian", REML=False)
-    pq = fit(form, d, method="pql", family="gaussian")
-    jl = fit(form, d, method="joint", family="gaussian", theta="laplace")
+    pq = fit(form, d, method="pql", family="gaussian", REML=False)
+    jl = fit(form, d, method="joint", family="gaussian", REML=False, theta="laplace")
     for g in (pq, jl):
         assert np.allclose(g.beta_hat, la.beta_hat, rtol=1e-6)
         assert np.allclose(g.se, la.se, rtol=1e-4)

@@ -190,7 +190,7 @@ def test_fixed_dispersion_crossed_mixed_model_equations():
     solve the working LMM's mixed-model equations, recomputed densely here."""
     d = _data("VerbAgg")
     f = fit("r2 ~ Anger + Gender + btype + situ + (1|id) + (1|item)", d, method="pql",
-            dispersion="fixed", tol=1e-14, niter=30)
+            dispersion="fixed", tol=1e-14, niter=30, family="binomial")
     assert f.converged and f.details.pql_converged
     assert f.details.dispersion == "fixed" and f.phi == 1.0
     assert f.details.iterations < 30
@@ -260,7 +260,7 @@ def test_nested_and_three_terms_run():
 def test_niter_limit_reported():
     d = _data("Contraception")
     with pytest.warns(Warning, match="PQL did not converge in 1 iterations"):
-        f = fit("use ~ age + I(age^2) + urban + livch + (1 | district)", d, method="pql", niter=1)
+        f = fit("use ~ age + I(age^2) + urban + livch + (1 | district)", d, method="pql", niter=1, family="binomial")
     assert not f.converged and not f.details.pql_converged
     assert f.details.iterations == 1
 
@@ -269,14 +269,14 @@ def test_bad_options():
     d = _data("cbpp")
     form = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
     with pytest.raises(SpecError, match="dispersion"):
-        fit(form, d, method="pql", dispersion="free")
+        fit(form, d, method="pql", dispersion="free", family="binomial")
     with pytest.raises(SpecError, match="niter"):
-        fit(form, d, method="pql", niter=0)
+        fit(form, d, method="pql", niter=0, family="binomial")
 
 
 def test_hessian_option_checks_final_theta():
     ref = _ref("bacteria_pql")
-    f = fit(ref["formula"], _data(ref["data"]), method="pql", hessian=True)
+    f = fit(ref["formula"], _data(ref["data"]), method="pql", hessian=True, family="binomial")
     H = np.asarray(f.optimizer.hessian)
     assert H.shape == (1, 1) and H[0, 0] > 0
     assert f.converged and not f.messages

@@ -197,7 +197,7 @@ class Family:
         return f"Family({self.dist.name!r}, link={self.link.name!r})"
 
 
-def get_family(family: str | Family = "binomial", link: str | None = None) -> Family:
+def get_family(family: str | Family = "gaussian", link: str | None = None) -> Family:
     """Look up a family by name (case-insensitive), with its default link unless one is given.
 
     Names: binomial, poisson, gaussian, Gamma, nbinom2 (negative binomial, Var y = μ + μ²/θ;

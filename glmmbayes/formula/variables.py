@@ -137,9 +137,12 @@ def _match_levels(var: Variable, v, new: str) -> np.ndarray:
             f"of its levels; {_hint(var)}"
         )
     first = raw[np.flatnonzero(unseen)[0]]
+    retype = ""
+    if _family(new) != _family(var.origin):  # e.g. codes 0..3 for levels '0', '1', '2', '3+'
+        retype = f"; newdata has {new} where the fit had {_fitted_kind(var)}: {_hint(var)}"
     raise DataError(
         f"'{var.name}' has level '{level_text(first)}' in newdata that was not "
-        f"seen when fitting (levels: {', '.join(map(level_text, var.levels))})"
+        f"seen when fitting (levels: {', '.join(map(level_text, var.levels))}){retype}"
     )
 
 

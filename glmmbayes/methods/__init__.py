@@ -94,6 +94,7 @@ def route(name: str, design: Design, opts: Mapping[str, Any]) -> Callable:
                         f"({design.spec.re_dist}): {_NONNORMAL_REFUSED[name]}")
     if name in ("laplace", "agq") and design.family.is_lmm and design.spec.re_dist is None:
         return partial(lmm.run, label=name, nAGQ=opts["nAGQ"])
+    # an explicit REML=True only: under the default (None) these fit the likelihood itself
     if design.spec.REML and (name in ("agq", "hmc") or (name == "laplace" and opts["nAGQ"] > 1)):
         raise SpecError(f"REML for a GLMM is the Laplace approximation with the fixed effects integrated "
                         f"out (method='laplace', nAGQ=1; or 'pql' with a REML working model); "

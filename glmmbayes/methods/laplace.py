@@ -148,7 +148,7 @@ def run(design: Design, *, nAGQ: int = 1, laplace: str = "observed") -> Estimate
     if laplace == "expected" and not design.family.dist.expected_information:
         raise SpecError(f"family {design.family.name} has no closed-form expected information "
                         "(it is not an exponential family): use laplace='observed'")
-    if design.spec.REML:
+    if design.spec.reml:
         if nAGQ != 1:
             raise SpecError("REML integrates the fixed effects out by the Laplace approximation: "
                             "it is defined for nAGQ = 1 only")

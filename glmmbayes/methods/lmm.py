@@ -17,7 +17,7 @@ def run(design: Design, *, label: str = "laplace", nAGQ: int = 1) -> Estimate:
     if design.spec.known_dispersion is not None:
         raise SpecError("the linear mixed model estimates its residual variance: a known "
                         "dispersion is not supported here (leave Spec(known_dispersion=None))")
-    reml = bool(design.spec.REML)
+    reml = design.spec.reml
     prob = design.problem()
     s = design.structure
 

@@ -116,7 +116,7 @@ def variance_dispersion(design: Design, eta: np.ndarray, start: float) -> float:
 def _fit_working_lmm(design: Design, z, w, theta0, estimated: bool):
     prob = design.problem(y=z, wt=w, offset=np.zeros(design.n))  # z excludes the offset
     s = design.structure
-    reml = bool(design.spec.REML)
+    reml = design.spec.reml
     opt = minimize_theta(_working_deviance(prob, w, estimated, reml), theta0, s.theta_lower, s.theta_start() > 0)
     try:
         sol = ob.lmm(prob, opt.x, reml=reml)
@@ -212,7 +212,7 @@ def run(design: Design, *, dispersion: str = "estimated", niter: int = 10, tol: 
     final_opt = opt
     if hessian:
         prob = design.problem(y=z, wt=w, offset=np.zeros(design.n))  # z excludes the offset
-        final_opt = minimize_theta(_working_deviance(prob, w, estimated, bool(design.spec.REML)), theta, s.theta_lower,
+        final_opt = minimize_theta(_working_deviance(prob, w, estimated, design.spec.reml), theta, s.theta_lower,
                                    s.theta_start() > 0, hessian=True)
     report = OptimizerReport(stages={"lmm": StageReport(nfev, it)}, gradient=final_opt.grad,
                              hessian=final_opt.hessian, n_checked=len(theta),
