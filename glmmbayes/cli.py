@@ -158,7 +158,7 @@ def _model_options(f):
     opts = [
         click.argument("data", type=click.Path(dir_okay=False)),
         click.option("--formula", "-f", required=True, help='lme4 formula, e.g. "y ~ x + (1 | g)".'),
-        click.option("--family", default=None, help="gaussian (default, as lmer), binomial, poisson, Gamma, nbinom2, nbinom1."),
+        click.option("--family", default=None, help="gaussian (default, as lmer; binomial for a cbind() response), binomial, poisson, Gamma, nbinom2, nbinom1."),
         click.option("--link", default=None, help="Link function (default: the family's canonical link)."),
         click.option("--weights", default=None, help="Column (or expression) of prior weights."),
         click.option("--offset", default=None, help="Column (or expression) added to the linear predictor."),

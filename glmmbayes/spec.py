@@ -34,8 +34,10 @@ class Spec:
     Parameters
     ----------
     formula : lme4-style formula, e.g. ``"cbind(incidence, size - incidence) ~ period + (1 | herd)"``.
-    family : a family name, case-insensitive: "gaussian" (the default, as R's ``lmer`` and
-        ``glm``), "binomial", "poisson", "Gamma", "nbinom2", "nbinom1"; or a `Family`.
+    family : a family name, case-insensitive: "gaussian", "binomial", "poisson", "Gamma",
+        "nbinom2", "nbinom1"; or a `Family`. None (the default): "binomial" for a
+        ``cbind(successes, failures)`` response, which no other family takes, and "gaussian"
+        otherwise, as R's ``lmer`` and ``glm``.
     link : link name; the family's canonical link when None.
     weights : name of (or R expression over) a data column with prior weights; for a binomial
         proportion response these are the numbers of trials.
@@ -61,7 +63,7 @@ class Spec:
     """
 
     formula: str
-    family: str | Family = "gaussian"
+    family: str | Family | None = None
     link: str | None = None
     weights: str | None = None
     offset: str | None = None
@@ -77,6 +79,8 @@ class Spec:
         if not isinstance(self.formula, str):
             raise SpecError(f"formula must be a string, got {type(self.formula).__name__}")
         object.__setattr__(self, "parsed", parse_formula(self.formula))
+        if self.family is None:
+            object.__setattr__(self, "family", default_family(self.parsed))
         object.__setattr__(self, "fam", get_family(self.family, self.link))
         if self.na_action not in _NA_ACTIONS:
             raise SpecError(f"na_action must be one of {_NA_ACTIONS}, got {self.na_action!r}")
@@ -131,9 +135,15 @@ class Spec:
         return f"{self.formula}  [{self.fam.name}({self.fam.link.name})]"
 
 
+def default_family(parsed) -> str:
+    """The family of a formula given without one: binomial for a ``cbind()`` response (no other
+    family takes two columns), gaussian otherwise (R's ``lmer`` and ``glm``)."""
+    return "binomial" if parsed.response.kind == "cbind" else "gaussian"
+
+
 def as_spec(spec, family=None, link=None, **kw) -> Spec:
-    """A Spec from a Spec or a formula string (with family -- gaussian when None, as R's
-    ``lmer`` -- link and the other Spec fields as keywords); keywords given beside a ready Spec
+    """A Spec from a Spec or a formula string (with family -- see `Spec` for the default --
+    link and the other Spec fields as keywords); keywords given beside a ready Spec
     are an error (they belong to the Spec)."""
     if isinstance(spec, Spec):
         given = {k: v for k, v in dict(kw, family=family, link=link).items() if v is not None}
@@ -144,5 +154,5 @@ def as_spec(spec, family=None, link=None, **kw) -> Spec:
             )
         return spec
     if isinstance(spec, str):
-        return Spec(spec, family=family if family is not None else "gaussian", link=link, **kw)
+        return Spec(spec, family=family, link=link, **kw)
     raise SpecError(f"spec must be a glmmbayes.Spec or a formula string, got {type(spec).__name__}")

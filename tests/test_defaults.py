@@ -214,3 +214,14 @@ def test_interaction_names_follow_first_appearance():
     assert list(other.fixef.index) == ["(Intercept)", "lbase", "trtprogabide", "lbase:trtprogabide"]
     assert other.loglik == pytest.approx(fit.loglik, rel=1e-9)
     assert re.search(r"trtprogabide:lbase", str(fit))
+
+
+def test_cbind_response_without_family_is_binomial():
+    """A two-column response fits only the binomial family, so it is the default there (the
+    gaussian default applies to every other response)."""
+    cbpp = gb.datasets.load("cbpp")
+    f = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+    assert gb.Spec(f).fam.name == "binomial" and gb.Spec("y ~ x + (1 | g)").fam.name == "gaussian"
+    np.testing.assert_array_equal(gb.fit(f, cbpp).fixef, gb.fit(f, cbpp, family="binomial").fixef)
+    with pytest.raises(DataError, match="binomial family only"):
+        gb.fit(f, cbpp, family="poisson")
