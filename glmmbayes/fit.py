@@ -418,6 +418,45 @@ class Fit:
 
         return laplace_adequacy(self, nAGQ=nAGQ, **kw)
 
+    # ---------------------------------------------------------------- inference
+    @property
+    def name_map(self) -> pd.DataFrame:
+        """lme4's names of the variance parameters (`.sig01`, ..., `.sigma`, as in `confint` and
+        `profile`) against the rows of `varcorr`: columns grp, var1, var2, kind ("sd"/"cor"),
+        lme4_newname."""
+        from .inference.params import name_map
+
+        return name_map(self.design)
+
+    def confint(self, method: str = "profile", level: float = 0.95, parm=None, **kw) -> pd.DataFrame:
+        """Confidence intervals like lme4's confint.merMod (a DataFrame).
+
+        method: "profile" (default, as lme4: where the profile ζ crosses ±z; see `profile`),
+        "wald" (β ± z SE; NaN for variance parameters, as lme4) or "boot" (percentile or basic
+        intervals of the parametric bootstrap, `fit.bootstrap`; keywords nsim=500, seed,
+        boot_type="perc"|"basic" and the bootstrap's own options).
+        parm: None (all), names, positions, or lme4's "theta_" / "beta_".
+        Rows: `.sig01`, ... (sd and cor of each term, getME(m, "theta") order; `name_map` ties
+        them to `varcorr`), `.sigma` (residual sd, LMMs), then the fixed effects. Columns
+        `lower`, `upper`; lme4's headers ("2.5 %", "97.5 %") are in `.attrs["labels"]`, with
+        `.attrs["level"]`, `.attrs["method"]` and `.attrs["name_map"]`. A REML fit's profile is
+        that of its ML refit (as lme4). Refused for hmc fits (posterior intervals instead) and,
+        for profiles, for fits without a likelihood (pql, joint).
+        """
+        from .inference.confint import confint
+
+        return confint(self, method, level, parm, **kw)
+
+    def profile(self, parm=None, alphamax: float = 0.01, maxpts: int = 100):
+        """ζ profiles like lme4's profile.merMod: for each parameter, ζ = sign(x - x̂)
+        sqrt(D(x) - D̂) with every other parameter re-optimized (variance parameters on the
+        sd/cor scale). Steps of ζ about 1/8 of sqrt(χ²_{npar}(1 - alphamax)) until that cutoff.
+        Returns a `glmmbayes.inference.profile.Profile` (`.table`, `.zeta(name)`, `.plot()`,
+        `.confint(level)`)."""
+        from .inference.profile import profile_fit
+
+        return profile_fit(self, parm=parm, alphamax=alphamax, maxpts=maxpts)
+
     def summary(self) -> str:
         from .report import fit_summary
 
