@@ -17,6 +17,7 @@ from .errors import (
 )
 from .families import get_family
 from .fit import Fit
+from .inference.anova import LRT, anova, lrt
 from .pymc_model import to_pymc
 from .spec import Spec
 from .re_dist import RandomEffect
@@ -26,7 +27,7 @@ from . import studies  # simulation studies
 __version__ = "0.1.0"
 
 __all__ = [
-    "Spec", "Fit", "fit", "compare", "Comparison", "to_pymc", "design", "datasets", "get_family",
+    "Spec", "Fit", "fit", "compare", "anova", "lrt", "LRT", "Comparison", "to_pymc", "design", "datasets", "get_family",
     "RandomEffect", "laplace_adequacy", "studies",
     "GlmmError", "FormulaError", "DataError", "FamilyError", "SpecError",
     "ConvergenceWarning", "RankDeficiencyWarning", "LaplaceAdequacyWarning", "FitError", "CostWarning",
