@@ -202,7 +202,7 @@ def lrt(fit0, fit1, refit: bool = False) -> LRT:
     `anova` for the checks and the boundary mixture. Returns an `LRT`."""
     tab = anova(fit0, fit1, names=["fit0", "fit1"], refit=refit)
     last = tab.iloc[1]
-    pb = last["Pr(>Chisq) boundary"]
-    return LRT(chisq=float(last["Chisq"]), df=int(last["Df"]), p_value=float(last["Pr(>Chisq)"]),
+    pb = float(tab["Pr(>Chisq) boundary"].iloc[1])
+    return LRT(chisq=float(last["Chisq"]), df=int(tab["Df"].iloc[1]), p_value=float(tab["Pr(>Chisq)"].iloc[1]),
                p_boundary=None if np.isnan(pb) else float(pb),
                boundary=tab.attrs["notes"][0] if tab.attrs["notes"] else None, table=tab)
