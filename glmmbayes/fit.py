@@ -3,6 +3,7 @@ method's `Estimate`; names and numbers follow lme4 (`fixef`, `VarCorr`, `ranef`,
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -157,10 +158,35 @@ class Fit:
         """The method's own typed record (AGQInfo, PQLInfo, JointInfo, ...)."""
         return self.estimate.details
 
-    @property
+    @functools.cached_property
     def idata(self):
-        """ArviZ InferenceData of a posterior fit (method="hmc"); None for other methods."""
-        return None if self.sampler is None else self.sampler.idata
+        """ArviZ InferenceData for every fit (`to_inference_data()` with its defaults): an hmc
+        fit's draws, or draws from the normal approximation at the estimate for the other
+        methods (labelled in `.attrs["draws_are"]`)."""
+        return self.to_inference_data()
+
+    def to_inference_data(self, posterior_predictive: bool = False, draws: int = 1000, chains: int = 4,
+                          seed: int | None = 0):
+        """ArviZ InferenceData of this fit.
+
+        hmc: the sampler's draws -- `posterior` holds the lme4-named, constrained quantities
+        (beta, sd_<g>, cor_<g>, the dispersion, b_<g>), `unconstrained_posterior` the sampler's
+        internal ones (beta_z, u_<g>), plus log_likelihood, sample_stats and observed_data; with
+        posterior_predictive=True, a copy with y simulated at every draw (seeded by `seed`).
+        Other methods: `chains` x `draws` independent draws (seeded) from the normal
+        approximation at the estimate -- beta, log sd, atanh cor and log sigma jointly normal with
+        the covariance from the Hessian of the deviance (variance parameters held at their
+        estimates where the method gives no covariance: pql, joint, REML) -- under the same
+        variable names, with observed_data and `attrs["draws_are"]` saying what they are.
+        """
+        from .inference.idata import approximate_idata, hmc_idata
+
+        if self.sampler is not None:
+            return hmc_idata(self, posterior_predictive, seed)
+        if posterior_predictive:
+            raise ValueError("posterior_predictive draws need a posterior (method='hmc'); "
+                             "use fit.simulate() for the fitted model's predictive distribution")
+        return approximate_idata(self, draws=draws, chains=chains, seed=seed)
 
     @property
     def posterior(self) -> pd.DataFrame | None:

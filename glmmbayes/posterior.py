@@ -265,3 +265,23 @@ def posterior_summary(fit) -> pd.DataFrame:
         warnings.warn("posterior summary of a fit that FAILED its convergence checks: "
                       + "; ".join(fit.messages), ConvergenceWarning, stacklevel=2)
     return fit.posterior
+
+
+def public_first(design, idata):
+    """The draws with lme4-named, constrained quantities first in `posterior` (beta, sd_<g>,
+    cor_<g>, the dispersion, a non-normal random effect's parameters, b_<g>) and the sampler's
+    internal coordinates (the whitened beta_z, the spherical u_<g>, ...) moved to the
+    `unconstrained_posterior` group, so that az.summary / az.plot_forest show the model's
+    parameters. The same object, regrouped in place."""
+    post = idata.posterior
+    disp = design.family.dispersion
+    order = ["beta"] + [f"sd_{t.group_name}" for t in design.terms] + [f"cor_{t.group_name}" for t in design.terms]
+    order += [disp.name] if disp is not None else []
+    order += sorted(v for v in post.data_vars if v.startswith("re_"))
+    order += [f"b_{t.group_name}" for t in design.terms]
+    public = [v for v in order if v in post.data_vars]
+    internal = [v for v in post.data_vars if v not in public]
+    if internal:
+        idata.add_groups(unconstrained_posterior=post[internal])
+    idata.posterior = post[public]
+    return idata

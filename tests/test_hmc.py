@@ -175,7 +175,10 @@ def test_cbpp_quick_fit_groups_dims_loo(cbpp):
     post = idata.posterior
     assert list(post["beta"].dims) == ["chain", "draw", "fixef"]
     assert list(post["beta"]["fixef"].values) == list(fit.design.fixef_names)
-    assert list(post["u_herd"].dims) == ["chain", "draw", "herd", "herd_coef"]
+    assert list(post.data_vars)[:2] == ["beta", "sd_herd"]  # lme4-named quantities first
+    assert "beta_z" not in post and "u_herd" not in post
+    inner = idata.unconstrained_posterior  # the sampler's whitened coordinates
+    assert list(inner["u_herd"].dims) == ["chain", "draw", "herd", "herd_coef"] and "beta_z" in inner
     assert list(post["herd"].values) == [str(i) for i in range(1, 16)]
     assert list(post["herd_coef"].values) == ["(Intercept)"]
     assert idata.log_likelihood["y"].shape[-1] == fit.design.n
