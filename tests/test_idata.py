@@ -86,3 +86,17 @@ def test_lmm_correlation_and_sigma():
     cor = post["cor_Subject"].values[..., 0, 1].ravel()
     assert np.all(np.abs(cor) < 1)
     assert np.median(post["sigma"].values) == pytest.approx(fit.sigma, rel=0.01)
+
+
+def test_hmc_summary_prints_posterior_columns(fits):
+    h = fits["hmc"]
+    text = str(h)
+    assert "z value" not in text and "Pr(>|z|)" not in text
+    head = next(line for line in text.splitlines() if "R-hat" in line)
+    for col in ("Mean", "SD", "2.5%", "97.5%", "HDI low", "HDI high", "ESS", "R-hat"):
+        assert col in head
+    row = next(line for line in text.splitlines() if line.startswith("beta[period2]")).split()
+    draws = h.idata.posterior["beta"].sel(fixef="period2").values.ravel()
+    assert float(row[1]) == pytest.approx(draws.mean(), rel=1e-3)
+    assert float(row[3]) == pytest.approx(np.quantile(draws, 0.025), rel=1e-3)
+    assert "z value" in str(fits["laplace"])
