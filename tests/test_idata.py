@@ -100,3 +100,95 @@ def test_hmc_summary_prints_posterior_columns(fits):
     assert float(row[1]) == pytest.approx(draws.mean(), rel=1e-3)
     assert float(row[3]) == pytest.approx(np.quantile(draws, 0.025), rel=1e-3)
     assert "z value" in str(fits["laplace"])
+
+
+# ------------------------------------------------------------------ every method, one by one
+EXPECTED_GROUPS = {
+    "hmc": {"posterior", "unconstrained_posterior", "sample_stats", "log_likelihood", "observed_data"},
+    **{m: {"posterior", "observed_data"} for m in ("laplace", "agq", "pql", "joint")},
+}
+
+
+@pytest.mark.parametrize("method", ["laplace", "agq", "pql", "joint", "hmc"])
+def test_groups_names_and_shapes(fits, method):
+    fit = fits[method]
+    idata = fit.idata
+    assert idata is fit.idata  # built once per fit
+    assert set(idata.groups()) == EXPECTED_GROUPS[method]
+    post = idata.posterior
+    chains, draws = (2, 150) if method == "hmc" else (4, 1000)
+    assert post.sizes["chain"] == chains and post.sizes["draw"] == draws
+    assert list(post.data_vars)[:2] == ["beta", "sd_herd"]
+    assert post["beta"].dims == ("chain", "draw", "fixef")
+    assert list(post["fixef"].values) == ["(Intercept)", "period2", "period3", "period4"]
+    assert post["sd_herd"].shape == (chains, draws, 1)
+    assert list(post["herd_coef"].values) == ["(Intercept)"]
+    assert not any(v.endswith("_z") or v.startswith("u_") for v in post.data_vars)
+    y = idata.observed_data["y"].values
+    np.testing.assert_allclose(y, fit.design.y)
+    assert y.shape == (56,)
+    if method != "hmc":
+        assert set(post.data_vars) == {"beta", "sd_herd"}
+        assert idata.attrs["glmmbayes_method"] == method and idata.attrs["estimate_kind"] == fit.estimate_kind
+
+
+@pytest.mark.parametrize("method", ["laplace", "agq"])
+def test_normal_approximation_mean_and_covariance(fits, method):
+    """On the scale where it is normal, (log sd, β) has mean (log σ̂, β̂) and covariance the
+    fit's own vcov_full carried to log sd by the delta method (σ = θ for a scalar term):
+    Var(log σ) = V_θθ / θ², Cov(log σ, β) = V_θβ / θ, Cov(β) = V_ββ. Checked within
+    Monte Carlo error of 4000 seeded draws."""
+    fit = fits[method]
+    post = fit.idata.posterior
+    w = np.column_stack([np.log(post["sd_herd"].values.reshape(-1)), post["beta"].values.reshape(-1, 4)])
+    n = len(w)
+    theta = float(fit.theta.iloc[0])
+    mean = np.concatenate([[np.log(theta)], fit.fixef.to_numpy()])
+    J = np.diag(np.concatenate([[1 / theta], np.ones(4)]))
+    V = J @ fit.vcov_full.to_numpy() @ J
+    sd = np.sqrt(np.diag(V))
+    assert np.all(np.abs(w.mean(0) - mean) < 4 * sd / np.sqrt(n))
+    S = np.cov(w, rowvar=False)
+    np.testing.assert_allclose(np.sqrt(np.diag(S)), sd, rtol=4 / np.sqrt(2 * n))
+    corr_draws = S / np.outer(np.sqrt(np.diag(S)), np.sqrt(np.diag(S)))
+    np.testing.assert_allclose(corr_draws, V / np.outer(sd, sd), atol=4 / np.sqrt(n))
+    np.testing.assert_allclose(fit.vcov_full.loc["(Intercept)":, "(Intercept)":], fit.vcov, rtol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["pql", "joint"])
+def test_methods_without_a_variance_covariance(fits, method):
+    """pql and joint give no covariance for the variance parameters: β ~ N(β̂, vcov), the sd held
+    at its estimate, and attrs say so."""
+    fit = fits[method]
+    post = fit.idata.posterior
+    beta = post["beta"].values.reshape(-1, 4)
+    n = len(beta)
+    se = fit.se.to_numpy()
+    assert np.all(np.abs(beta.mean(0) - fit.fixef.to_numpy()) < 4 * se / np.sqrt(n))
+    np.testing.assert_allclose(np.cov(beta, rowvar=False), fit.vcov.to_numpy(),
+                               atol=4 * np.sqrt(2 / n) * np.outer(se, se).max())
+    assert np.all(post["sd_herd"].values == fit.varcorr["sdcor"].iloc[0])
+    assert "held at their estimates" in fit.idata.attrs["draws_are"]
+
+
+def test_lmm_normal_approximation_centres_on_the_estimate():
+    """Sleepstudy (ML, correlated slopes): β draws have mean β̂ and covariance vcov; sd, cor and
+    σ draws have their medians at the estimates (normal on log sd, atanh cor, log σ)."""
+    fit = gb.fit("Reaction ~ Days + (Days | Subject)", gb.datasets.load("sleepstudy"), family="gaussian",
+                 REML=False)
+    post = fit.idata.posterior
+    beta = post["beta"].values.reshape(-1, 2)
+    n = len(beta)
+    se = fit.se.to_numpy()
+    assert np.all(np.abs(beta.mean(0) - fit.fixef.to_numpy()) < 4 * se / np.sqrt(n))
+    np.testing.assert_allclose(np.sqrt(np.diag(np.cov(beta, rowvar=False))), se, rtol=4 / np.sqrt(2 * n))
+    vc = fit.varcorr
+    sd = post["sd_Subject"].values.reshape(-1, 2)
+    cor = post["cor_Subject"].values[..., 1, 0].ravel()
+    sigma = post["sigma"].values.ravel()
+    est = [vc.sdcor.iloc[0], vc.sdcor.iloc[1], vc.sdcor.iloc[2], vc.sdcor.iloc[3]]
+    draws = [sd[:, 0], sd[:, 1], cor, sigma]
+    for x, e in zip(draws, est):
+        # a median of n draws lies within ~4 / (2 f(m) sqrt(n)); checked as a quantile instead
+        assert abs(np.mean(x < e) - 0.5) < 4 * 0.5 / np.sqrt(n), (e, np.median(x))
+    assert fit.idata.posterior["cor_Subject"].dims == ("chain", "draw", "Subject_coef", "Subject_coef2")
