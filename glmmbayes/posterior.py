@@ -191,9 +191,11 @@ def summary_rows(design, idata, hdi_prob: float, diag: pd.DataFrame, map_pt, ml)
 
     def add(quantity, term, group, draws, label, mapv=None, mlv=None):
         lo, hi = az.hdi(np.asarray(draws, float), hdi_prob=hdi_prob)
+        # equal-tailed: the same interval whatever the scale (HDIs are not invariant)
+        qlo, qhi = np.quantile(np.asarray(draws, float), [(1 - hdi_prob) / 2, (1 + hdi_prob) / 2])
         r = diag.loc[label] if label in diag.index else pd.Series({"r_hat": np.nan, "ess_bulk": np.nan, "ess_tail": np.nan})
         rows.append((quantity, term, group, float(np.mean(draws)), float(np.median(draws)), float(np.std(draws, ddof=1)),
-                     float(lo), float(hi), r["r_hat"], r["ess_bulk"], r["ess_tail"],
+                     float(lo), float(hi), float(qlo), float(qhi), r["r_hat"], r["ess_bulk"], r["ess_tail"],
                      np.nan if mapv is None else float(mapv), np.nan if mlv is None else float(mlv)))
 
     if design.p:
@@ -234,7 +236,7 @@ def summary_rows(design, idata, hdi_prob: float, diag: pd.DataFrame, map_pt, ml)
         mlv = None if ml is None else disp.to_param(ml.phi)
         add(nm, nm, None, draws(idata, nm), nm, None if map_pt is None else map_pt[nm], mlv)
     return pd.DataFrame(rows, columns=["quantity", "term", "group", "mean", "median", "sd",
-                                       "lower", "upper", "r_hat", "ess_bulk", "ess_tail", "map", "ml"])
+                                       "lower", "upper", "eti_lower", "eti_upper", "r_hat", "ess_bulk", "ess_tail", "map", "ml"])
 
 
 def posterior_re(design, idata, theta, re_scale):
@@ -253,7 +255,8 @@ def posterior_re(design, idata, theta, re_scale):
 
 
 def posterior_summary(fit) -> pd.DataFrame:
-    """The posterior summary table of an hmc fit (mean, median, sd, HDI, R-hat, ESS, MAP, ML);
+    """The posterior summary table of an hmc fit (mean, median, sd, HDI `lower`/`upper`,
+    equal-tailed `eti_lower`/`eti_upper` with the same mass, R-hat, ESS, MAP, ML);
     warns loudly when the fit failed its convergence checks."""
     import warnings
 

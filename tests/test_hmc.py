@@ -196,7 +196,12 @@ def test_cbpp_quick_fit_groups_dims_loo(cbpp):
     np.testing.assert_allclose(fit.ranef_condvar["herd"][:, 0, 0], b_var, rtol=1e-8)
     summ = hmc.posterior_summary(fit)
     assert set(summ.quantity) == {"fixef", "sd"}
-    assert {"mean", "median", "sd", "lower", "upper", "r_hat", "ess_bulk", "ess_tail", "map", "ml"} <= set(summ.columns)
+    assert {"mean", "median", "sd", "lower", "upper", "eti_lower", "eti_upper", "r_hat", "ess_bulk", "ess_tail",
+            "map", "ml"} <= set(summ.columns)
+    sd_row = summ[summ.quantity == "sd"].iloc[0]
+    sd_draws = post["sd_herd"].values.ravel()
+    assert (sd_row["eti_lower"], sd_row["eti_upper"]) == pytest.approx(tuple(np.quantile(sd_draws, [0.025, 0.975])))
+    assert (sd_row["lower"], sd_row["upper"]) == pytest.approx(tuple(az.hdi(sd_draws, hdi_prob=0.95)))
     assert "unconstrained" in fit.sampler.map.parameterization
     assert str(fit.sampler.priors).startswith("Priors:")
     # close to the ML fit (a loose sanity check; the slow test checks Contraception tightly)
