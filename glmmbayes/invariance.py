@@ -61,8 +61,16 @@ class InvarianceResult:
         return invariance_plot(self, **kw)
 
     def __str__(self) -> str:
-        return (f"Variance component of '{self.group}' on four scales (prior on the sd: {self.prior})\n"
-                + self.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        t = self.table
+        mode = [f"{r.posterior_mode_as_sd:.4f}" if not r.mode_at_boundary else r.mode_note for r in t.itertuples()]
+        out = pd.DataFrame({
+            "scale": t["scale"], "ML (σ)": t["ml_as_sd"], "E[σ]": t["posterior_mean_of_sd"],
+            "posterior mode (σ)": mode, "local mode (σ)": t["local_mode_as_sd"],
+            "equal-tailed (σ)": [f"[{a:.4f}, {b:.4f}]" for a, b in zip(t["eti_lower_as_sd"], t["eti_upper_as_sd"])],
+            "HDI, not invariant (σ)": [f"[{a:.4f}, {b:.4f}]" for a, b in zip(t["hdi_lower_as_sd"], t["hdi_upper_as_sd"])],
+        })
+        return (f"Variance component of '{self.group}' on four scales (prior on the sd: {self.prior}; "
+                f"every value shown as σ)\n" + out.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 # what ψ is called and where it goes as σ → 0, for the boundary-mode message
@@ -95,7 +103,12 @@ def scale_summary(name: str, sig: np.ndarray, logpost: np.ndarray, sig_ml: float
     (`eti_*`, invariant: the same σ on every scale) and the highest-density set's span (`hdi_*`,
     not invariant). `*_as_sd` columns give each value as σ."""
     to, frm, dsdpsi = SCALES[name]
-    sig = np.asarray(sig, float)
+    expo = boundary_exponent(name, sig, logpost)
+    # the log density is smooth in log σ: interpolate it 10x finer for the intervals and modes
+    ls = np.log(np.asarray(sig, float))
+    fine = np.linspace(ls[0], ls[-1], 10 * (len(ls) - 1) + 1)
+    logpost = np.interp(fine, ls, logpost)
+    sig = np.exp(fine)
     psi = to(sig)
     dens = np.exp(logpost - logpost.max()) * dsdpsi(sig)
     srt = np.argsort(psi)
@@ -111,7 +124,6 @@ def scale_summary(name: str, sig: np.ndarray, logpost: np.ndarray, sig_ml: float
     chosen = order[: int(np.searchsorted(np.cumsum(cell_mass[order]), level * norm)) + 1]
     hdi = np.array([psi_s[chosen.min()], psi_s[chosen.max() + 1]])
     # the mode: at the σ → 0 boundary when the density does not fall towards it
-    expo = boundary_exponent(name, sig, logpost)
     j = int(np.argmax(dens))
     with np.errstate(divide="ignore"):
         edge = float(to(np.array(0.0)))  # ψ at σ = 0: 0, -∞ or ∞
