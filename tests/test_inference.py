@@ -195,3 +195,35 @@ def test_anova_refusals():
     ml = gb.anova(r0, r1, refit=True)  # lme4's default: refit by ML
     direct = gb.anova(fitted("sleepstudy", "Reaction ~ 1 + (Days | Subject)"), fitted("sleepstudy"))
     assert ml["Chisq"].iloc[1] == pytest.approx(direct["Chisq"].iloc[1], abs=1e-6)
+
+
+def test_confint_boot_passes_its_arguments_to_the_bootstrap(monkeypatch):
+    """The delegation itself, with a stand-in for fit.bootstrap: nsim, seed and options go to the
+    bootstrap, level, kind and lme4's names of `parm` to its confint; rows keep lme4's names."""
+    calls = {}
+
+    class FakeResult:
+        def confint(self, level, kind, parm):
+            calls["confint"] = (level, kind, parm)
+            return pd.DataFrame({"lower": [0.1] * len(parm), "upper": [0.9] * len(parm)}, index=parm)
+
+    def fake_bootstrap(self, nsim, seed, **kw):
+        calls["bootstrap"] = (nsim, seed, kw)
+        return FakeResult()
+
+    monkeypatch.setattr(gb.Fit, "bootstrap", fake_bootstrap, raising=False)
+    ci = fitted("cbpp").confint("boot", level=0.9, parm=[".sig01", "period2"], nsim=7, seed=3,
+                                boot_type="basic", parallel=False)
+    assert calls["bootstrap"] == (7, 3, {"parallel": False})
+    assert calls["confint"] == (0.9, "basic", [".sig01", "period2"])
+    assert list(ci.index) == [".sig01", "period2"] and list(ci.columns) == ["lower", "upper"]
+    assert ci.attrs["labels"] == ("5 %", "95 %") and ci.attrs["method"] == "boot (basic)"
+    with pytest.raises(SpecError, match="boot_type"):
+        fitted("cbpp").confint("boot", boot_type="bca")
+
+
+def test_confint_boot_without_the_engine_says_so(monkeypatch):
+    if hasattr(gb.Fit, "bootstrap"):
+        monkeypatch.delattr(gb.Fit, "bootstrap")
+    with pytest.raises(gb.FitError, match="bootstrap"):
+        fitted("cbpp").confint("boot", nsim=5, seed=1)
