@@ -192,3 +192,16 @@ def test_lmm_normal_approximation_centres_on_the_estimate():
         # a median of n draws lies within ~4 / (2 f(m) sqrt(n)); checked as a quantile instead
         assert abs(np.mean(x < e) - 0.5) < 4 * 0.5 / np.sqrt(n), (e, np.median(x))
     assert fit.idata.posterior["cor_Subject"].dims == ("chain", "draw", "Subject_coef", "Subject_coef2")
+
+
+def test_nagq0_fit_has_beta_draws_and_says_why_not_the_variances():
+    """nAGQ = 0 has no (θ, β) deviance to take a Hessian of: β ~ N(β̂, vcov), the sd held."""
+    fit = gb.fit(CBPP, gb.datasets.load("cbpp"), family="binomial", nAGQ=0)
+    post = fit.idata.posterior
+    assert fit.method == "nagq0" and set(post.data_vars) == {"beta", "sd_herd"}
+    beta = post["beta"].values.reshape(-1, 4)
+    se = fit.se.to_numpy()
+    assert np.all(np.abs(beta.mean(0) - fit.fixef.to_numpy()) < 4 * se / np.sqrt(len(beta)))
+    assert np.all(post["sd_herd"].values == fit.varcorr["sdcor"].iloc[0])
+    text = fit.idata.attrs["draws_are"]
+    assert "beta normal with covariance vcov" in text and "held at their estimates" in text

@@ -81,9 +81,13 @@ def _variance_covariance(fit):
     if fit.estimate_kind != "ml" or fit.loglik is None or fit.spec.REML or fit.spec.re_dist is not None:
         return var_hat, None, ("variance parameters held at their estimates (this method gives no "
                                "covariance for them)")
+    from ..errors import SpecError
     from .profiler import Profiler
 
-    prof = Profiler(fit)
+    try:
+        prof = Profiler(fit)
+    except SpecError as e:  # e.g. nAGQ = 0: no (θ, β) deviance to take a Hessian of
+        return var_hat, None, f"variance parameters held at their estimates ({e})"
     C = np.zeros((nv + p, nv + p))
     if prof.lmm:  # β is profiled out: asymptotically independent of the variance parameters
         C[:nv, :nv] = prof.cov
@@ -147,8 +151,9 @@ def approximate_idata(fit, draws: int = APPROX_DRAWS, chains: int = APPROX_CHAIN
         "glmmbayes_method": fit.method,
         "estimate_kind": fit.estimate_kind,
         "draws_are": ("independent draws from the normal approximation at the estimate (not a "
-                      "posterior, not MCMC): beta, log sd, atanh cor and log sigma jointly normal, "
-                      "transformed back; " + note),
+                      "posterior, not MCMC): "
+                      + ("beta, log sd, atanh cor and log sigma jointly normal, transformed back; "
+                         if C is not None else "beta normal with covariance vcov; ") + note),
     }
     obs = pd.Index([int(r) for r in d.rows], name="obs")
     return az.from_dict(posterior=post, observed_data={"y": np.asarray(d.y)}, coords={**coords, "obs": list(obs)},
