@@ -67,8 +67,10 @@ out the binomial constant Σ log C(n, y); ours is fully normalized (about −91.
 compared with the Laplace value and across methods."""),
     ("md", """## The herd standard deviation on four scales
 
-Maximum likelihood and posterior means do not depend on the scale a variance is written on;
-posterior modes do."""),
+Maximum likelihood, posterior means and equal-tailed intervals do not depend on the scale a
+variance is written on; posterior modes and HDIs do. On the variance scale the prior, finite
+and non-zero at σ = 0, becomes a density p(σ)/(2σ) that is unbounded as σ² → 0: the mode there
+is the boundary, and the bump near the ML value is only a local mode."""),
     ("code", """from glmmbayes.invariance import variance_component_invariance
 inv = variance_component_invariance(spec, cbpp, n_grid=81 if QUICK else 241)
 print(inv)
@@ -181,7 +183,8 @@ posterior means agree to Monte Carlo error, and both sit near the ML estimate.""
     ("md", """## The same lesson for a variance component
 
 The herd standard deviation of the cbpp model on four scales: the ML estimate and the posterior
-mean of the sd are the same on every scale, the posterior modes are not."""),
+mean of the sd are the same on every scale, the posterior modes are not (on the variance scale
+the mode is the boundary σ² = 0, where the density is unbounded)."""),
     ("code", """from glmmbayes.invariance import variance_component_invariance
 inv = variance_component_invariance("cbind(incidence, size - incidence) ~ period + (1 | herd)",
                                     gb.datasets.load("cbpp"), n_grid=81 if QUICK else 241)

@@ -23,6 +23,7 @@ from .families import get_family
 from .fit import Fit
 from . import report as _text_report  # noqa: F401 -- loaded before `report` (the function) is bound,
 from .html_report import report       # so a later submodule import cannot rebind glmmbayes.report
+from .inference.anova import LRT, anova, lrt
 from .pymc_model import to_pymc
 from .spec import Spec
 from .re_dist import RandomEffect
@@ -32,7 +33,8 @@ from . import studies  # simulation studies
 __version__ = "0.1.0"
 
 __all__ = [
-    "Spec", "Fit", "fit", "compare", "Comparison", "report", "to_pymc", "design", "datasets", "get_family",
+    "Spec", "Fit", "fit", "compare", "anova", "lrt", "LRT", "Comparison", "report", "to_pymc", "design",
+    "datasets", "get_family",
     "RandomEffect", "laplace_adequacy", "studies",
     "GlmmError", "FormulaError", "DataError", "FamilyError", "SpecError",
     "ConvergenceWarning", "RankDeficiencyWarning", "LaplaceAdequacyWarning", "FitError", "CostWarning",

@@ -21,7 +21,7 @@ from .spec import Spec
 
 DEFAULT_METHODS = ("pql", "laplace", "agq", "joint", "hmc")
 COLUMNS = ["method", "quantity", "term", "group", "estimate_kind", "estimate", "se_or_sd", "lower",
-           "upper", "loglik", "seconds", "converged"]
+           "upper", "loglik", "seconds", "converged", "hdi_lower", "hdi_upper"]
 _Z95 = 1.959963984540054
 
 # What each method's point estimate is, in the table's vocabulary: PQL and the joint fit
@@ -64,11 +64,12 @@ def fit_rows(name: str, f: Fit) -> list[dict]:
               "converged": f.converged}
     post = f.posterior
     rows = []
-    if post is not None:  # sampled: posterior means, sds and HDIs
+    if post is not None:  # sampled: posterior means, sds, equal-tailed intervals (invariant), HDIs
         for _, r in post.iterrows():
             rows.append({**common, "quantity": r["quantity"], "term": r["term"],
                          "group": r["group"], "estimate": r["mean"], "se_or_sd": r["sd"],
-                         "lower": r["lower"], "upper": r["upper"]})
+                         "lower": r["eti_lower"], "upper": r["eti_upper"],
+                         "hdi_lower": r["lower"], "hdi_upper": r["upper"]})
         return rows
     for nm, est, se in zip(f.design.fixef_names, f.beta_hat, np.sqrt(np.diag(f.vcov_beta))):
         rows.append({**common, "quantity": "fixef", "term": nm, "group": None, "estimate": est,

@@ -3,6 +3,7 @@ method's `Estimate`; names and numbers follow lme4 (`fixef`, `VarCorr`, `ranef`,
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -172,10 +173,35 @@ class Fit:
         """The method's own typed record (AGQInfo, PQLInfo, JointInfo, ...)."""
         return self.estimate.details
 
-    @property
+    @functools.cached_property
     def idata(self):
-        """ArviZ InferenceData of a posterior fit (method="hmc"); None for other methods."""
-        return None if self.sampler is None else self.sampler.idata
+        """ArviZ InferenceData for every fit (`to_inference_data()` with its defaults): an hmc
+        fit's draws, or draws from the normal approximation at the estimate for the other
+        methods (labelled in `.attrs["draws_are"]`)."""
+        return self.to_inference_data()
+
+    def to_inference_data(self, posterior_predictive: bool = False, draws: int = 1000, chains: int = 4,
+                          seed: int | None = 0):
+        """ArviZ InferenceData of this fit.
+
+        hmc: the sampler's draws -- `posterior` holds the lme4-named, constrained quantities
+        (beta, sd_<g>, cor_<g>, the dispersion, b_<g>), `unconstrained_posterior` the sampler's
+        internal ones (beta_z, u_<g>), plus log_likelihood, sample_stats and observed_data; with
+        posterior_predictive=True, a copy with y simulated at every draw (seeded by `seed`).
+        Other methods: `chains` x `draws` independent draws (seeded) from the normal
+        approximation at the estimate -- beta, log sd, atanh cor and log sigma jointly normal with
+        the covariance from the Hessian of the deviance (variance parameters held at their
+        estimates where the method gives no covariance: pql, joint, REML) -- under the same
+        variable names, with observed_data and `attrs["draws_are"]` saying what they are.
+        """
+        from .inference.idata import approximate_idata, hmc_idata
+
+        if self.sampler is not None:
+            return hmc_idata(self, posterior_predictive, seed)
+        if posterior_predictive:
+            raise ValueError("posterior_predictive draws need a posterior (method='hmc'); "
+                             "use fit.simulate() for the fitted model's predictive distribution")
+        return approximate_idata(self, draws=draws, chains=chains, seed=seed)
 
     @property
     def posterior(self) -> pd.DataFrame | None:
@@ -440,6 +466,45 @@ class Fit:
         from .adequacy import laplace_adequacy
 
         return laplace_adequacy(self, nAGQ=nAGQ, **kw)
+
+    # ---------------------------------------------------------------- inference
+    @property
+    def name_map(self) -> pd.DataFrame:
+        """lme4's names of the variance parameters (`.sig01`, ..., `.sigma`, as in `confint` and
+        `profile`) against the rows of `varcorr`: columns grp, var1, var2, kind ("sd"/"cor"),
+        lme4_newname."""
+        from .inference.params import name_map
+
+        return name_map(self.design)
+
+    def confint(self, method: str = "profile", level: float = 0.95, parm=None, **kw) -> pd.DataFrame:
+        """Confidence intervals like lme4's confint.merMod (a DataFrame).
+
+        method: "profile" (default, as lme4: where the profile ζ crosses ±z; see `profile`),
+        "wald" (β ± z SE; NaN for variance parameters, as lme4) or "boot" (percentile or basic
+        intervals of the parametric bootstrap, `fit.bootstrap`; keywords nsim=500, seed,
+        boot_type="perc"|"basic" and the bootstrap's own options).
+        parm: None (all), names, positions, or lme4's "theta_" / "beta_".
+        Rows: `.sig01`, ... (sd and cor of each term, getME(m, "theta") order; `name_map` ties
+        them to `varcorr`), `.sigma` (residual sd, LMMs), then the fixed effects. Columns
+        `lower`, `upper`; lme4's headers ("2.5 %", "97.5 %") are in `.attrs["labels"]`, with
+        `.attrs["level"]`, `.attrs["method"]` and `.attrs["name_map"]`. A REML fit's profile is
+        that of its ML refit (as lme4). Refused for hmc fits (posterior intervals instead) and,
+        for profiles, for fits without a likelihood (pql, joint).
+        """
+        from .inference.confint import confint
+
+        return confint(self, method, level, parm, **kw)
+
+    def profile(self, parm=None, alphamax: float = 0.01, maxpts: int = 100):
+        """ζ profiles like lme4's profile.merMod: for each parameter, ζ = sign(x - x̂)
+        sqrt(D(x) - D̂) with every other parameter re-optimized (variance parameters on the
+        sd/cor scale). Steps of ζ about 1/8 of sqrt(χ²_{npar}(1 - alphamax)) until that cutoff.
+        Returns a `glmmbayes.inference.profile.Profile` (`.table`, `.zeta(name)`, `.plot()`,
+        `.confint(level)`)."""
+        from .inference.profile import profile_fit
+
+        return profile_fit(self, parm=parm, alphamax=alphamax, maxpts=maxpts)
 
     def summary(self) -> str:
         """The text summary that ``print(fit)`` shows, laid out as lme4's ``summary()``."""

@@ -61,17 +61,114 @@ class InvarianceResult:
         return invariance_plot(self, **kw)
 
     def __str__(self) -> str:
-        return (f"Variance component of '{self.group}' on four scales (prior on the sd: {self.prior})\n"
-                + self.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        t = self.table
+        mode = [f"{r.posterior_mode_as_sd:.4f}" if not r.mode_at_boundary else r.mode_note for r in t.itertuples()]
+        out = pd.DataFrame({
+            "scale": t["scale"], "ML (σ)": t["ml_as_sd"], "E[σ]": t["posterior_mean_of_sd"],
+            "posterior mode (σ)": mode, "local mode (σ)": t["local_mode_as_sd"],
+            "equal-tailed (σ)": [f"[{a:.4f}, {b:.4f}]" for a, b in zip(t["eti_lower_as_sd"], t["eti_upper_as_sd"])],
+            "HDI, not invariant (σ)": [f"[{a:.4f}, {b:.4f}]" for a, b in zip(t["hdi_lower_as_sd"], t["hdi_upper_as_sd"])],
+        })
+        return (f"Variance component of '{self.group}' on four scales (prior on the sd: {self.prior}; "
+                f"every value shown as σ)\n" + out.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+# what ψ is called and where it goes as σ → 0, for the boundary-mode message
+_SYMBOL = {"sd": ("σ", "0"), "log_sd": ("log σ", "-∞"), "variance": ("σ²", "0"), "precision": ("σ⁻²", "∞")}
 
 
 def _trapz(y, x):
     return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
 
 
+def _cumtrapz(y, x):
+    return np.concatenate([[0.0], np.cumsum(0.5 * (y[1:] + y[:-1]) * np.diff(x))])
+
+
+def boundary_exponent(name: str, sig: np.ndarray, logpost: np.ndarray) -> float:
+    """a in p_ψ(ψ(σ)) ~ σ^a as σ → 0, from the two smallest grid points: a < 0 means the density
+    on this scale is unbounded at the boundary, a = 0 finite and non-zero there, a > 0 zero.
+    A prior finite and non-zero at σ = 0 gives 0 on the sd scale and -1 on the variance scale
+    (the Jacobian |dσ/dσ²| = 1/(2σ))."""
+    jac = SCALES[name][2]
+    lp = logpost[:2] + np.log(jac(sig[:2]))
+    return float((lp[1] - lp[0]) / (np.log(sig[1]) - np.log(sig[0])))
+
+
+def scale_summary(name: str, sig: np.ndarray, logpost: np.ndarray, sig_ml: float, sig_grid_ml: float,
+                  level: float = 0.95) -> dict:
+    """One scale's row: ML; posterior mean of ψ and of σ computed on this scale; the posterior
+    mode, or the boundary when the density rises to it (`mode_at_boundary`, `mode_note`), with
+    the interior local mode kept apart (`local_mode`); the equal-tailed `level` interval
+    (`eti_*`, invariant: the same σ on every scale) and the highest-density set's span (`hdi_*`,
+    not invariant). `*_as_sd` columns give each value as σ."""
+    to, frm, dsdpsi = SCALES[name]
+    expo = boundary_exponent(name, sig, logpost)
+    # the log density is smooth in log σ: interpolate it 10x finer for the intervals and modes
+    ls = np.log(np.asarray(sig, float))
+    fine = np.linspace(ls[0], ls[-1], 10 * (len(ls) - 1) + 1)
+    logpost = np.interp(fine, ls, logpost)
+    sig = np.exp(fine)
+    psi = to(sig)
+    dens = np.exp(logpost - logpost.max()) * dsdpsi(sig)
+    srt = np.argsort(psi)
+    psi_s, dens_s, sig_s = psi[srt], dens[srt], sig[srt]
+    norm = _trapz(dens_s, psi_s)
+    # ETI from this scale's own density (the invariance is shown, not assumed)
+    cdf = _cumtrapz(dens_s, psi_s) / norm
+    a = (1 - level) / 2
+    eti = np.interp([a, 1 - a], cdf, psi_s)
+    # HDI: cells of the ψ grid by decreasing density until `level` of the mass
+    cell_mass = 0.5 * (dens_s[1:] + dens_s[:-1]) * np.diff(psi_s)
+    order = np.argsort(-0.5 * (dens_s[1:] + dens_s[:-1]))
+    chosen = order[: int(np.searchsorted(np.cumsum(cell_mass[order]), level * norm)) + 1]
+    hdi = np.array([psi_s[chosen.min()], psi_s[chosen.max() + 1]])
+    # the mode: at the σ → 0 boundary when the density does not fall towards it
+    j = int(np.argmax(dens))
+    with np.errstate(divide="ignore"):
+        edge = float(to(np.array(0.0)))  # ψ at σ = 0: 0, -∞ or ∞
+    sym, limit = _SYMBOL[name]
+    interior = [i for i in range(1, len(sig) - 1) if dens[i] >= dens[i - 1] and dens[i] >= dens[i + 1]]
+    local = max(interior, key=lambda i: dens[i]) if interior else None
+    if expo < -0.5:
+        at_boundary, note = True, f"mode at the boundary: density → ∞ as {sym} → {limit}"
+    elif expo <= 0.5 and j == 0:
+        at_boundary, note = True, f"mode at the boundary {sym} = {limit} (finite density)"
+    else:
+        at_boundary, note = False, "interior mode"
+    if at_boundary:
+        mode, mode_sd = float(edge), 0.0
+        increasing = bool(psi[1] > psi[0])  # ψ grows with σ: the σ → 0 boundary is ψ's lower end
+        if (0 if increasing else len(psi_s) - 2) in chosen:  # the highest-density set reaches it
+            hdi[0 if increasing else 1] = edge
+    else:
+        mode, mode_sd = float(psi[j]), float(sig[j])
+    as_sd = lambda v: np.sort(frm(np.asarray(v, float)))  # noqa: E731 -- decreasing scales swap ends
+    with np.errstate(divide="ignore"):
+        eti_sd, hdi_sd = as_sd(eti), as_sd(hdi)
+    return {
+        "ml": float(to(np.array(sig_ml))),
+        "ml_as_sd": float(frm(to(np.array(sig_ml)))),
+        "grid_argmax_lik_as_sd": float(sig_grid_ml),
+        "posterior_mean": _trapz(psi_s * dens_s, psi_s) / norm,
+        "posterior_mean_of_sd": _trapz(sig_s * dens_s, psi_s) / norm,  # E[σ] computed on this scale
+        "posterior_mode": mode,
+        "posterior_mode_as_sd": mode_sd,
+        "mode_at_boundary": at_boundary,
+        "boundary_exponent": expo,
+        "mode_note": note,
+        "local_mode": np.nan if local is None else float(psi[local]),
+        "local_mode_as_sd": np.nan if local is None else float(sig[local]),
+        "eti_lower": float(eti[0]), "eti_upper": float(eti[1]),
+        "eti_lower_as_sd": float(eti_sd[0]), "eti_upper_as_sd": float(eti_sd[1]),
+        "hdi_lower_as_sd": float(hdi_sd[0]), "hdi_upper_as_sd": float(hdi_sd[1]),
+    }
+
+
 def variance_component_invariance(spec, data, group: str | None = None, prior=None,
-                                  n_grid: int = 241, **spec_kw) -> InvarianceResult:
-    """ML, posterior mean and posterior mode of one random-effect sd on four scales.
+                                  n_grid: int = 241, level: float = 0.95, **spec_kw) -> InvarianceResult:
+    """ML, posterior mean, posterior mode and `level` intervals of one random-effect sd on four
+    scales (`InvarianceResult.table`, one row per scale; columns in `scale_summary`).
 
     prior: a prior spec for the sd as accepted by the hmc method (e.g. "half_normal(1)"); the
     package default for sds when None. The model's term for `group` must be scalar (k = 1).
@@ -138,27 +235,7 @@ def variance_component_invariance(spec, data, group: str | None = None, prior=No
         beta = r.x
     logpost = logmarg + sd_prior.logpdf(sig)
     logpost -= logpost.max()
-    dens_sigma = np.exp(logpost)
-    rows = []
-    i_ml = int(np.argmax(prof))
-    for name, (to, frm, dsdpsi) in SCALES.items():
-        psi = to(sig)
-        dens = dens_sigma * dsdpsi(sig)
-        srt = np.argsort(psi)
-        psi_s, dens_s, sig_s = psi[srt], dens[srt], sig[srt]
-        norm = _trapz(dens_s, psi_s)
-        mean_psi = _trapz(psi_s * dens_s, psi_s) / norm
-        mean_sd = _trapz(sig_s * dens_s, psi_s) / norm  # E[σ] computed on this scale
-        j = int(np.argmax(dens))
-        rows.append({
-            "scale": name,
-            "ml": float(to(np.array(sig_ml))),
-            "ml_as_sd": float(frm(to(np.array(sig_ml)))),
-            "grid_argmax_lik_as_sd": float(sig[i_ml]),
-            "posterior_mean": mean_psi,
-            "posterior_mean_of_sd": mean_sd,
-            "posterior_mode": float(psi[j]),
-            "posterior_mode_as_sd": float(sig[j]),
-        })
+    rows = [dict(scale=name, **scale_summary(name, sig, logpost, sig_ml, sig[int(np.argmax(prof))], level))
+            for name in SCALES]
     grid = pd.DataFrame({"sigma": sig, "log_profile_lik": prof, "log_marginal": logmarg, "log_posterior": logpost})
     return InvarianceResult(pd.DataFrame(rows), grid, term.group_name, str(sd_prior))

@@ -8,7 +8,7 @@ _MARKERS = {"ml": "o", "mode": "s", "mean": "D", "median": "^"}
 
 
 def forest_plot(comparison, quantities=("fixef", "sd"), ax=None, figsize=None):
-    """Estimates with 95% intervals (Wald for ML/mode fits, HDI for posterior fits), one row per
+    """Estimates with 95% intervals (Wald for ML/mode fits, equal-tailed for posterior fits), one row per
     parameter, one colour per method; fixed effects and random-effect sds in separate panels."""
     import matplotlib.pyplot as plt
 
@@ -56,9 +56,11 @@ def forest_plot(comparison, quantities=("fixef", "sd"), ax=None, figsize=None):
     return fig
 
 
-def invariance_plot(result, figsize=(10, 6.5)):
-    """The posterior of one sd on four scales: the ML point and the posterior mean of the sd
-    land on the same σ on every panel; the posterior mode does not."""
+def invariance_plot(result, figsize=(10, 6.5), quantiles=(0.005, 0.995)):
+    """The posterior of one sd on four scales: the ML point, the posterior mean of the sd and the
+    equal-tailed interval (shaded) land on the same σ on every panel; the posterior mode does not.
+    Each panel spans the posterior `quantiles` on its own scale (extended to a boundary mode);
+    a density unbounded at the boundary is drawn up to the local mode's height and labelled."""
     import matplotlib.pyplot as plt
 
     sig = result.grid["sigma"].to_numpy()
@@ -69,16 +71,38 @@ def invariance_plot(result, figsize=(10, 6.5)):
         psi = to(sig)
         dens = dens_sigma * dsdpsi(sig)
         srt = np.argsort(psi)
-        a.plot(psi[srt], dens[srt] / dens.max(), color="0.3")
+        psi, dens = psi[srt], dens[srt]
+        cdf = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(psi))])
+        lo, hi = np.interp(quantiles, cdf / cdf[-1], psi)
+        if row["mode_at_boundary"] and np.isfinite(row["posterior_mode"]):
+            lo, hi = min(lo, row["posterior_mode"]), max(hi, row["posterior_mode"])
+        inside = (psi >= lo) & (psi <= hi)
+        unbounded = row["boundary_exponent"] < -0.5
+        top = dens[np.searchsorted(psi, row["local_mode"])] if unbounded and np.isfinite(row["local_mode"]) \
+            else dens[inside].max()
+        a.plot(psi[inside], dens[inside] / top, color="0.3")
+        a.axvspan(row["eti_lower"], row["eti_upper"], color="tab:blue", alpha=0.08,
+                  label="equal-tailed interval (invariant)")
         a.axvline(row["ml"], color="k", lw=1.2, label=f"ML (σ = {row['ml_as_sd']:.3f})")
-        a.axvline(row["posterior_mode"], color="tab:red", ls=":", lw=1.8,
-                  label=f"posterior mode (σ = {row['posterior_mode_as_sd']:.3f})")
+        if row["mode_at_boundary"]:
+            a.plot([], [], " ", label=row["mode_note"])
+            if np.isfinite(row["local_mode"]):
+                a.axvline(row["local_mode"], color="tab:red", ls=":", lw=1.2,
+                          label=f"local mode only (σ = {row['local_mode_as_sd']:.3f})")
+        else:
+            a.axvline(row["posterior_mode"], color="tab:red", ls=":", lw=1.8,
+                      label=f"posterior mode (σ = {row['posterior_mode_as_sd']:.3f})")
         a.axvline(to(np.array(row["posterior_mean_of_sd"])), color="tab:blue", ls="--", lw=1.2,
                   label=f"E[σ] = {row['posterior_mean_of_sd']:.3f}, mapped")
+        a.set_xlim(lo, hi)
+        a.set_ylim(0, 1.15 if not unbounded else 1.6)
+        if unbounded:
+            a.annotate("density → ∞", xy=(lo, 1.55), xytext=(lo + 0.08 * (hi - lo), 1.45), fontsize=7,
+                       color="tab:red", arrowprops=dict(arrowstyle="->", color="tab:red"))
         a.set_title(f"{row['scale']}", fontsize=10)
         a.set_yticks([])
         a.legend(fontsize=7)
-    fig.suptitle(f"sd of '{result.group}': ML and posterior means are invariant, modes are not "
-                 f"(prior {result.prior})", fontsize=10)
+    fig.suptitle(f"sd of '{result.group}': ML, posterior means and equal-tailed intervals are invariant, "
+                 f"modes are not (prior {result.prior})", fontsize=10)
     fig.tight_layout()
     return fig

@@ -191,9 +191,11 @@ def summary_rows(design, idata, hdi_prob: float, diag: pd.DataFrame, map_pt, ml)
 
     def add(quantity, term, group, draws, label, mapv=None, mlv=None):
         lo, hi = az.hdi(np.asarray(draws, float), hdi_prob=hdi_prob)
+        # equal-tailed: the same interval whatever the scale (HDIs are not invariant)
+        qlo, qhi = np.quantile(np.asarray(draws, float), [(1 - hdi_prob) / 2, (1 + hdi_prob) / 2])
         r = diag.loc[label] if label in diag.index else pd.Series({"r_hat": np.nan, "ess_bulk": np.nan, "ess_tail": np.nan})
         rows.append((quantity, term, group, float(np.mean(draws)), float(np.median(draws)), float(np.std(draws, ddof=1)),
-                     float(lo), float(hi), r["r_hat"], r["ess_bulk"], r["ess_tail"],
+                     float(lo), float(hi), float(qlo), float(qhi), r["r_hat"], r["ess_bulk"], r["ess_tail"],
                      np.nan if mapv is None else float(mapv), np.nan if mlv is None else float(mlv)))
 
     if design.p:
@@ -234,7 +236,7 @@ def summary_rows(design, idata, hdi_prob: float, diag: pd.DataFrame, map_pt, ml)
         mlv = None if ml is None else disp.to_param(ml.phi)
         add(nm, nm, None, draws(idata, nm), nm, None if map_pt is None else map_pt[nm], mlv)
     return pd.DataFrame(rows, columns=["quantity", "term", "group", "mean", "median", "sd",
-                                       "lower", "upper", "r_hat", "ess_bulk", "ess_tail", "map", "ml"])
+                                       "lower", "upper", "eti_lower", "eti_upper", "r_hat", "ess_bulk", "ess_tail", "map", "ml"])
 
 
 def posterior_re(design, idata, theta, re_scale):
@@ -253,7 +255,8 @@ def posterior_re(design, idata, theta, re_scale):
 
 
 def posterior_summary(fit) -> pd.DataFrame:
-    """The posterior summary table of an hmc fit (mean, median, sd, HDI, R-hat, ESS, MAP, ML);
+    """The posterior summary table of an hmc fit (mean, median, sd, HDI `lower`/`upper`,
+    equal-tailed `eti_lower`/`eti_upper` with the same mass, R-hat, ESS, MAP, ML);
     warns loudly when the fit failed its convergence checks."""
     import warnings
 
@@ -265,3 +268,23 @@ def posterior_summary(fit) -> pd.DataFrame:
         warnings.warn("posterior summary of a fit that FAILED its convergence checks: "
                       + "; ".join(fit.messages), ConvergenceWarning, stacklevel=2)
     return fit.posterior
+
+
+def public_first(design, idata):
+    """The draws with lme4-named, constrained quantities first in `posterior` (beta, sd_<g>,
+    cor_<g>, the dispersion, a non-normal random effect's parameters, b_<g>) and the sampler's
+    internal coordinates (the whitened beta_z, the spherical u_<g>, ...) moved to the
+    `unconstrained_posterior` group, so that az.summary / az.plot_forest show the model's
+    parameters. The same object, regrouped in place."""
+    post = idata.posterior
+    disp = design.family.dispersion
+    order = ["beta"] + [f"sd_{t.group_name}" for t in design.terms] + [f"cor_{t.group_name}" for t in design.terms]
+    order += [disp.name] if disp is not None else []
+    order += sorted(v for v in post.data_vars if v.startswith("re_"))
+    order += [f"b_{t.group_name}" for t in design.terms]
+    public = [v for v in order if v in post.data_vars]
+    internal = [v for v in post.data_vars if v not in public]
+    if internal:
+        idata.add_groups(unconstrained_posterior=post[internal])
+    idata.posterior = post[public]
+    return idata

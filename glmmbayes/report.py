@@ -70,7 +70,10 @@ def fit_summary(fit) -> str:
     lines += ["", "Fixed effects:"]
     est = fit.fixef
     se = fit.se
-    if fam.has_dispersion and fam.is_lmm:
+    if fit.sampler is not None:
+        lines[-1] = "Posterior (fixed effects and variance parameters):"
+        lines += posterior_table(fit)
+    elif fam.has_dispersion and fam.is_lmm:
         lines.append(f"{'':<16} {'Estimate':>10} {'Std. Error':>10} {'t value':>8}")
         for nm in est.index:
             lines.append(f"{nm:<16} {est[nm]:10.5g} {se[nm]:10.5g} {est[nm] / se[nm]:8.3f}")
@@ -86,3 +89,52 @@ def fit_summary(fit) -> str:
         lines += [""] + [m for m in fit.messages]
     return "\n".join(lines)
 
+
+
+def posterior_table(fit, prob: float = 0.95) -> list[str]:
+    """Posterior mean, sd, equal-tailed and HDI intervals, bulk ESS and R-hat of the fixed
+    effects and variance parameters of an hmc fit (no z or p: they are not posterior quantities)."""
+    import arviz as az
+    import numpy as np
+
+    post = fit.idata.posterior
+    names = [v for v in post.data_vars if not v.startswith("b_")]
+    a = (1 - prob) / 2
+    width = max(len(lab) for v in names for lab in _labels(post[v], [d for d in post[v].dims
+                                                                     if d not in ("chain", "draw")]))
+    lo, hi = f"{100 * a:g}%", f"{100 * (1 - a):g}%"
+    head = (f"{'':<{width}} {'Mean':>9} {'SD':>8} {lo:>9} {hi:>9} {'HDI low':>9} {'HDI high':>9} "
+            f"{'ESS':>6} {'R-hat':>6}")
+    out = [head]
+    ess = az.ess(post, var_names=names, method="bulk")
+    rhat = az.rhat(post, var_names=names)
+    hdi = az.hdi(post, var_names=names, hdi_prob=prob)
+    for v in names:
+        da = post[v]
+        extra = [d for d in da.dims if d not in ("chain", "draw")]
+        stacked = da.stack(_s=("chain", "draw")).transpose(*extra, "_s")
+        vals = stacked.values.reshape(-1, stacked.shape[-1])
+        labels = _labels(da, extra)
+        e = np.ravel(ess[v].values)
+        r = np.ravel(rhat[v].values)
+        h = hdi[v].values.reshape(-1, 2)
+        keep = range(len(labels))
+        if v.startswith("cor_"):  # the strict lower triangle of the correlation matrix
+            k = da.shape[-1]
+            keep = [r * k + c for r in range(k) for c in range(r)]
+        for i in keep:
+            x, lab = vals[i], labels[i]
+            q = np.quantile(x, [a, 1 - a])
+            out.append(f"{lab:<{width}} {x.mean():9.4g} {x.std(ddof=1):8.3g} {q[0]:9.4g} {q[1]:9.4g} "
+                       f"{h[i, 0]:9.4g} {h[i, 1]:9.4g} {e[i]:6.0f} {r[i]:6.3f}")
+    out.append(f"(equal-tailed {lo}-{hi} intervals are invariant to reparameterization; HDIs are not)")
+    return out
+
+
+def _labels(da, dims) -> list[str]:
+    import itertools
+
+    if not dims:
+        return [da.name]
+    coords = [list(map(str, da[d].values)) for d in dims]
+    return [f"{da.name}[{', '.join(c)}]" for c in itertools.product(*coords)]

@@ -46,6 +46,22 @@ def test_every_method_in_the_table(comparison):
     assert ll["agq"] > ll["laplace"]
 
 
+def test_hmc_intervals_are_equal_tailed_with_the_hdi_beside(comparison):
+    """hmc rows: lower/upper are the 2.5% and 97.5% posterior quantiles (invariant under a change
+    of scale), hdi_lower/hdi_upper the HDI; optimized fits have no HDI."""
+    t = comparison.table
+    h = comparison.fits["hmc"]
+    draws = h.idata.posterior["sd_herd"].values.ravel()
+    row = t[(t["method"] == "hmc") & (t["quantity"] == "sd")].iloc[0]
+    assert row["lower"] == pytest.approx(np.quantile(draws, 0.025), rel=1e-12)
+    assert row["upper"] == pytest.approx(np.quantile(draws, 0.975), rel=1e-12)
+    import arviz as az
+
+    lo, hi = az.hdi(draws, hdi_prob=0.95)
+    assert (row["hdi_lower"], row["hdi_upper"]) == pytest.approx((lo, hi), rel=1e-12)
+    assert t.loc[t["method"] != "hmc", ["hdi_lower", "hdi_upper"]].isna().all().all()
+
+
 def test_wide_and_print(comparison):
     w = comparison.wide()
     assert list(w.columns) == ALL

@@ -175,7 +175,10 @@ def test_cbpp_quick_fit_groups_dims_loo(cbpp):
     post = idata.posterior
     assert list(post["beta"].dims) == ["chain", "draw", "fixef"]
     assert list(post["beta"]["fixef"].values) == list(fit.design.fixef_names)
-    assert list(post["u_herd"].dims) == ["chain", "draw", "herd", "herd_coef"]
+    assert list(post.data_vars)[:2] == ["beta", "sd_herd"]  # lme4-named quantities first
+    assert "beta_z" not in post and "u_herd" not in post
+    inner = idata.unconstrained_posterior  # the sampler's whitened coordinates
+    assert list(inner["u_herd"].dims) == ["chain", "draw", "herd", "herd_coef"] and "beta_z" in inner
     assert list(post["herd"].values) == [str(i) for i in range(1, 16)]
     assert list(post["herd_coef"].values) == ["(Intercept)"]
     assert idata.log_likelihood["y"].shape[-1] == fit.design.n
@@ -193,7 +196,12 @@ def test_cbpp_quick_fit_groups_dims_loo(cbpp):
     np.testing.assert_allclose(fit.ranef_condvar["herd"][:, 0, 0], b_var, rtol=1e-8)
     summ = hmc.posterior_summary(fit)
     assert set(summ.quantity) == {"fixef", "sd"}
-    assert {"mean", "median", "sd", "lower", "upper", "r_hat", "ess_bulk", "ess_tail", "map", "ml"} <= set(summ.columns)
+    assert {"mean", "median", "sd", "lower", "upper", "eti_lower", "eti_upper", "r_hat", "ess_bulk", "ess_tail",
+            "map", "ml"} <= set(summ.columns)
+    sd_row = summ[summ.quantity == "sd"].iloc[0]
+    sd_draws = post["sd_herd"].values.ravel()
+    assert (sd_row["eti_lower"], sd_row["eti_upper"]) == pytest.approx(tuple(np.quantile(sd_draws, [0.025, 0.975])))
+    assert (sd_row["lower"], sd_row["upper"]) == pytest.approx(tuple(az.hdi(sd_draws, hdi_prob=0.95)))
     assert "unconstrained" in fit.sampler.map.parameterization
     assert str(fit.sampler.priors).startswith("Priors:")
     # close to the ML fit (a loose sanity check; the slow test checks Contraception tightly)

@@ -141,8 +141,11 @@ def lmm(prob: Problem, theta: np.ndarray, reml: bool = False) -> LmmSolution:
     return LmmSolution(dev, beta, u, pwrss / dof, pwrss, f, V)
 
 
-def lmm_gradient(prob: Problem, sol: LmmSolution, reml: bool = False) -> np.ndarray:
+def lmm_gradient(prob: Problem, sol: LmmSolution, reml: bool = False, sigma2: float | None = None) -> np.ndarray:
     """Analytic θ-gradient of the profiled LMM deviance (or REML criterion) at `sol`.
+
+    With `sigma2` (ML only), the gradient at fixed σ² of log|A| + pwrss/σ² + n log(2πσ²) -
+    Σ log w (β still at its GLS value): the deviance a profile over (θ, σ) needs.
 
     D = log|A| [+ log|RX|²] + dof (1 + log(2π pwrss / dof)). pwrss is minimized over (u, β),
     so d pwrss = -2 r'Z dΛ û (envelope theorem); d log|A| = 2 tr(A^{-1} Λ'Z'WZ dΛ) from the
@@ -159,6 +162,7 @@ def lmm_gradient(prob: Problem, sol: LmmSolution, reml: bool = False) -> np.ndar
     wr = w * resid
     Ph, Pt = row_projections(f, V)
     dof = n - p if reml else n
+    coef = dof / sol.pwrss if sigma2 is None else 1.0 / sigma2  # d(dof log pwrss) or d(pwrss/σ²)
     if reml:
         Q = lsolve(f.RX, f.backward(f.LX).T).T  # (q, p)
         wZLQ = w[:, None] * s.zl_mult_matrix(V, Q)
@@ -172,7 +176,7 @@ def lmm_gradient(prob: Problem, sol: LmmSolution, reml: bool = False) -> np.ndar
         for j, (r, c) in enumerate(zip(rows, cols)):
             xr = t.X[:, r]
             val = 2.0 * float(np.sum(w * xr * P[:, c]))  # d log|A|
-            val -= 2.0 * dof / sol.pwrss * float(wr @ (xr * U[t.codes, c]))  # dof d log pwrss
+            val -= 2.0 * coef * float(wr @ (xr * U[t.codes, c]))  # coef · d pwrss
             if reml:
                 ZdQ = xr[:, None] * Q[s.u_offsets[ti] + t.codes * t.k + c]  # Z dΛ Q
                 val += 2.0 * float(np.sum(ZdQ * (wZLQ - wXR)))

@@ -104,4 +104,18 @@ def route(name: str, design: Design, opts: Mapping[str, Any]) -> Callable:
     return partial(get(name).run, **opts)
 
 
-__all__ = ["METHODS", "Method", "Option", "get", "checked_options", "route"]
+def deviance_objective(name: str, design: Design, opts: Mapping[str, Any]):
+    """The (θ, β[, φ]) deviance that method `name` optimized, with its options (for profiles);
+    None for the linear mixed model, whose deviance is exact and profiled in closed form."""
+    if design.family.is_lmm and design.spec.re_dist is None and name in ("laplace", "agq"):
+        return None
+    if name == "laplace" and opts.get("nAGQ", 1) > 1:
+        return agq.deviance_objective(design, nAGQ=opts["nAGQ"])
+    if name == "laplace":
+        return laplace.deviance_objective(design, **opts)
+    if name == "agq":
+        return agq.deviance_objective(design, **opts)
+    raise SpecError(f"method={name!r} does not maximize a likelihood: there is no deviance to profile")
+
+
+__all__ = ["METHODS", "deviance_objective", "Method", "Option", "get", "checked_options", "route"]

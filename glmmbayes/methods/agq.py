@@ -200,3 +200,13 @@ OPTIONS = (
     Option("nAGQ", 25, integer(1), "quadrature knots per dimension (nAGQ=1 is Laplace)"),
     Option("grid", None, optional(choice("product", "sparse")), "vector terms: product or sparse grid"),
 )
+
+
+def deviance_objective(design: Design, *, nAGQ: int = 25, grid: str | None = None):
+    """The deviance in (θ, β) that an AGQ fit maximizes (for profiles)."""
+    if design.spec.re_dist is not None:
+        raise SpecError("profiles of non-normal random-effect fits are not available")
+    nest = nesting(design)
+    if nest is not None:
+        return NestedAGQObjective(agq_rule(design, nAGQ, None), nest[0])
+    return AGQObjective(agq_rule(design, nAGQ, grid))

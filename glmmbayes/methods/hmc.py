@@ -25,7 +25,7 @@ import pandas as pd
 from ..design import Design
 from ..errors import SpecError
 from ..estimate import Estimate, MAPEstimate, SamplerReport
-from ..posterior import MAP_PARAMETERIZATION, diagnostics, find_map, posterior_re, summary_rows
+from ..posterior import MAP_PARAMETERIZATION, diagnostics, find_map, posterior_re, public_first, summary_rows
 from ..posterior import draws as posterior_draws
 from ..priors import Priors, resolve_priors
 from .options import Option, anything, boolean, choice, integer, number, optional
@@ -274,6 +274,7 @@ def _estimate(design: Design, idata, pri, settings, map_pt, map_msg, ml, hdi_pro
                                                          index=list(design.fixef_names)), map_pt, map_msg)
     else:
         mp = MAPEstimate(MAP_PARAMETERIZATION, error=map_msg)
+    idata = public_first(design, idata)
     report = SamplerReport(idata=idata, summary=summary, diagnostics=diag, map=mp, priors=pri,
                            settings=settings, seconds=seconds, model=model)
     if design.spec.re_dist is not None:
