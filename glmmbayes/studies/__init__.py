@@ -7,6 +7,10 @@ from __future__ import annotations
 from .builtin import (
     ESTIMATORS,
     FORMULA,
+    GUIMMUN_BETA,
+    GUIMMUN_FORMULA,
+    guimmun_study,
+    simulate_guimmun,
     MCCULLOCH_TABLE1,
     joint_u_expectation,
     normal_exponential_replicates,
@@ -24,5 +28,5 @@ __all__ = [
     "load_study", "run_study_from_file",
     "normal_exponential_study", "normal_exponential_table", "normal_exponential_replicates",
     "simulate_normal_exponential", "replicate_seed", "joint_u_expectation", "MCCULLOCH_TABLE1",
-    "ESTIMATORS", "FORMULA",
+    "ESTIMATORS", "FORMULA", "guimmun_study", "simulate_guimmun", "GUIMMUN_BETA", "GUIMMUN_FORMULA",
 ]

@@ -171,3 +171,80 @@ def normal_exponential_table(q=(20, 50, 100, 200), n_rep: int = 200, seed: int =
     if return_replicates:
         return out, reps
     return out
+
+
+# ---------------------------------------------------------------------------- guImmun
+GUIMMUN_FORMULA = "immun ~ kid2p + pcInd81 + (1 | mom) + (1 | comm)"
+GUIMMUN_BETA = {"(Intercept)": -0.88, "kid2pY": 1.27, "pcInd81": -0.86}
+"""True fixed effects of the guImmun study: lme4's Laplace estimates for the full model
+(mlmRev's guImmun), rounded -- Rodríguez and Goldman took their fitted values as the truth."""
+
+_GU_CACHE: dict = {}
+
+
+def _guimmun_base(n_comm, formula):
+    """The guImmun rows of the first `n_comm` communities (all when None), their fixed-effects
+    matrix and mother/community codes (cached per process)."""
+    key = (n_comm, formula)
+    if key not in _GU_CACHE:
+        from .. import datasets
+        from ..design import build_design
+
+        gu = datasets.load("guImmun")
+        comms = sorted(gu["comm"].astype(str).unique(), key=lambda s: (len(s), s))
+        if n_comm is not None:
+            if not 1 <= int(n_comm) <= len(comms):
+                raise ValueError(f"n_comm must be between 1 and {len(comms)}, got {n_comm!r}")
+            comms = comms[:int(n_comm)]
+        sub = gu[gu["comm"].astype(str).isin(comms)].reset_index(drop=True)
+        for c in ("mom", "comm"):
+            sub[c] = sub[c].astype(str)
+        d = build_design(Spec(formula, family="binomial"), sub)
+        mom = pd.factorize(sub["mom"])[0]
+        comm = pd.factorize(sub["comm"])[0]
+        _GU_CACHE[key] = (sub, d.X, list(d.fixef_names), mom, comm)
+    return _GU_CACHE[key]
+
+
+def simulate_guimmun(rng: np.random.Generator, n_comm=None, sd_mom: float = 1.0, sd_comm: float = 1.0,
+                     formula: str = GUIMMUN_FORMULA, beta: dict | None = None) -> pd.DataFrame:
+    """One binary response on the guImmun design (children within mothers within communities):
+    logit P(immun) = X beta + b_mom + b_comm, b_mom ~ N(0, sd_mom²), b_comm ~ N(0, sd_comm²)."""
+    sub, X, names, mom, comm = _guimmun_base(n_comm, formula)
+    beta = dict(GUIMMUN_BETA if beta is None else beta)
+    missing = [n for n in names if n not in beta]
+    if missing:
+        raise ValueError(f"beta: no true value for {', '.join(missing)}")
+    eta = X @ np.array([beta[n] for n in names]) + sd_mom * rng.standard_normal(mom.max() + 1)[mom] \
+        + sd_comm * rng.standard_normal(comm.max() + 1)[comm]
+    y = (rng.random(len(eta)) < 1 / (1 + np.exp(-eta))).astype(float)
+    return sub.assign(immun=y)
+
+
+def _guimmun_truth(beta):
+    return lambda n_comm, sd_mom, sd_comm: {"fixef": dict(beta), "sd": {"mom": sd_mom, "comm": sd_comm}}
+
+
+def guimmun_study(n_comm=(None,), sd_mom=(1.0, 2.0), sd_comm=(1.0,), methods=("pql", "laplace", "agq", "hmc"),
+                  n_rep: int = 100, seed: int = 1, formula: str = GUIMMUN_FORMULA, beta: dict | None = None,
+                  nAGQ: int = 5, hmc_opts: dict | None = None, chunk_size: int = 5) -> Study:
+    """A Rodríguez–Goldman-style study on the guImmun design: binary responses simulated on the
+    real covariates and nesting (mothers within communities; `n_comm` restricts it to the first
+    communities), with known mother and community sds; the methods (PQL, Laplace, nested AGQ
+    with `nAGQ` points per effect, HMC with `hmc_opts`) compared for bias and coverage.
+    Grid: every combination of n_comm, sd_mom, sd_comm. Returns the `Study`."""
+    beta = dict(GUIMMUN_BETA if beta is None else beta)
+    o = dict(hmc_opts or {})
+    table = {"pql": {"method": "pql"}, "laplace": {"method": "laplace"},
+             "agq": {"method": "agq", "nAGQ": nAGQ},
+             "hmc": {"method": "hmc", "draws": o.get("draws", 1000), "tune": o.get("tune", 1000),
+                     "chains": o.get("chains", 2), "cores": 1, "progressbar": False}}
+    unknown = [m for m in methods if m not in table]
+    if unknown:
+        raise ValueError(f"methods: {', '.join(unknown)} not in the guImmun study (pql, laplace, agq, hmc)")
+    return Study(simulate=partial(simulate_guimmun, formula=formula, beta=beta),
+                 spec=Spec(formula, family="binomial"), methods={m: table[m] for m in methods},
+                 truth=_guimmun_truth(beta),
+                 grid={"n_comm": list(np.atleast_1d(n_comm)), "sd_mom": list(np.atleast_1d(sd_mom)),
+                       "sd_comm": list(np.atleast_1d(sd_comm))},
+                 n_rep=n_rep, seed=seed, chunk_size=chunk_size, name="guImmun")

@@ -42,9 +42,14 @@ def default_replicate_seed(seed: int, point: Mapping[str, Any], rep: int) -> np.
     return np.random.SeedSequence([int(seed), *point_key(point), int(rep)])
 
 
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v  # numpy scalars: same seed as Python's
+
+
 def expand_grid(grid) -> list[dict]:
     """The design points: the Cartesian product of a dict of value lists (in key order), a list
-    of dicts as given, or one empty point when there is no grid."""
+    of dicts as given, or one empty point when there is no grid. Numpy scalars become Python
+    numbers (a point's seed depends on its values, not on their types)."""
     if grid is None or (isinstance(grid, Mapping) and not grid):
         return [{}]
     if isinstance(grid, Mapping):
@@ -55,9 +60,9 @@ def expand_grid(grid) -> list[dict]:
             v = list(v) if isinstance(v, (list, tuple, range, np.ndarray, pd.Index)) else [v]
             if not v:
                 raise SpecError(f"grid: no values for {k!r}")
-            values.append(v)
+            values.append([_plain(x) for x in v])
         return [dict(zip(names, combo)) for combo in itertools.product(*values)]
-    points = [dict(p) for p in grid]
+    points = [{k: _plain(x) for k, x in dict(p).items()} for p in grid]
     if not points:
         raise SpecError("grid: an empty list of design points")
     if any(set(p) != set(points[0]) for p in points):
