@@ -132,3 +132,20 @@ def test_cbpp_500_refits_match_bootmer_within_monte_carlo_error(cbpp_fit):
         q_se = sd * math.sqrt(2 * 0.025 * 0.975 / n) / norm.pdf(norm.ppf(0.975))
         assert abs(ci.loc[nm, "lower"] - s["q2.5"]) < 4 * q_se, nm
         assert abs(ci.loc[nm, "upper"] - s["q97.5"]) < 4 * q_se, nm
+
+
+def test_lmm_bootstrap_names_sigma_and_correlations():
+    """A correlated random slope with a residual: every variance component under its name and
+    lme4's (.sig01 sd, .sig02 cor, .sig03 sd, .sigma); the response is redrawn with its sigma."""
+    fit = gb.fit("Reaction ~ Days + (Days | Subject)", gb.datasets.load("sleepstudy"), family="gaussian")
+    b = fit.bootstrap(nsim=4, seed=2, progress=False)
+    assert list(b.t0.index) == ["(Intercept)", "Days", "sd.Subject.(Intercept)", "sd.Subject.Days",
+                                "cor.Subject.(Intercept).Days", "sigma"]
+    assert b.lme4 == {"sd.Subject.(Intercept)": ".sig01", "cor.Subject.(Intercept).Days": ".sig02",
+                      "sd.Subject.Days": ".sig03", "sigma": ".sigma"}
+    assert b.t0["sigma"] == pytest.approx(fit.sigma, rel=1e-12) and b.n_ok == 4
+    rng = np.random.default_rng(np.random.SeedSequence([2, 0]))
+    y = simulate_response(fit, rng)
+    refit = gb.fit("Reaction ~ Days + (Days | Subject)", gb.datasets.load("sleepstudy").assign(Reaction=y),
+                   family="gaussian")
+    assert b.replicates.loc[0, "sigma"] == pytest.approx(refit.sigma, rel=1e-10)
