@@ -36,6 +36,7 @@ def test_t0_is_the_fit_and_names_follow_bootmer(cbpp_fit, small):
     for n in NAMES:  # t0 is lme4's estimate (the Laplace fit's parity)
         assert small.t0[n] == pytest.approx(ref[n]["estimate"], abs=2e-3)
     assert small.lme4 == {"sd.herd": ".sig01"}
+    assert isinstance(small, BootstrapResult)
     assert small.n_ok == 30 and small.n_failed == 0 and small.replicates.shape == (30, 5)
 
 
@@ -149,3 +150,11 @@ def test_lmm_bootstrap_names_sigma_and_correlations():
     refit = gb.fit("Reaction ~ Days + (Days | Subject)", gb.datasets.load("sleepstudy").assign(Reaction=y),
                    family="gaussian")
     assert b.replicates.loc[0, "sigma"] == pytest.approx(refit.sigma, rel=1e-10)
+
+
+def test_same_bootstrap_on_a_dask_local_cluster(cbpp_fit, small):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        b = cbpp_fit.bootstrap(nsim=30, seed=7, client=client, progress=False)
+    pd.testing.assert_frame_equal(b.replicates, small.replicates, check_exact=True)

@@ -154,3 +154,20 @@ def test_plot_and_command_line(tmp_path, serial):
     from glmmbayes.cli import main
 
     assert main(["study", str(script), "--store", str(tmp_path / "s"), "-q"]) == 0
+
+
+def _chunk_dies_on_2(payload, task):
+    if task == 2:
+        raise MemoryError("worker killed")
+    return [payload * task]
+
+
+def test_a_chunk_lost_outside_its_replicates_is_listed_and_the_rest_run():
+    from glmmbayes.studies.runner import run_tasks
+
+    got = {}
+    with pytest.warns(RuntimeWarning, match="chunk 2 lost .*run again"):
+        log = run_tasks(_chunk_dies_on_2, 10, [0, 1, 2, 3], lambda t, r: got.setdefault(t, r) and 1,
+                        processes=1, progress=False)
+    assert got == {0: [0], 1: [10], 3: [30]} and log.done == 3
+    assert log.lost == [(2, "MemoryError: worker killed")]

@@ -124,8 +124,7 @@ def _posterior_draws(fit) -> dict:
             g = t.group_name
             S = draws(idata, f"sd_{g}")
             for j, c in enumerate(t.coef_names):
-                out[("sd", g if t.coef_names == ["(Intercept)"] or tuple(t.coef_names) == ("(Intercept)",)
-                     else f"{g}.{c}")] = S[:, j]
+                out[("sd", g if list(t.coef_names) == ["(Intercept)"] else f"{g}.{c}")] = S[:, j]
             if t.k > 1:
                 R = draws(idata, f"cor_{g}")
                 for a in range(t.k):
