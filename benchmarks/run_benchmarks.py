@@ -163,6 +163,8 @@ def write_markdown(rows: list[dict], command: str, path: Path, nagq: int = 1) ->
     lines = [
         "# Benchmarks" if nagq == 1 else "# AGQ benchmark",
         "",
+        *(["Simulation studies (replicates/s serially and on 2 Dask workers): "
+           "[benchmarks-studies.md](benchmarks-studies.md).", ""] if nagq == 1 else []),
         f"{what}, median wall time of "
         "repeated fits. Ratio = ours / fastest of lme4 and glmmTMB (below 1 means we are faster). "
         "`evals` counts objective evaluations (stage 1 + stage 2, including finite-difference "

@@ -27,6 +27,7 @@ from .inference.anova import LRT, anova, lrt
 from .pymc_model import to_pymc
 from .spec import Spec
 from .re_dist import RandomEffect
+from .studies import Study, StudyResult
 from .adequacy import laplace_adequacy
 from . import studies  # simulation studies
 
@@ -35,7 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Spec", "Fit", "fit", "compare", "anova", "lrt", "LRT", "Comparison", "report", "to_pymc", "design",
     "datasets", "get_family",
-    "RandomEffect", "laplace_adequacy", "studies",
+    "RandomEffect", "laplace_adequacy", "studies", "Study", "StudyResult",
     "GlmmError", "FormulaError", "DataError", "FamilyError", "SpecError",
     "ConvergenceWarning", "RankDeficiencyWarning", "LaplaceAdequacyWarning", "FitError", "CostWarning",
 ]

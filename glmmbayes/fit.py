@@ -460,6 +460,16 @@ class Fit:
         return pd.DataFrame(out, index=d.row_index)
 
     # ---------------------------------------------------------------- after the fit
+    def bootstrap(self, nsim: int = 500, seed: int | None = None, parallel: int | None = None,
+                  client=None, progress: bool = True):
+        """Parametric bootstrap (lme4's bootMer): refit the same spec by the same method on `nsim`
+        responses simulated from this fit (new random effects). `seed` makes it reproducible,
+        identically serially, in `parallel` local processes or on a Dask `client`.
+        Returns a `glmmbayes.bootstrap.BootstrapResult` (replicates, t0, bias, sd, confint)."""
+        from .bootstrap import bootstrap
+
+        return bootstrap(self, nsim=nsim, seed=seed, parallel=parallel, client=client, progress=progress)
+
     def laplace_adequacy(self, nAGQ: int = 25, **kw) -> pd.DataFrame:
         """Per-cluster Laplace vs AGQ(nAGQ) log-integrals at this fit's parameters, with advice on
         nAGQ in `.attrs["summary"]` / `.attrs["advice"]` (see glmmbayes.adequacy)."""

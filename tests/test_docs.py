@@ -36,10 +36,13 @@ API_PAGES = {  # page -> the objects whose docstrings it must show (the public n
     "compare": ["glmmbayes.compare.compare", "glmmbayes.compare.Comparison", "glmmbayes.html_report.report"],
     "inference": ["glmmbayes.inference.anova.anova", "glmmbayes.inference.anova.lrt",
                   "glmmbayes.fit.Fit.confint", "glmmbayes.fit.Fit.profile",
-                  "glmmbayes.inference.profile.Profile", "glmmbayes.fit.Fit.idata"],
+                  "glmmbayes.inference.profile.Profile", "glmmbayes.fit.Fit.idata",
+                  "glmmbayes.fit.Fit.bootstrap", "glmmbayes.bootstrap.BootstrapResult"],
     "pymc": ["glmmbayes.pymc_model.to_pymc", "glmmbayes.priors.resolve_priors"],
     "datasets": ["glmmbayes.datasets.load", "glmmbayes.datasets.names", "glmmbayes.datasets.describe"],
-    "studies": ["glmmbayes.studies.normal_exponential_table"],
+    "studies": ["glmmbayes.studies.engine.Study", "glmmbayes.studies.result.StudyResult",
+                "glmmbayes.studies.runfile.run_study_from_file",
+                "glmmbayes.studies.builtin.normal_exponential_table"],
     "errors": ["glmmbayes.errors.GlmmError", "glmmbayes.errors.DataError", "glmmbayes.errors.ConvergenceWarning"],
 }
 

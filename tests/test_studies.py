@@ -69,3 +69,30 @@ def test_table_hmc_column():
     assert "hmc" in tab and "hmc_se" in tab
     assert (reps["hmc"] - reps["ml"]).abs().max() < 0.1
     assert ((reps["joint_w"] - reps["hmc"]) > 0.05).all()
+
+
+def test_table1_is_a_study_on_the_engine(tmp_path):
+    """The table from the engine's replicates, run through a store in two pieces, is the table."""
+    tab = studies.normal_exponential_table(q=(20,), n_rep=6, seed=4, processes=1)
+    st = studies.normal_exponential_study(q=(20,), n_rep=6, seed=4, chunk_size=3)
+    st.run(store=tmp_path, processes=1, progress=False, max_chunks=1)
+    tab2 = studies.normal_exponential_table(q=(20,), n_rep=6, seed=4, processes=1, store=str(tmp_path))
+    assert tab.equals(tab2)
+    res = st.run(store=tmp_path, processes=1, progress=False)
+    s = res.summary().set_index("method")
+    assert s.loc["ml", "mean"] == tab.loc[20, "ml"] and s.loc["ml", "truth"] == 5.0
+    assert s.loc["joint_u", "bias"] == pytest.approx(tab.loc[20, "joint_u"] - 5.0, abs=1e-14)
+
+
+def test_guimmun_study_quick():
+    """The nested binary study on 12 communities: the simulated data keep the guImmun design, and
+    the fits recover the truth's structure (Laplace shrinks the mother sd, AGQ does not)."""
+    d = studies.simulate_guimmun(np.random.default_rng(1), n_comm=12, sd_mom=2.0, sd_comm=1.0)
+    assert d["comm"].nunique() == 12 and set(d["immun"].unique()) <= {0.0, 1.0}
+    st = studies.guimmun_study(n_comm=12, sd_mom=2.0, n_rep=4, methods=("pql", "laplace", "agq"))
+    assert st.points == [{"n_comm": 12, "sd_mom": 2.0, "sd_comm": 1.0}]
+    s = st.run(processes=1, progress=False).summary().set_index(["method", "quantity", "term"])
+    assert (s["n_ok"] == 4).all() and s.loc[("agq", "sd", "mom"), "truth"] == 2.0
+    assert s.loc[("laplace", "sd", "mom"), "mean"] < s.loc[("agq", "sd", "mom"), "mean"]
+    assert set(s.loc["agq"].index) == {("fixef", "(Intercept)"), ("fixef", "kid2pY"), ("fixef", "pcInd81"),
+                                       ("sd", "mom"), ("sd", "comm")}

@@ -68,5 +68,6 @@ def _boot(fit, level, parm, nsim, seed, boot_type, boot_options):
     names, nv = _names(fit)
     want = None if parm is None else [names[i] for i in select(names, nv, parm)]
     ci = res.confint(level=level, kind=boot_type, parm=want)
-    return interval_frame(list(ci.index), ci["lower"], ci["upper"], level, f"boot ({boot_type})",
+    lme4 = getattr(res, "lme4", {})  # the bootstrap's variance names -> lme4's .sigNN, as the other methods
+    return interval_frame([lme4.get(n, n) for n in ci.index], ci["lower"], ci["upper"], level, f"boot ({boot_type})",
                           params.name_map(fit.design))
