@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from . import display
 from .api import fit
 from .errors import SpecError
 from .spec import as_spec
@@ -146,11 +147,9 @@ class Comparison:
             lines.append(f"  {m:<8} FAILED: {e}")
         return "\n".join(lines)
 
-    def _repr_html_(self) -> str:
+    def _repr_html_(self) -> str | None:
         """Notebook display: the estimates side by side and each method's verdict (HTML)."""
-        from .html_report import comparison_html
-
-        return comparison_html(self)
+        return display.html(self)
 
 
 def progress_bar(items, **kw):

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .design import Design, group_labels
+from . import display
 from .errors import DataError
 from .estimate import Estimate
 
@@ -525,11 +526,9 @@ class Fit:
     def __str__(self) -> str:
         return self.summary()
 
-    def _repr_html_(self) -> str:
+    def _repr_html_(self) -> str | None:
         """Notebook display: model, fixed effects, variance components and the verdict (HTML)."""
-        from .html_report import fit_html
-
-        return fit_html(self)
+        return display.html(self)
 
     def __repr__(self) -> str:
         ll = "NA" if self.loglik is None else f"{self.loglik:.4f}"

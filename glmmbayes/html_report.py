@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import display
 from .compare import Comparison, from_fits
 from .errors import GlmmError, SpecError
 from .fit import Fit
@@ -291,3 +292,7 @@ def comparison_html(comparison: Comparison) -> str:
     return (f"<div><p>Comparison of {len(comparison.fits)} methods for <code>{_e(comparison.spec)}</code></p>"
             f"{_table(est) if len(est) else ''}{_table(methods_table(comparison))}"
             f"<p>estimate (se or posterior sd)</p></div>")
+
+
+display.register("Fit", fit_html)
+display.register("Comparison", comparison_html)
