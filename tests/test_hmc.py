@@ -12,6 +12,7 @@ import math
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -264,3 +265,20 @@ def test_sleepstudy_correlated_term():
     summ = hmc.posterior_summary(fit)
     assert set(summ.quantity) == {"fixef", "sd", "cor", "sigma"}
     np.testing.assert_allclose(fit.ranef["Subject"].to_numpy(), ml.ranef["Subject"].to_numpy(), atol=3.0)
+
+
+def test_hmc_starts_from_the_prior_when_the_ml_fit_has_no_maximum():
+    """An all-zero binary response has no ML estimate (β̂ → -∞, huge se): its covariance cannot
+    whiten the basis or start the chains (PyMC's 'bad initial energy' before), so the chains start
+    from the prior in the QR basis, and the fit says so. The posterior is proper (priors)."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame({"y": np.zeros(33, int), "x": rng.normal(size=33), "g": [f"g{i % 11}" for i in range(33)]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = gb.fit("y ~ x + (1 | g)", d, family="binomial", method="hmc", draws=60, tune=60, chains=1,
+                   seed=1, progressbar=False)
+    assert f.sampler.settings["start"].startswith("the prior: the ML fit did not converge or has no finite maximum")
+    assert f.sampler.settings["basis"] == "qr"
+    assert np.all(np.isfinite(f.fixef)) and f.fixef["(Intercept)"] < -2

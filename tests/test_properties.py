@@ -211,3 +211,30 @@ def test_edge_data_give_a_fit_or_a_named_error(d, family, method, formula):
        method=st.sampled_from(["laplace", "pql", "agq", "joint"]), formula=st.sampled_from(PLAUSIBLE))
 def test_edge_data_give_a_fit_or_a_named_error_many(d, family, method, formula):
     _try(d, family, method, formula)
+
+
+@pytest.mark.slow
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(d=st.one_of(frames(), plausible_frames()), family=st.sampled_from(["binomial", "poisson", "gaussian"]),
+       formula=st.sampled_from(["y ~ x + (1 | g)", "y ~ 1 + (x | g)"]))
+def test_hmc_on_random_frames_gives_a_fit_or_a_named_error(d, family, formula):
+    """The sampler gets the same harness as the likelihood methods (short chains: the point is
+    that bad data end in a named error or a fit, never in a PyMC or PyTensor traceback)."""
+    try:
+        f = fit(formula, d, family=family, method="hmc", draws=30, tune=30, chains=1, seed=1,
+                progressbar=False)
+    except GlmmError as e:
+        assert "unknown option" not in str(e)
+        return
+    assert isinstance(f, gb.Fit) and np.all(np.isfinite(f.beta_hat))
+    _HMC_FITTED.append(1)
+
+
+_HMC_FITTED: list[int] = []
+
+
+def test_hmc_harness_fitted_some_frames():
+    """Run after the harness (same module, file order): it must have fitted, not only refused."""
+    if not _HMC_FITTED:
+        pytest.skip("the hmc harness did not run in this session (it is marked slow)")
+    assert len(_HMC_FITTED) >= 1

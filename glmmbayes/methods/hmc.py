@@ -99,6 +99,21 @@ def _nonnormal_start(design: Design, ml, priors: Priors, parameterization: str) 
     return pt
 
 
+_SEPARATED_SE = 1e3  # a fixed-effect se beyond this on the link scale: the likelihood has no maximum
+
+
+def _usable_start(ml) -> bool:
+    """Whether the ML fit can give the chains their start and the fixed effects their basis: not
+    where it did not converge or has no finite maximum (separation, an all-zero response): its
+    point and covariance would make the whitened basis and the first energies overflow. Then the
+    chains start from the prior in the QR basis."""
+    if ml is None or not getattr(ml, "converged", True):
+        return False
+    beta, V = np.asarray(ml.beta_hat, float), np.asarray(ml.vcov_beta, float)
+    return bool(np.all(np.isfinite(beta)) and np.all(np.isfinite(V))
+                and (V.size == 0 or float(np.sqrt(np.max(np.diag(V)))) < _SEPARATED_SE))
+
+
 def _jitter(design: Design, start: dict, ml, rng: np.random.Generator, basis_kind: str, scale: float):
     """One chain's start: about `scale` posterior sds away from the ML point."""
     out = {}
@@ -172,7 +187,7 @@ def run(
         design, priors if priors is not None else design.spec.priors)
     if interactive:
         print(pri)
-    ml = source
+    ml = source if _usable_start(source) else None
     model, info, bas = _model(design, pri, ml, basis, parameterization)
     initvals, start_pt = None, None
     if ml is not None:
@@ -199,6 +214,9 @@ def run(
     settings = {"sampler": sampler, "draws": draws, "tune": tune, "chains": chains, "seed": seed,
                 "target_accept": target_accept, "basis": bas.kind, "hdi_prob": hdi_prob,
                 "mass_matrix": mass_matrix, "parameterization": parameterization,
+                "start": ("the ML fit" if ml is not None else "the prior" if source is None else
+                          "the prior: the ML fit did not converge or has no finite maximum "
+                          "(separation, a constant response)"),
                 "ml_start": None if ml is None else {"beta": ml.beta_hat, "theta": ml.theta_hat,
                                                      "loglik": ml.loglik, "messages": tuple(ml.messages)},
                 "varcorr_estimate": "posterior means of the sds and correlations (theta_hat = chol of "
