@@ -233,6 +233,7 @@ def test_hmc_on_random_frames_gives_a_fit_or_a_named_error(d, family, formula):
 _HMC_FITTED: list[int] = []
 
 
+@pytest.mark.slow
 def test_hmc_harness_fitted_some_frames():
     """Run after the harness (same module, file order): it must have fitted, not only refused."""
     if not _HMC_FITTED:
