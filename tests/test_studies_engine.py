@@ -101,7 +101,12 @@ def test_on_a_dask_local_cluster_with_two_workers(serial):
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         res = binary_study().run(client=client, progress=False)
         assert len(client.scheduler_info()["workers"]) == 2
+        # the same study again on the same cluster (its input was once released under the reused
+        # key while the next run scattered it, and that run silently returned no replicates)
+        again = [binary_study().run(client=client, progress=False) for _ in range(2)]
     pd.testing.assert_frame_equal(res.summary(), serial.summary(), check_exact=True)
+    for r in again:
+        pd.testing.assert_frame_equal(r.summary(), serial.summary(), check_exact=True)
 
 
 def test_a_failing_replicate_is_recorded_not_fatal():

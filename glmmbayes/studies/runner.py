@@ -141,7 +141,9 @@ def _run_pool(processes, fn, blob, tasks, limit, finished, lost):
 def _run_dask(client, fn, blob, tasks, limit, finished, lost):
     from distributed import as_completed as dask_completed
 
-    remote = client.scatter(blob, broadcast=True, hash=True)
+    # a key of its own per run: with a content hash, a later run of the same study reuses the key
+    # while the release of the previous run's copy is still under way, and its tasks lose their input
+    remote = client.scatter(blob, broadcast=True, hash=False)
     futs = {client.submit(_call, fn, remote, t, pure=False): t for t in tasks}
     n = 0
     try:
@@ -150,8 +152,8 @@ def _run_dask(client, fn, blob, tasks, limit, finished, lost):
                 lost(futs[f], f.exception())
             elif f.status == "finished":
                 finished(futs[f], f.result())
-            else:
-                continue
+            else:  # cancelled by the cluster (a lost worker or input): the chunk is not done
+                lost(futs[f], RuntimeError(f"the task was {f.status} on the cluster"))
             n += 1
             if n >= limit:
                 break
