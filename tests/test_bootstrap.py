@@ -153,7 +153,7 @@ def test_lmm_bootstrap_names_sigma_and_correlations():
 
 
 def test_same_bootstrap_on_a_dask_local_cluster(cbpp_fit, small):
-    distributed = pytest.importorskip("distributed")
+    import distributed
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         b = cbpp_fit.bootstrap(nsim=30, seed=7, client=client, progress=False)

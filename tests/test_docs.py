@@ -51,8 +51,7 @@ API_PAGES = {  # page -> the objects whose docstrings it must show (the public n
 def site(tmp_path_factory):
     """The site built by ``mkdocs build --strict`` (warnings are errors)."""
     missing = [m for m in DOCS_TOOLS if not _have(m)]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (pip install -e '.[dev]')")
+    assert not missing, f"{', '.join(missing)} not installed: the README's install command (pip install -e '.[dev]') brings them"
     site = tmp_path_factory.mktemp("docs") / "site"
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),

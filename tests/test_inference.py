@@ -137,7 +137,6 @@ def test_confint_refusals():
 
 
 def test_confint_boot_delegates():
-    pytest.importorskip("glmmbayes.bootstrap")
     fit = fitted("cbpp")
     ci = fit.confint("boot", nsim=20, seed=1)
     assert list(ci.columns) == ["lower", "upper"] and ".sig01" in ci.index

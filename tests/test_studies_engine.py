@@ -96,7 +96,7 @@ def test_store_refuses_another_study(tmp_path):
 
 
 def test_on_a_dask_local_cluster_with_two_workers(serial):
-    distributed = pytest.importorskip("distributed")
+    import distributed
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         res = binary_study().run(client=client, progress=False)
