@@ -248,3 +248,20 @@ def test_wald_intervals_use_the_exact_laplace_hessian(case):
     beta = pd.Series(ref["glmmTMB"]["fixef"])
     np.testing.assert_allclose(ci.loc[se.index, ci.columns[0]], beta - z * se, atol=2e-4)
     np.testing.assert_allclose(ci.loc[se.index, ci.columns[1]], beta + z * se, atol=2e-4)
+
+
+def test_the_default_reml_lmm_is_treated_as_reml():
+    """Without REML=..., a gaussian LMM is a REML fit (lmer's default): anova refuses to compare
+    REML criteria of different fixed effects, profiles refit by ML, and its InferenceData holds
+    the variance parameters rather than claiming the ML normal approximation."""
+    sleep = gb.datasets.load("sleepstudy")
+    d0 = gb.fit("Reaction ~ 1 + (Days | Subject)", sleep)
+    d1 = gb.fit("Reaction ~ Days + (Days | Subject)", sleep)
+    assert d0.spec.REML is None and d0.spec.reml
+    with pytest.raises(SpecError, match="REML"):
+        gb.anova(d0, d1)
+    direct = gb.anova(fitted("sleepstudy", "Reaction ~ 1 + (Days | Subject)"), fitted("sleepstudy"))
+    assert gb.anova(d0, d1, refit=True)["Chisq"].iloc[1] == pytest.approx(direct["Chisq"].iloc[1], abs=1e-6)
+    ml = fitted("sleepstudy").confint(parm=[".sigma", "Days"])
+    pd.testing.assert_frame_equal(d1.confint(parm=[".sigma", "Days"]), ml, atol=1e-6)
+    assert "held at their estimates" in str(d1.idata.attrs)

@@ -148,7 +148,7 @@ def anova(*fits, names=None, refit: bool = False) -> pd.DataFrame:
     for f, n in zip(fits, names):
         _check_likelihood(f, n)
     fits = list(fits)
-    reml = [bool(f.spec.REML) for f in fits]
+    reml = [f.spec.reml for f in fits]
     if any(reml):
         same_fixed = all(np.array_equal(f.design.X, fits[0].design.X) for f in fits)
         if not (all(reml) and same_fixed):

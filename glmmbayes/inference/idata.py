@@ -78,7 +78,7 @@ def _variance_covariance(fit):
     nm = params.name_map(fit.design)
     var_hat = params.to_sdcor(fit.design, fit.theta_hat, fit.phi)
     p, nv = fit.design.p, len(nm)
-    if fit.estimate_kind != "ml" or fit.loglik is None or fit.spec.REML or fit.spec.re_dist is not None:
+    if fit.estimate_kind != "ml" or fit.loglik is None or fit.spec.reml or fit.spec.re_dist is not None:
         return var_hat, None, ("variance parameters held at their estimates (this method gives no "
                                "covariance for them)")
     from ..errors import SpecError

@@ -31,7 +31,7 @@ _BIG = 1e300  # a failed evaluation, as a value L-BFGS-B can step back from
 
 def ml_fit(fit):
     """The fit itself, or its ML refit when it is a REML fit (profiles are on the ML deviance)."""
-    if not fit.spec.REML:
+    if not fit.spec.reml:
         return fit
     if fit.call is None or fit.call.refit is None:
         raise SpecError("this REML fit cannot be refitted by ML for a profile (it has no refit call)")

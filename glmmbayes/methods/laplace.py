@@ -172,7 +172,7 @@ OPTIONS = (
 
 def deviance_objective(design: Design, *, nAGQ: int = 1, laplace: str = "observed"):
     """The deviance in (θ, β[, φ]) that a Laplace fit maximizes (for profiles)."""
-    if design.spec.REML or nAGQ == 0:
+    if design.spec.reml or nAGQ == 0:
         raise SpecError("profiles need the (θ, β) deviance of a Laplace (nAGQ = 1) or AGQ fit; "
                         "REML and nAGQ = 0 fits have none (refit with nAGQ = 1, REML = False)")
     return LaplaceObjective(laplace)
