@@ -77,7 +77,7 @@ def bootstrap(fit, nsim: int = 500, seed: int | None = None, parallel: int | Non
     nonconv = sum(1 for r in rows if r[2] is None and not r[4])
     return BootstrapResult(t0=t0, replicates=reps, errors=errors, messages=dict(messages),
                            n_nonconverged=nonconv, seed=entropy, method=fit.method,
-                           lme4=lme4_names(fit.varcorr))
+                           lme4=lme4_names(fit.name_map))
 
 
 class BootstrapResult:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import display
+from .progress import progress_bar
 from .api import fit
 from .errors import SpecError
 from .spec import as_spec
@@ -150,14 +151,6 @@ class Comparison:
     def _repr_html_(self) -> str | None:
         """Notebook display: the estimates side by side and each method's verdict (HTML)."""
         return display.html(self)
-
-
-def progress_bar(items, **kw):
-    """tqdm.auto's bar: a widget in notebooks with ipywidgets, text on stderr otherwise."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # without ipywidgets tqdm.auto says so, then falls back to text
-        from tqdm.auto import tqdm
-    return tqdm(items, leave=False, **kw)
 
 
 def compare(

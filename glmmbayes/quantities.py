@@ -25,41 +25,30 @@ def _term_coefs(vc: pd.DataFrame) -> dict[str, list[str]]:
     return coefs
 
 
+def _quantity(r, coefs: dict[str, list[str]]) -> tuple[str, str, str]:
+    """(quantity, term, name) of one variance-parameter row (grp, var1, var2)."""
+    if r.grp == "Residual":
+        return "sigma", "Residual", "sigma"
+    if _is_variance(r.var2):
+        term = r.grp if coefs[r.grp] == ["(Intercept)"] else f"{r.grp}.{r.var1}"
+        return "sd", term, f"sd.{term}"
+    term = f"{r.grp}.{r.var1}.{r.var2}"
+    return "cor", term, f"cor.{term}"
+
+
 def varcorr_rows(vc: pd.DataFrame) -> list[tuple[str, str, str, float]]:
     """(quantity, term, name, value) per row of a VarCorr table: quantity "sd", "cor" or
     "sigma"; term the study's term label (``herd``, ``herd.x``, ``herd.(Intercept).x``,
     ``Residual``); name the bootstrap's (``sd.herd``...)."""
     coefs = _term_coefs(vc)
-    out = []
-    for r in vc.itertuples(index=False):
-        if r.grp == "Residual":
-            out.append(("sigma", "Residual", "sigma", float(r.sdcor)))
-        elif _is_variance(r.var2):
-            term = r.grp if coefs[r.grp] == ["(Intercept)"] else f"{r.grp}.{r.var1}"
-            out.append(("sd", term, f"sd.{term}", float(r.sdcor)))
-        else:
-            term = f"{r.grp}.{r.var1}.{r.var2}"
-            out.append(("cor", term, f"cor.{term}", float(r.sdcor)))
-    return out
+    return [(*_quantity(r, coefs), float(r.sdcor)) for r in vc.itertuples(index=False)]
 
 
-def lme4_names(vc: pd.DataFrame) -> dict[str, str]:
-    """Our variance-component names -> lme4's ``confint`` names (``.sig01``, ..., ``.sigma``):
-    per term, column by column of the lower triangle (sd of a coefficient, then its
-    correlations with the later ones), as lme4 orders θ."""
-    coefs = _term_coefs(vc)
-    ours = {(q, t): n for q, t, n, _ in varcorr_rows(vc)}
-    out, k = {}, 0
-    for grp, cs in coefs.items():
-        for j, cj in enumerate(cs):
-            for i in range(j, len(cs)):
-                k += 1
-                key = ("sd", grp if cs == ["(Intercept)"] else f"{grp}.{cj}") if i == j \
-                    else ("cor", f"{grp}.{cj}.{cs[i]}")
-                out[ours[key]] = f".sig{k:02d}"
-    if ("sigma", "Residual") in ours:
-        out["sigma"] = ".sigma"
-    return out
+def lme4_names(name_map: pd.DataFrame) -> dict[str, str]:
+    """Our variance-component names -> lme4's ``confint`` names (``.sig01``, ..., ``.sigma``),
+    read off a fit's `name_map` (which holds lme4's θ order)."""
+    coefs = _term_coefs(name_map)
+    return {_quantity(r, coefs)[2]: str(nm) for nm, r in zip(name_map.index, name_map.itertuples(index=False))}
 
 
 def fit_values(fit) -> pd.Series:

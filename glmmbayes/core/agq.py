@@ -94,8 +94,10 @@ class _Layout:
     _work: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def level_sums(self, a: np.ndarray) -> np.ndarray:
-        """(K, n) sorted rows -> (m, K): the sum over each level's rows, per knot."""
-        return np.add.reduceat(a, self.starts, axis=1).T
+        """(..., n) over the sorted rows -> (m, ...): the sum over each level's rows (for a
+        (K, n) array of knots: (m, K))."""
+        flat = np.add.reduceat(a.reshape(-1, a.shape[-1]), self.starts, axis=1)  # (rest, m)
+        return flat.T.reshape((len(self.starts),) + a.shape[:-1])
 
     def spread(self, a: np.ndarray) -> np.ndarray:
         """(m, K) per level -> (K, n) for the sorted rows."""
@@ -122,34 +124,43 @@ def _layout(prob: Problem) -> _Layout:
     return cache["layout"]
 
 
-def log_integrand(prob: Problem, st: PirlsState, z: np.ndarray, phi: float = 1.0) -> np.ndarray:
-    """g_j(z) for every level j (rows) and knot z (columns): (m, K)."""
+def _knot_geometry(prob: Problem, st: PirlsState, z: np.ndarray):
+    """(layout, Vt, η̂, u at the knots) for the knots z (K, d): with the rows sorted by level,
+    η_iz = η̂_i + Vt_i'z (Vt_i = L_j^{-1} V_i) and u_jz = û_j + L_j^{-T} z, (m, K, d)."""
     s = prob.structure
     t = s.terms[0]
     m, d = t.nlevels, t.k
-    z = np.asarray(z, float).reshape(-1, d)
     lay = _layout(prob)
     Linv = st.factor.L1inv  # (m, d, d): L_j^{-1}
     U = st.u[: s.q1].reshape(m, d)
     V = st.V[0][lay.order]  # (n, d): rows of ZΛ, sorted by level
-    # η_i(u(z)) = η̂_i + V_i'(L_j^{-T} z) = η̂_i + (L_j^{-1} V_i)'z
     if d == 1:
         Vt = Linv[lay.codes, 0, 0][:, None] * V
     else:
         Vt = np.einsum("nij,nj->ni", Linv[lay.codes], V)
-    eta0 = st.eta[lay.order]
+    Uz = U[:, None, :] + np.einsum("mji,kj->mki", Linv, z)
+    return lay, Vt, st.eta[lay.order], Uz
+
+
+def _integrand_from_sums(prob: Problem, S: np.ndarray, Uz: np.ndarray, z: np.ndarray, phi: float):
+    """g_j(z) from the per-level sums S (m, K) of the log-likelihood kernel at the knots."""
+    return (S + level_constants(prob, phi)[:, None] - 0.5 * np.sum(Uz * Uz, axis=2)
+            + 0.5 * np.sum(z * z, axis=1)[None, :])
+
+
+def log_integrand(prob: Problem, st: PirlsState, z: np.ndarray, phi: float = 1.0) -> np.ndarray:
+    """g_j(z) for every level j (rows) and knot z (columns): (m, K)."""
+    z = np.asarray(z, float).reshape(-1, prob.structure.terms[0].k)
+    lay, Vt, eta0, Uz = _knot_geometry(prob, st, z)
     n, K = len(eta0), z.shape[0]
     fam = prob.family
-    S = np.empty((m, K))
+    S = np.empty((prob.structure.terms[0].nlevels, K))
     step = max(1, _CHUNK // max(n, 1))
     for a in range(0, K, step):
         eta = z[a : a + step] @ Vt.T  # (knots, rows)
         eta += eta0
         S[:, a : a + step] = lay.level_sums(fam.loglik_kernel(lay.y, eta, lay.wt, phi))
-    # u(z) = û_j + L_j^{-T} z
-    Uz = U[:, None, :] + np.einsum("mji,kj->mki", Linv, z)
-    return (S + level_constants(prob, phi)[:, None] - 0.5 * np.sum(Uz * Uz, axis=2)
-            + 0.5 * np.sum(z * z, axis=1)[None, :])
+    return _integrand_from_sums(prob, S, Uz, z, phi)
 
 
 def log_det_blocks(st: PirlsState) -> np.ndarray:
@@ -310,13 +321,6 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     return dev, g_theta, g_beta
 
 
-def _level_sums_rows(lay: _Layout, a: np.ndarray) -> np.ndarray:
-    """(..., n) over sorted rows -> (m, ...): the sum over each level's rows."""
-    flat = a.reshape(-1, a.shape[-1])
-    out = np.add.reduceat(flat, lay.starts, axis=1)  # (rest, m)
-    return out.T.reshape((len(lay.starts),) + a.shape[:-1])
-
-
 def agq_vector_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0):
     """(deviance, gradient in θ, gradient in β) of the AGQ deviance for one vector term (d >= 2).
 
@@ -333,18 +337,15 @@ def agq_vector_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     d, m = t.k, t.nlevels
     if not fam.is_canonical or not st.converged or rule.has_negative_weights:
         return deviance_at_state(prob, st, rule, phi), None, None
-    lay = _layout(prob)
     z = np.asarray(rule.z, float).reshape(-1, d)
     K = len(z)
     lw = np.log(np.maximum(rule.w, 1e-300))
+    lay, Vt, eta0, Uz = _knot_geometry(prob, st, z)
     Linv = st.factor.L1inv  # (m, d, d)
     U = st.u[: s.q1].reshape(m, d)
     xs = np.ascontiguousarray(t.X[lay.order])  # (n, d) term covariates, sorted rows
     Vs = st.V[0][lay.order]  # rows of ZΛ = x_i'Λ
-    Lam = np.linalg.lstsq(xs, Vs, rcond=None)[0]  # Λ exactly (the state keeps V, not θ)
-    Vt = np.einsum("nij,nj->ni", Linv[lay.codes], Vs)  # η_iz = η̂_i + Vt_i'z
-    eta0 = st.eta[lay.order]
-    Uz = U[:, None, :] + np.einsum("mji,kj->mki", Linv, z)  # (m, K, d)
+    Lam = st.V.lambdas[0]
     n = len(eta0)
     step = max(1, _CHUNK // max(n, 1))
     chunks = [(a, min(K, a + step)) for a in range(0, K, step)]
@@ -361,8 +362,7 @@ def agq_vector_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
         S[:, a:b] = lay.level_sums(ker)
         if len(chunks) == 1:
             kept = dl
-    h = (S + level_constants(prob, phi)[:, None] - 0.5 * np.sum(Uz * Uz, axis=2)
-         + 0.5 * np.sum(z * z, axis=1)[None, :] + lw[None, :])
+    h = _integrand_from_sums(prob, S, Uz, z, phi) + lw[None, :]
     hmax = h.max(axis=1, keepdims=True)
     e = np.exp(h - hmax)
     tot = e.sum(axis=1)
@@ -402,11 +402,11 @@ def agq_vector_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
                      - 0.5 * np.einsum("mab,mba->", Ainv, dA))
 
     g_beta = Xs.T @ r
-    WVX = _level_sums_rows(lay, (W0[:, None, None] * Vs[:, :, None] * Xs[:, None, :]).transpose(1, 2, 0))
+    WVX = lay.level_sums((W0[:, None, None] * Vs[:, :, None] * Xs[:, None, :]).transpose(1, 2, 0))
     for k in range(p):
         du = -np.einsum("mab,mb->ma", Ainv, WVX[:, :, k])
         deta = Xs[:, k] + np.einsum("nc,nc->n", Vs, du[lay.codes])
-        dA = _level_sums_rows(lay, ((dW0 * deta)[:, None, None] * VV).transpose(1, 2, 0))
+        dA = lay.level_sums(((dW0 * deta)[:, None, None] * VV).transpose(1, 2, 0))
         g_beta[k] += level_term(du, dA)
     g_beta *= -2.0
     rows, cols = colwise_tril(d)
@@ -416,13 +416,13 @@ def agq_vector_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
         xr = xs[:, ri]
         direct = float(np.einsum("mk,mk,mk->", pi, Uz[:, :, ci], Gx[:, :, ri]))
         hdir = xr * Ucodes[:, ci]  # dV_i'û
-        rhs = -_level_sums_rows(lay, ((W0 * hdir)[:, None] * Vs).T)
+        rhs = -lay.level_sums(((W0 * hdir)[:, None] * Vs).T)
         rhs[:, ci] += np.bincount(lay.codes, weights=s0 * xr, minlength=m)
         du = np.einsum("mab,mb->ma", Ainv, rhs)
         deta = hdir + np.einsum("nc,nc->n", Vs, du[lay.codes])
-        dA = _level_sums_rows(lay, ((dW0 * deta)[:, None, None] * VV).transpose(1, 2, 0))
+        dA = lay.level_sums(((dW0 * deta)[:, None, None] * VV).transpose(1, 2, 0))
         R = np.zeros((m, d, d))
-        R[:, ci, :] = _level_sums_rows(lay, ((W0 * xr)[:, None] * Vs).T)
+        R[:, ci, :] = lay.level_sums(((W0 * xr)[:, None] * Vs).T)
         dA += R + np.transpose(R, (0, 2, 1))
         g_theta[l] = -2.0 * (direct + level_term(du, dA))
     return dev, g_theta, g_beta

@@ -63,11 +63,18 @@ _SPARSE_PRODUCTS_MIN_ROWS = 5_000
 
 class ZLValues(list):
     """The per-row values of ZΛ for each term (a list of (n, k_t) arrays) with the Λ_t they came
-    from, so that products with (ZΛ)' can use the θ-free sparse Z' and apply Λ' per level."""
+    from; on large designs (`sparse_products`) the products with ZΛ and (ZΛ)' use the θ-free
+    sparse Z and apply Λ per level."""
 
-    def __init__(self, values, lambdas):
+    def __init__(self, values, lambdas, sparse_products: bool):
         super().__init__(values)
         self.lambdas = lambdas
+        self.sparse_products = sparse_products
+
+
+def _sparse_lambdas(V):
+    """V's Λ_t where the products go through the sparse Z, else None (one bincount per column)."""
+    return V.lambdas if getattr(V, "sparse_products", False) else None
 
 
 class ReStructure:
@@ -127,8 +134,8 @@ class ReStructure:
         """Per-row values of ZΛ for each term: V_t = X_t T_t, shape (n, k_t)."""
         lams = self.lambdas(theta)
         # below a few thousand rows scipy's per-call overhead outweighs the streaming products
-        return ZLValues([t.X @ T for t, T in zip(self.terms, lams)],
-                        lams if self.n >= _SPARSE_PRODUCTS_MIN_ROWS else None)
+        return ZLValues([t.X @ T for t, T in zip(self.terms, lams)], lams,
+                        self.n >= _SPARSE_PRODUCTS_MIN_ROWS)
 
     def z_transpose(self, i: int) -> sp.csc_matrix:
         """Z_t' as a (m k, n) CSC matrix (one column per row of the data): its products with
@@ -147,7 +154,7 @@ class ReStructure:
     def zl_mult(self, V, u: np.ndarray) -> np.ndarray:
         """ZΛ u (length n)."""
         out = np.zeros(self.n)
-        lams = getattr(V, "lambdas", None)
+        lams = _sparse_lambdas(V)
         for i, t in enumerate(self.terms):
             U = u[self.u_offsets[i] : self.u_offsets[i + 1]].reshape(t.nlevels, t.k)
             if lams is not None:
@@ -169,7 +176,7 @@ class ReStructure:
     def zl_tmult(self, V, r: np.ndarray) -> np.ndarray:
         """Λ'Z' r (length q)."""
         out = np.empty(self.q)
-        lams = getattr(V, "lambdas", None)
+        lams = _sparse_lambdas(V)
         for i, t in enumerate(self.terms):
             if lams is not None:
                 S = (self.z_transpose(i) @ r).reshape(t.nlevels, t.k)
@@ -185,7 +192,7 @@ class ReStructure:
         """ZΛ U for a (q, p) matrix U (p may be 0)."""
         if U.shape[1] == 0:
             return np.zeros((self.n, 0))
-        lams = getattr(V, "lambdas", None)
+        lams = _sparse_lambdas(V)
         if lams is None:
             return np.column_stack([self.zl_mult(V, U[:, j]) for j in range(U.shape[1])])
         out = np.zeros((self.n, U.shape[1]))
@@ -198,7 +205,7 @@ class ReStructure:
         """Λ'Z' R for an (n, p) matrix R (p may be 0: a model without fixed effects)."""
         if R.shape[1] == 0:
             return np.zeros((self.q, 0))
-        lams = getattr(V, "lambdas", None)
+        lams = _sparse_lambdas(V)
         if lams is None:
             return np.column_stack([self.zl_tmult(V, R[:, j]) for j in range(R.shape[1])])
         out = np.empty((self.q, R.shape[1]))
@@ -387,7 +394,7 @@ def factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None = None) -> 
     # first term: per-level k x k blocks, summed with bincount
     B = np.zeros((m0, k0, k0))
     V0 = V[0]
-    lams = getattr(V, "lambdas", None)
+    lams = _sparse_lambdas(V)
     if k0 == 1 and lams is not None:  # θ² Σ_j w x², one streaming pass
         B[:, 0, 0] = lams[0][0, 0] ** 2 * (s.z_transpose_squared() @ w)
     else:

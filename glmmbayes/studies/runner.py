@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence
 
 import cloudpickle
 
+from ..progress import progress_bar
+
 # per-process cache of unpickled payloads, by digest (a worker keeps the study between chunks)
 _PAYLOADS: dict[bytes, Any] = {}
 
@@ -60,14 +62,6 @@ class RunLog:
     stopped: bool = False
 
 
-def progress_bar(total: int, initial: int, desc: str, enabled: bool):
-    """A tqdm.auto bar (a widget in notebooks, a text line in terminals) with rate and ETA."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="rep", disable=not enabled,
-                dynamic_ncols=True, smoothing=0.05)
-
-
 def run_tasks(fn: Callable, payload: Any, tasks: Sequence, on_result: Callable[[Any, Any], int], *,
               client=None, processes: int | None = None, progress: bool = True, total: int | None = None,
               initial: int = 0, desc: str = "replicates", max_tasks: int | None = None) -> RunLog:
@@ -86,7 +80,8 @@ def run_tasks(fn: Callable, payload: Any, tasks: Sequence, on_result: Callable[[
         log.stopped = int(max_tasks) < len(tasks)
     limit = len(tasks) if max_tasks is None else min(len(tasks), int(max_tasks))
     blob = cloudpickle.dumps(payload)
-    bar = progress_bar(total if total is not None else len(tasks), initial, desc, progress)
+    bar = progress_bar(total=total if total is not None else len(tasks), initial=initial, desc=desc,
+                       unit="rep", disable=not progress, smoothing=0.05, leave=True)
 
     def finished(task, result):
         bar.update(on_result(task, result))
