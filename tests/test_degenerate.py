@@ -156,3 +156,14 @@ def test_huge_quadrature_grid_warns_with_its_cost():
         warnings.simplefilter("error", gb.CostWarning)
         with pytest.raises(gb.CostWarning, match=r"15625 knots per group.*minutes.*grid='sparse'.*smaller nAGQ.*method='laplace'"):
             gb.fit("y ~ x1 + x2 + (x1 + x2 | g)", d, family="binomial", method="agq", nAGQ=25)
+
+
+def test_negative_binomial_all_zero_response_by_agq_is_flagged_not_a_crash():
+    """An all-zero count response has no ML estimate: the line search tries log θ far out, where
+    exp underflowed to θ = 0 and a family formula divided by it (a ZeroDivisionError before).
+    The fit now ends, reported as not converged."""
+    d = pd.DataFrame({"y": [0] * 23, "x": [0.0] * 22 + [1.0], "g": [f"g{i % 3}" for i in range(23)]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = gb.fit("y ~ x + (1 | g)", d, family="nbinom2", method="agq")
+    assert not f.converged and any("converge" in m for m in f.messages)

@@ -78,8 +78,13 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
 
 
 def _phi(design: Design, x: np.ndarray, at: int) -> float:
-    """φ from the optimizer's vector (log φ at position `at`) or the fixed value."""
-    return float(np.exp(x[at])) if design.dispersion_estimated else design.fixed_phi
+    """φ from the optimizer's vector (log φ at position `at`) or the fixed value. A line search
+    may try log φ far out; φ stays a positive finite float (exp underflowing to 0.0 divided by
+    zero in the family's formulas), and the deviance there is simply bad."""
+    return float(np.exp(np.clip(x[at], -_LOG_PHI_MAX, _LOG_PHI_MAX))) if design.dispersion_estimated else design.fixed_phi
+
+
+_LOG_PHI_MAX = 700.0  # |log φ| beyond which exp(log φ) is 0 or inf in double precision
 
 
 def _require(st, where: str, design: Design):
