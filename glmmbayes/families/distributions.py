@@ -270,7 +270,8 @@ def _nb1_mu_derivs(y, mu, wt, phi):
     k = mu / phi
     s1, s2, s3 = _polygamma_steps(y, k)
     d1 = (s1 - math.log1p(phi)) / phi
-    return wt * d1, wt * s2 / phi**2, wt * s3 / phi**3
+    # successive divisions: phi**3 overflows (OverflowError) for a far-out line-search trial
+    return wt * d1, wt * s2 / phi / phi, wt * s3 / phi / phi / phi
 
 
 _SHORT_COUNTS = 64  # below this many steps the recurrence beats the Hurwitz zeta function

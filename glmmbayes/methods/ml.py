@@ -84,7 +84,7 @@ def _phi(design: Design, x: np.ndarray, at: int) -> float:
     return float(np.exp(np.clip(x[at], -_LOG_PHI_MAX, _LOG_PHI_MAX))) if design.dispersion_estimated else design.fixed_phi
 
 
-_LOG_PHI_MAX = 700.0  # |log φ| beyond which exp(log φ) is 0 or inf in double precision
+_LOG_PHI_MAX = 230.0  # φ within 1e±100: exp(log φ) and its small powers in the family formulas stay finite
 
 
 def _require(st, where: str, design: Design):
