@@ -1,10 +1,19 @@
 import json
 from pathlib import Path
 
+import os
+
 import pandas as pd
 import pytest
+from hypothesis import settings
 
 import glmmbayes as gb
+
+# The property tests draw the same examples on every run, so that a test run (and CI) is
+# reproducible; HYPOTHESIS_PROFILE=explore draws new ones, to hunt for failures.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 REFERENCE = Path(__file__).parent / "reference"
 

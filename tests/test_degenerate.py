@@ -179,3 +179,20 @@ def test_negative_binomial_nb1_far_out_dispersion_trial_is_not_a_crash():
         f = gb.fit("y ~ x + (1 | g)", d, family="nbinom1", method="laplace")
     # all counts are exchangeable once the group sd is ~0: the intercept is log(mean y)
     assert f.fixef["(Intercept)"] == pytest.approx(np.log(0.8), abs=1e-3)
+
+
+def test_near_constant_slope_covariate_gives_a_named_error_or_a_sane_fit():
+    """x nearly constant (98-101): its random slope is confounded with the random intercept,
+    PIRLS fails far out and its value came to depend on the warm start, so L-BFGS walked uphill
+    to a logLik of -8e299 (and on another BLAS, X'WX at the modes was not positive definite: a
+    LinAlgError). Now PIRLS reruns from u = 0 where the warm start fails, the optimizer never
+    returns a point worse than the best it saw, and the fallback covariance cannot crash."""
+    d = pd.DataFrame({"y": [0, 0, 0, 0, 0, 0, 15, 26, 0, 0, 377, 543, 612, 166],
+                      "x": [100.0] * 8 + [98.423303, 98.0, 100.0, 100.0, 100.0, 100.9],
+                      "g": ["g0", "g1", "g2"] * 4 + ["g0", "g1"]})
+    try:
+        f = fit("y ~ 1 + (x | g)", d, family="poisson", method="laplace")
+    except FitError as e:
+        assert "rescale covariates" in str(e)
+    else:  # the Poisson GLM alone reaches about -1964
+        assert np.isfinite(f.loglik) and f.loglik > -1e4

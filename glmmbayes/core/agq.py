@@ -437,8 +437,7 @@ class AGQObjective:
         self.integrand_evaluations = 0  # rows x knots
 
     def __call__(self, prob, theta, beta, warm, phi):
-        st = pirls(prob, theta, beta, warm.u, phi=phi)
-        warm.update(st)
+        st = warm.solve(prob, theta, beta, phi=phi)
         self.evaluations += 1
         if not np.isfinite(st.pdev):
             return np.inf
@@ -447,8 +446,7 @@ class AGQObjective:
         return dev if np.isfinite(dev) else np.inf
 
     def value_and_grad(self, prob, theta, beta, warm, phi):
-        st = pirls(prob, theta, beta, warm.u, phi=phi)
-        warm.update(st)
+        st = warm.solve(prob, theta, beta, phi=phi)
         self.evaluations += 1
         if not np.isfinite(st.pdev):
             return np.inf, None, None

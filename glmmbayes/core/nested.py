@@ -215,8 +215,7 @@ class NestedAGQObjective:
         self.integrand_evaluations = 0
 
     def __call__(self, prob, theta, beta, warm, phi):
-        st = pirls(prob, theta, beta, warm.u, phi=phi)
-        warm.update(st)
+        st = warm.solve(prob, theta, beta, phi=phi)
         self.evaluations += 1
         if not np.isfinite(st.pdev):
             return np.inf
@@ -225,8 +224,7 @@ class NestedAGQObjective:
         return dev if np.isfinite(dev) else np.inf
 
     def value_and_grad(self, prob, theta, beta, warm, phi):
-        st = pirls(prob, theta, beta, warm.u, phi=phi)
-        warm.update(st)
+        st = warm.solve(prob, theta, beta, phi=phi)
         self.evaluations += 1
         if not np.isfinite(st.pdev):
             return np.inf, None, None

@@ -39,6 +39,22 @@ class WarmStart:
         self.evaluations = 0
         self.pirls_failures = 0
 
+    def solve(self, prob: Problem, theta, beta=None, *, fit_beta: bool = False, phi: float = 1.0,
+              hessian: str = "observed") -> PirlsState:
+        """PIRLS at θ from the remembered modes (β from the remembered one when fit_beta and
+        none is given), and the state remembered. Where the warm start does not converge (a
+        previous trial far out leaves modes PIRLS cannot come back from), PIRLS is rerun from
+        u = 0 and the converged (else the lower) state is kept: the value must not depend on
+        the path of the optimizer."""
+        b = self.beta if beta is None else beta
+        st = pirls(prob, theta, b, self.u, fit_beta=fit_beta, phi=phi, hessian=hessian)
+        if not st.converged and np.any(self.u != 0.0):
+            cold = pirls(prob, theta, b, None, fit_beta=fit_beta, phi=phi, hessian=hessian)
+            if cold.converged or (np.isfinite(cold.pdev) and not cold.pdev >= st.pdev):
+                st = cold
+        self.update(st)
+        return st
+
     def update(self, st: PirlsState) -> None:
         self.evaluations += 1
         if st.converged and np.all(np.isfinite(st.u)):
@@ -51,16 +67,14 @@ class WarmStart:
 
 
 def laplace(prob: Problem, theta, beta, warm: WarmStart, phi: float = 1.0, hessian: str = "observed") -> float:
-    st = pirls(prob, theta, beta, warm.u, phi=phi, hessian=hessian)
-    warm.update(st)
+    st = warm.solve(prob, theta, beta, phi=phi, hessian=hessian)
     if not np.isfinite(st.pdev):
         return np.inf
     return laplace_value(prob, st, phi)
 
 
 def nagq0(prob: Problem, theta, warm: WarmStart, phi: float = 1.0, hessian: str = "observed") -> float:
-    st = pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi, hessian=hessian)
-    warm.update(st)
+    st = warm.solve(prob, theta, fit_beta=True, phi=phi, hessian=hessian)
     if not np.isfinite(st.pdev):
         return np.inf
     return laplace_value(prob, st, phi)
@@ -76,8 +90,7 @@ def reml_value(prob: Problem, st: PirlsState, phi: float = 1.0) -> float:
 
 
 def reml(prob: Problem, theta, warm: WarmStart, phi: float = 1.0, hessian: str = "observed") -> float:
-    st = pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi, hessian=hessian)
-    warm.update(st)
+    st = warm.solve(prob, theta, fit_beta=True, phi=phi, hessian=hessian)
     if not np.isfinite(st.pdev):
         return np.inf
     return reml_value(prob, st, phi)

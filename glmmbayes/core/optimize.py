@@ -127,11 +127,15 @@ def minimize_deviance(
 
     last = {}  # L-BFGS ends on a point it has evaluated; the polish and Hessian start there
 
+    best = {"f": np.inf, "z": None}  # the lowest deviance seen by the gradient path
+
     def grad_z(z, fx=None):
         key = np.asarray(z, float).tobytes()
         if key not in last:
             last.clear()
             last[key] = _grad_z(z, fx)
+            if last[key][0] < best["f"]:
+                best["f"], best["z"] = last[key][0], np.array(z, float)
         fx_, g_ = last[key]
         return fx_, g_.copy()
 
@@ -168,6 +172,13 @@ def minimize_deviance(
         res = minimize(grad_z, start, jac=True, method="L-BFGS-B", bounds=bounds, callback=cb, options=opts)
         z = res.x
         fx, g = grad_z(z)
+    regressed = best["z"] is not None and np.isfinite(fx) and fx > best["f"] + 1e-6 * (1.0 + abs(best["f"]))
+    if regressed:
+        # an objective that is not smooth (PIRLS failing to converge, so the value depends on
+        # its warm start) can walk L-BFGS uphill; never return a finite deviance worse than
+        # the best point seen (an infinite one is a failure the callers diagnose)
+        z = best["z"]
+        fx, g = grad_z(z)
     H = None
     if hessian:
         Hz = _hessian_z(fz, grad_z, z, fx, zl, analytic=value_and_grad is not None)
@@ -188,8 +199,9 @@ def minimize_deviance(
         hessian=H,
         nfev=counted.nfev,
         nit=int(res.nit),
-        success=bool(res.success),
-        message=str(res.message),
+        success=bool(res.success) and not regressed,
+        message=str(res.message) if not regressed else
+        "the optimizer's last steps raised the deviance (an objective that is not smooth); the best point evaluated is returned",
         trace=tuple(trace),
         inv_hessian_diag=ihd,
     )

@@ -58,8 +58,7 @@ class LaplaceObjective:
     supports_logphi = True  # value_and_grad can add the gradient in log φ
 
     def value_and_grad(self, prob, theta, beta, warm, phi, logphi: bool = False):
-        st = pirls(prob, theta, beta, warm.u, phi=phi, hessian=self.hessian)
-        warm.update(st)
+        st = warm.solve(prob, theta, beta, phi=phi, hessian=self.hessian)
         if not np.isfinite(st.pdev):
             return (np.inf, None, None, None) if logphi else (np.inf, None, None)
         return (ob.laplace_value(prob, st, phi), *ob.laplace_gradient(prob, st, phi, logphi=logphi))

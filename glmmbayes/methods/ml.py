@@ -60,7 +60,7 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
     nth = design.structure.ntheta
     theta = r1.x[:nth]
     phi = _phi(design, r1.x, nth)
-    st = _require(pirls(prob, theta, warm.beta, warm.u, fit_beta=True, phi=phi, hessian=hessian), "stage 1", design)
+    st = _require(warm.solve(prob, theta, fit_beta=True, phi=phi, hessian=hessian), "stage 1", design)
     if fast_only:
         dev = ob.reml_value(prob, st, phi) if reml else ob.laplace_value(prob, st, phi)
         return MLResult(theta, st.beta, phi, dev, st.factor.rx_inverse(), _stage1_vcov(design, r1),
@@ -70,7 +70,7 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
     r2 = _stage2(design, prob, nAGQ_objective, warm2, st, r1, phi)
     p = design.p
     theta, beta, phi = r2.x[:nth], r2.x[nth : nth + p], _phi(design, r2.x, nth + p)
-    st = _require(pirls(prob, theta, beta, warm2.u, phi=phi, hessian=getattr(nAGQ_objective, "hessian", "observed")),
+    st = _require(warm2.solve(prob, theta, beta, phi=phi, hessian=getattr(nAGQ_objective, "hessian", "observed")),
                   "the optimum", design)
     vcov, vcov_full = _covariances(design, r2, st)
     return MLResult(theta, beta, phi, r2.fun, vcov, vcov_full, st, r1, r2,
@@ -131,8 +131,7 @@ def _stage1(design: Design, prob, warm, phi0: float, fast_only: bool, hessian: s
 
     def vg1(x):
         phi = _phi(design, x, nth)
-        st1 = pirls(prob, x[:nth], warm.beta, warm.u, fit_beta=True, phi=phi, hessian=hessian)
-        warm.update(st1)
+        st1 = warm.solve(prob, x[:nth], fit_beta=True, phi=phi, hessian=hessian)
         g = np.full(len(x), np.nan)
         if not np.isfinite(st1.pdev):
             return np.inf, g
@@ -210,7 +209,10 @@ def _covariances(design: Design, r2: OptResult, st) -> tuple[np.ndarray, np.ndar
         except np.linalg.LinAlgError:
             vcov_full = None
     if vcov is None:
-        vcov = factorize(design.structure, st.V, st.weights, design.X).rx_inverse()
+        try:
+            vcov = factorize(design.structure, st.V, st.weights, design.X).rx_inverse()
+        except np.linalg.LinAlgError:  # X'WX not positive definite given the modes: no SEs
+            vcov = np.full((p, p), np.nan)
     return vcov, vcov_full
 
 
