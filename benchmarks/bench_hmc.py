@@ -111,6 +111,47 @@ def run_bambi(name, data, draws, tune, chains, seed):
     return wall, min_ess(idata, names), ndiv, rhat, means
 
 
+def measure(a, have_bambi, bver, warmup: bool):
+    rows = []
+    for name in a.cases:
+        data = gb.datasets.load(name)
+        if a.only in (None, "ours"):
+            if warmup:
+                run_ours(name, data, 50, 50, a.chains, a.seed)  # warm the compilation cache
+            w, e, nd, rh, fit = run_ours(name, data, a.draws, a.tune, a.chains, a.seed)
+            rows.append((name, "glmmbayes hmc", w, e, e / w, nd, rh))
+            print(rows[-1], flush=True)
+            print(" glmmbayes beta:", np.round(fit.beta_hat, 4).tolist(), flush=True)
+        if have_bambi and a.only in (None, "bambi"):
+            if warmup:
+                run_bambi(name, data, 50, 50, a.chains, a.seed)
+            w, e, nd, rh, means = run_bambi(name, data, a.draws, a.tune, a.chains, a.seed)
+            rows.append((name, f"bambi {bver} (matched priors, default NUTS init)", w, e, e / w, nd, rh))
+            print(rows[-1], flush=True)
+            print(" bambi means:", {k: np.round(v, 4).tolist() for k, v in means.items()}, flush=True)
+    return rows
+
+
+def cold_rows(a) -> list:
+    """Each tool in a process of its own with empty PyTensor and numba caches, no warm-up run:
+    what a user's first fit of a new model costs."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    rows = []
+    for tool in ("ours", "bambi"):
+        with tempfile.TemporaryDirectory() as tmp:
+            env = dict(os.environ, PYTENSOR_FLAGS=f"compiledir={tmp}/pytensor", NUMBA_CACHE_DIR=f"{tmp}/numba")
+            cmd = [sys.executable, __file__, "--only", tool, "--child", "--draws", str(a.draws), "--tune", str(a.tune),
+                   "--chains", str(a.chains), "--seed", str(a.seed), "--cases", *a.cases]
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            print(r.stdout, flush=True)
+            rows += [tuple(json.loads(ln[4:])) for ln in r.stdout.splitlines() if ln.startswith("ROW ")]
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--draws", type=int, default=1000)
@@ -118,6 +159,9 @@ def main():
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cases", nargs="*", default=list(CASES))
+    ap.add_argument("--cold", action="store_true", help="empty compile caches, no warm-up, a process per tool")
+    ap.add_argument("--only", choices=["ours", "bambi"], default=None)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help="write the Markdown table here")
     a = ap.parse_args()
     try:
@@ -129,23 +173,18 @@ def main():
         have_bambi, bver = False, f"not importable ({type(e).__name__})"
     import pymc
 
-    rows = []
-    for name in a.cases:
-        data = gb.datasets.load(name)
-        run_ours(name, data, 50, 50, a.chains, a.seed)  # warm the compilation cache
-        w, e, nd, rh, fit = run_ours(name, data, a.draws, a.tune, a.chains, a.seed)
-        rows.append((name, "glmmbayes hmc", w, e, e / w, nd, rh))
-        print(rows[-1], flush=True)
-        print(" glmmbayes beta:", np.round(fit.beta_hat, 4).tolist(), flush=True)
-        if have_bambi:
-            run_bambi(name, data, 50, 50, a.chains, a.seed)
-            w, e, nd, rh, means = run_bambi(name, data, a.draws, a.tune, a.chains, a.seed)
-            rows.append((name, f"bambi {bver} (matched priors, default NUTS init)", w, e, e / w, nd, rh))
-            print(rows[-1], flush=True)
-            print(" bambi means:", {k: np.round(v, 4).tolist() for k, v in means.items()}, flush=True)
+    if a.child:
+        import json
+
+        for r in measure(a, have_bambi, bver, warmup=False):
+            print("ROW " + json.dumps(list(r)), flush=True)
+        return
+    rows = cold_rows(a) if a.cold else measure(a, have_bambi, bver, warmup=True)
     lines = [
         f"Machine: {os.cpu_count()} cores, {platform.python_version()}, pymc {pymc.__version__}; "
-        f"{a.chains} chains x {a.draws} draws (tune {a.tune}), seed {a.seed}, cores = min(2, chains); bambi: {bver}",
+        f"{a.chains} chains x {a.draws} draws (tune {a.tune}), seed {a.seed}, cores = min(2, chains); bambi: {bver}; "
+        + ("cold: each tool in a new process with empty compile caches, no warm-up" if a.cold
+           else "warm: each tool's compile cache filled by an untimed 50-draw run first"),
         "",
         "| data | sampler | wall s | min bulk ESS | min bulk ESS / s | divergences | max R-hat |",
         "|---|---|---:|---:|---:|---:|---:|",

@@ -64,6 +64,40 @@ def test_logp_matches_core_cbpp(cbpp):
     assert abs(part - want_part) < 1e-8
 
 
+@pytest.mark.parametrize("family", ["binomial", "nbinom2"])
+def test_numba_backend_compiles_the_same_density_and_gradient(cbpp, family):
+    """The sampler's log density and gradient compiled by numba (the default backend) equal the
+    C-compiled ones at random points, to rounding."""
+    from glmmbayes.methods.hmc import compile_mode
+
+    data = cbpp if family == "binomial" else cbpp.assign(y=cbpp.incidence)
+    formula = CBPP if family == "binomial" else "y ~ period + (1 | herd)"
+    model = gb.to_pymc(gb.Spec(formula, family=family), data)
+    rng = np.random.default_rng(7)
+    out = {}
+    for backend in ("c", "numba"):
+        with compile_mode(backend):
+            fn = model.logp_dlogp_function(ravel_inputs=True)
+        fn.set_extra_values({})
+        size = sum(int(np.prod(np.shape(v))) for v in model.initial_point().values())
+        out[backend] = [fn(x) for x in rng.normal(scale=0.5, size=(3, size))]
+        rng = np.random.default_rng(7)
+    for (lc, gc), (ln, gn) in zip(out["c"], out["numba"]):
+        assert np.isfinite(lc) and ln == pytest.approx(lc, rel=1e-12, abs=1e-9)
+        np.testing.assert_allclose(gn, gc, rtol=1e-10, atol=1e-9)
+
+
+def test_c_backend_runs_and_the_fit_records_its_backend(cbpp):
+    kw = dict(family="binomial", method="hmc", draws=30, tune=30, chains=1, seed=2, compute_map=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = gb.fit(CBPP, cbpp, backend="c", **kw)
+    assert f.sampler.settings["backend"] == "c"
+    assert np.all(np.isfinite(f.beta_hat)) and f.idata.posterior["beta"].shape == (1, 30, f.design.p)
+    with pytest.raises(SpecError, match="backend"):
+        gb.fit(CBPP, cbpp, backend="jax", **kw)
+
+
 def test_logp_matches_core_poisson_offset_three_terms():
     """Poisson/log with an offset and three crossed/nested scalar terms: likelihood + N(u)."""
     data = gb.datasets.load("grouseticks")

@@ -12,6 +12,8 @@ warns with a ConvergenceWarning).
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import os
 import sys
@@ -161,6 +163,7 @@ def run(
     jitter: float = 1.0,
     mass_matrix: str = "auto",
     parameterization: str = "u",
+    backend: str = "numba",
     source=None,
 ) -> Estimate:
     """Sample the posterior with NUTS and summarize it (estimate_kind="mean").
@@ -188,40 +191,51 @@ def run(
     if interactive:
         print(pri)
     ml = source if _usable_start(source) else None
-    model, info, bas = _model(design, pri, ml, basis, parameterization)
-    initvals, start_pt = None, None
-    if ml is not None:
-        start_pt = (_start_point(design, ml, pri) if design.spec.re_dist is None
-                    else _nonnormal_start(design, ml, pri, parameterization))
-        if bas.kind == "qr" and design.p:
-            start_pt["beta_z"] = np.linalg.solve(bas.B, ml.beta_hat - bas.shift)
-        initvals = [_jitter(design, start_pt, ml, rng, bas.kind, jitter) for _ in range(chains)]
-    t_sample = time.perf_counter()
-    kw: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, cores=cores, random_seed=seed,
-                              progressbar=progressbar, compute_convergence_checks=False,
-                              idata_kwargs={"log_likelihood": True})
-    with model:
-        if sampler == "pymc":
-            idata, map_pt, map_msg = _nuts(model, info, design, start_pt, initvals, kw, target_accept,
-                                           mass_matrix, compute_map)
-        else:
-            idata, map_pt, map_msg = pm_sample_nutpie(kw, target_accept), None, None
-        if "log_likelihood" not in idata.groups():
-            import pymc as pm
+    with compile_mode(backend):
+        model, info, bas = _model(design, pri, ml, basis, parameterization)
+        initvals, start_pt = None, None
+        if ml is not None:
+            start_pt = (_start_point(design, ml, pri) if design.spec.re_dist is None
+                        else _nonnormal_start(design, ml, pri, parameterization))
+            if bas.kind == "qr" and design.p:
+                start_pt["beta_z"] = np.linalg.solve(bas.B, ml.beta_hat - bas.shift)
+            initvals = [_jitter(design, start_pt, ml, rng, bas.kind, jitter) for _ in range(chains)]
+        t_sample = time.perf_counter()
+        kw: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, cores=cores, random_seed=seed,
+                                  progressbar=progressbar, compute_convergence_checks=False,
+                                  idata_kwargs={"log_likelihood": True})
+        with model:
+            if sampler == "pymc":
+                idata, map_pt, map_msg = _nuts(model, info, design, start_pt, initvals, kw, target_accept,
+                                               mass_matrix, compute_map)
+            else:
+                idata, map_pt, map_msg = pm_sample_nutpie(kw, target_accept), None, None
+            if "log_likelihood" not in idata.groups():
+                import pymc as pm
 
-            pm.compute_log_likelihood(idata, progressbar=False)
-    sample_seconds = time.perf_counter() - t_sample
-    settings = {"sampler": sampler, "draws": draws, "tune": tune, "chains": chains, "seed": seed,
-                "target_accept": target_accept, "basis": bas.kind, "hdi_prob": hdi_prob,
-                "mass_matrix": mass_matrix, "parameterization": parameterization,
-                "start": ("the ML fit" if ml is not None else "the prior" if source is None else
-                          "the prior: the ML fit did not converge or has no finite maximum "
-                          "(separation, a constant response)"),
-                "ml_start": None if ml is None else {"beta": ml.beta_hat, "theta": ml.theta_hat,
-                                                     "loglik": ml.loglik, "messages": tuple(ml.messages)},
-                "varcorr_estimate": "posterior means of the sds and correlations (theta_hat = chol of "
-                                    "the covariance built from them), not the mean of the covariance"}
-    return _estimate(design, idata, pri, settings, map_pt, map_msg, ml, hdi_prob, sample_seconds, model)
+                pm.compute_log_likelihood(idata, progressbar=False)
+        sample_seconds = time.perf_counter() - t_sample
+        settings = {"sampler": sampler, "draws": draws, "tune": tune, "chains": chains, "seed": seed,
+                    "target_accept": target_accept, "basis": bas.kind, "hdi_prob": hdi_prob,
+                    "mass_matrix": mass_matrix, "parameterization": parameterization, "backend": backend,
+                    "start": ("the ML fit" if ml is not None else "the prior" if source is None else
+                              "the prior: the ML fit did not converge or has no finite maximum "
+                              "(separation, a constant response)"),
+                    "ml_start": None if ml is None else {"beta": ml.beta_hat, "theta": ml.theta_hat,
+                                                         "loglik": ml.loglik, "messages": tuple(ml.messages)},
+                    "varcorr_estimate": "posterior means of the sds and correlations (theta_hat = chol of "
+                                        "the covariance built from them), not the mean of the covariance"}
+        return _estimate(design, idata, pri, settings, map_pt, map_msg, ml, hdi_prob, sample_seconds, model)
+
+
+def compile_mode(backend: str):
+    """PyTensor's compilation mode for everything the sampler compiles (the log density and its
+    gradient, the MAP, the pointwise log-likelihood, the deterministics)."""
+    if backend == "c":  # PyTensor's configured default (C)
+        return contextlib.nullcontext()
+    import pytensor
+
+    return pytensor.config.change_flags(mode="NUMBA")
 
 
 def pm_sample_nutpie(kw, target_accept):
@@ -368,4 +382,5 @@ OPTIONS = (
     Option("jitter", 1.0, number(0.0), "start jitter in posterior sds"),
     Option("mass_matrix", "auto", choice("auto", "full", "diag"), "NUTS mass matrix adaptation"),
     Option("parameterization", "u", choice("u", "w"), "non-normal random effects: sample u or w = h(u)"),
+    Option("backend", "numba", choice("numba", "c"), "PyTensor compilation of the model for PyMC's NUTS"),
 )
