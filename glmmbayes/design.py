@@ -300,7 +300,7 @@ def _response(spec: Spec, data: pd.DataFrame, rows=None) -> tuple[np.ndarray, np
             )
     if r.kind == "cbind":
         name = f"cbind({', '.join(r.exprs)})"
-        if fam.name != "binomial":
+        if not fam.dist.binary_response:
             raise DataError(f"{name}: a two-column response is for the binomial family only")
         with _part(f"response {name}"):
             s = _as_float(fm.evaluate(r.exprs[0], data), f"successes '{r.exprs[0]}'")
@@ -322,7 +322,7 @@ def _response(spec: Spec, data: pd.DataFrame, rows=None) -> tuple[np.ndarray, np
     with _part("response"):
         v = fm.evaluate(name, data)
     if isinstance(v, pd.Categorical) or np.asarray(v).dtype == object or np.asarray(v).dtype == bool:
-        if fam.name != "binomial":
+        if not fam.dist.binary_response:
             raise DataError(
                 f"response '{name}' is a factor/strings/bool; only the binomial family takes a "
                 f"factor response, not {fam.name}"
@@ -589,7 +589,7 @@ def build_design(spec: Spec, data: pd.DataFrame) -> Design:
     where = rows if n_omitted else None  # report rows as positions in the data passed in
     y, wt, response_name = _response(spec, data, where)
     fam = spec.fam
-    if fam.name == "binomial":
+    if fam.dist.binary_response:  # cbind() and factor responses are checked once built
         try:
             fam.validate(y, wt, rows=where)
         except DataError as e:

@@ -494,7 +494,8 @@ class Fit:
         method: "profile" (default, as lme4: where the profile ζ crosses ±z; see `profile`),
         "wald" (β ± z SE; NaN for variance parameters, as lme4) or "boot" (percentile or basic
         intervals of the parametric bootstrap, `fit.bootstrap`; keywords nsim=500, seed,
-        boot_type="perc"|"basic" and the bootstrap's own options).
+        boot_type="perc"|"basic" and the bootstrap's own options). progress=False silences the
+        progress bar of the profiles and of the bootstrap.
         parm: None (all), names, positions, or lme4's "theta_" / "beta_".
         Rows: `.sig01`, ... (sd and cor of each term, getME(m, "theta") order; `name_map` ties
         them to `varcorr`), `.sigma` (residual sd, LMMs), then the fixed effects. Columns
@@ -507,15 +508,16 @@ class Fit:
 
         return confint(self, method, level, parm, **kw)
 
-    def profile(self, parm=None, alphamax: float = 0.01, maxpts: int = 100):
+    def profile(self, parm=None, alphamax: float = 0.01, maxpts: int = 100, progress: bool = True):
         """ζ profiles like lme4's profile.merMod: for each parameter, ζ = sign(x - x̂)
         sqrt(D(x) - D̂) with every other parameter re-optimized (variance parameters on the
         sd/cor scale). Steps of ζ about 1/8 of sqrt(χ²_{npar}(1 - alphamax)) until that cutoff.
         Returns a `glmmbayes.inference.profile.Profile` (`.table`, `.zeta(name)`, `.plot()`,
-        `.confint(level)`)."""
+        `.confint(level)`). progress: a bar over the parameters when profiling takes longer than
+        half a second."""
         from .inference.profile import profile_fit
 
-        return profile_fit(self, parm=parm, alphamax=alphamax, maxpts=maxpts)
+        return profile_fit(self, parm=parm, alphamax=alphamax, maxpts=maxpts, progress=progress)
 
     def summary(self) -> str:
         """The text summary that ``print(fit)`` shows, laid out as lme4's ``summary()``."""

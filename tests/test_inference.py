@@ -108,6 +108,18 @@ def test_profile_plot_and_confint():
     assert close(ci.loc[".sig01", "lower"], ref[".sig01"]["lower"], PROFILE_TOL)
 
 
+def test_profile_progress_bar_can_be_silenced(capsys):
+    """The bar over the parameters writes to stderr only when asked (and only after half a
+    second); the profile is the same either way."""
+    f = fitted("cbpp")
+    quiet = f.profile(parm=".sig01", progress=False)
+    assert capsys.readouterr().err == ""
+    ci = f.confint(parm=".sig01", progress=False)
+    assert capsys.readouterr().err == ""
+    pd.testing.assert_frame_equal(quiet.table, f.profile(parm=".sig01").table)
+    assert ci.loc[".sig01", "lower"] == quiet.confint(0.95).loc[".sig01", "lower"]
+
+
 def test_profile_of_reml_fit_is_ml_profile():
     ml = fitted("sleepstudy").confint(parm=[".sigma", "Days"])
     reml = fitted("sleepstudy", REML=True).confint(parm=[".sigma", "Days"])

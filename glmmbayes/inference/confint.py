@@ -26,7 +26,7 @@ def confint(fit, method: str = "profile", level: float = 0.95, parm=None, *, nsi
     if m == "wald":
         return wald(fit, level, parm)
     if m == "profile":
-        prof = profile_fit(fit, parm=_profile_parm(fit, parm))
+        prof = profile_fit(fit, parm=_profile_parm(fit, parm), progress=boot_options.get("progress", True))
         return prof.confint(level, parm)
     return _boot(fit, level, parm, nsim, seed, boot_type, boot_options)
 

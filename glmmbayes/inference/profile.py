@@ -11,6 +11,7 @@ import pandas as pd
 from scipy.stats import chi2, norm
 
 from ..errors import SpecError
+from ..progress import progress_bar
 from .profiler import Profiler
 
 
@@ -151,14 +152,16 @@ class Profile:
         return float(se) if se > 0 else None
 
 
-def profile_fit(fit, parm=None, alphamax: float = 0.01, maxpts: int = 100, delta_cutoff: float = 1 / 8) -> Profile:
-    """ζ profiles of `fit` (see `Fit.profile`)."""
+def profile_fit(fit, parm=None, alphamax: float = 0.01, maxpts: int = 100, delta_cutoff: float = 1 / 8,
+                progress: bool = True) -> Profile:
+    """ζ profiles of `fit` (see `Fit.profile`); `progress`: a bar over the parameters, shown
+    when the profiles take longer than half a second."""
     prof = Profiler(fit)
     idx = select(prof.names, prof.nv, parm)
     cutoff = math.sqrt(chi2.ppf(1 - alphamax, len(prof.names)))
     delta = cutoff * delta_cutoff
     rows = []
-    for j in idx:
+    for j in progress_bar(idx, desc="profile", unit="parameter", disable=not progress, delay=0.5):
         _walk(prof, j, cutoff, delta, maxpts)
         pts = sorted(prof.points[j], key=lambda p: p[0])
         rows.append(pd.DataFrame([[prof.names[j], 0.0, *prof.psi_hat]], columns=[".par", ".zeta", *prof.names]))

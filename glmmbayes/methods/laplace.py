@@ -101,7 +101,9 @@ def adequacy_check(design: Design, res) -> AdequacyCheck | None:
     """Quadrature at the Laplace optimum for binomial and Poisson models with one scalar term or
     two nested ones (where the integral factors); None elsewhere (the LMM is exact; crossed terms
     have no cheap quadrature)."""
-    if design.family.name not in ("binomial", "poisson") or res.state.factor is None:
+    # the families with no dispersion and a canonical-form kernel (binomial, Poisson): the
+    # quadrature's cheap path, and no φ to hold fixed at the Laplace value
+    if design.family.dist.canonical is None or res.state.factor is None:
         return None
     prob = design.problem()
     nest = nesting(design)

@@ -148,7 +148,7 @@ def _stage1(design: Design, prob, warm, phi0: float, fast_only: bool, hessian: s
     if design.dispersion_estimated:
         x1, lo1 = np.append(x1, np.log(phi0)), np.append(lo1, -np.inf)
     # stage 1 only provides the start and the β scaling for stage 2 unless it is the answer
-    loose = {} if fast_only else {"ftol": 1e-10, "gtol": 1e-5}
+    loose = {} if fast_only else {"ftol": 1e-7, "gtol": 1e-3}
     return minimize_deviance(f1, x1, lo1, hessian=fast_only, value_and_grad=vg1, **loose)
 
 
