@@ -11,7 +11,7 @@ run this in a separate environment that has both:
     python -m venv .bambi-env
     .bambi-env/bin/pip install bambi "matplotlib<3.11"
     .bambi-env/bin/pip install -e .
-    .bambi-env/bin/python benchmarks/bench_hmc.py --out docs/benchmarks-hmc-table.md
+    .bambi-env/bin/python benchmarks/bench_hmc.py [--cold] --out docs/benchmarks-hmc-table.md
 
 Without bambi importable, only glmmbayes is measured.
 """

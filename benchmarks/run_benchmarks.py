@@ -211,7 +211,8 @@ def _companions(folder: Path) -> list[str]:
     lines = []
     for extra, title in (("benchmarks-families.md", "Negative binomial, non-canonical links, GLMM REML"),
                          ("benchmarks-agq.md", "Adaptive Gauss-Hermite quadrature (nAGQ = 25)"),
-                         ("benchmarks-hmc.md", "HMC against bambi")):
+                         ("benchmarks-hmc.md", "HMC against bambi"),
+                         ("benchmarks-hmc-backends.md", "HMC compile backends, cold and warm")):
         f = folder / extra
         if f.exists():
             body = [ln for ln in f.read_text().splitlines() if not ln.startswith("# ")]
