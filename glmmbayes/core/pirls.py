@@ -118,7 +118,13 @@ def pirls(
 ) -> PirlsState:
     """Conditional modes of u at (θ, β) (and of β too when fit_beta) by penalized Newton steps
     with step halving; the state's weights and factor are those of `hessian` ("observed" or
-    "expected" information) at the mode. A state that could not be factored has pdev = inf."""
+    "expected" information) at the mode. A state that could not be factored has pdev = inf.
+    Overflow far from the mode (a trial θ or β way out) is such a state, not a warning."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _pirls(prob, theta, beta, u0, fit_beta, phi, tol, maxit, hessian)
+
+
+def _pirls(prob, theta, beta, u0, fit_beta, phi, tol, maxit, hessian) -> PirlsState:
     s = prob.structure
     V = s.zl_values(theta)
     X = prob.X if fit_beta else None
