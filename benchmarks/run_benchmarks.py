@@ -207,9 +207,12 @@ def write_markdown(rows: list[dict], command: str, path: Path, nagq: int = 1) ->
 
 
 def _companions(folder: Path) -> list[str]:
-    """The companion benchmarks (AGQ, HMC against bambi), recorded in benchmarks.md from their own files."""
+    """The companion benchmarks (notes on the run, the 1M-row sweep ratio, families, AGQ, HMC),
+    recorded in benchmarks.md from their own files."""
     lines = []
-    for extra, title in (("benchmarks-families.md", "Negative binomial, non-canonical links, GLMM REML"),
+    for extra, title in (("benchmarks-notes.md", "Reading the table"),
+                         ("benchmarks-sweep.md", "1M rows against one numpy sweep"),
+                         ("benchmarks-families.md", "Negative binomial, non-canonical links, GLMM REML"),
                          ("benchmarks-agq.md", "Adaptive Gauss-Hermite quadrature (nAGQ = 25)"),
                          ("benchmarks-hmc.md", "HMC against bambi"),
                          ("benchmarks-hmc-backends.md", "HMC compile backends, cold and warm")):

@@ -1,6 +1,6 @@
 """One fit of 1M binary rows against the time of one plain numpy sweep over the same rows.
 
-    python benchmarks/sweep_ratio.py [--rows 1000000] [--groups 20000] [--reps 3]
+    python benchmarks/sweep_ratio.py [--rows 1000000] [--groups 20000] [--reps 3] [--out docs/benchmarks-sweep.md]
 
 Model: y ~ x1 + x2 + x3 + x4 + (1 | g). The sweep is what one evaluation must do at least:
 η = Xβ + u[g], μ, the weights, the per-group sums and XᵀWX. The ratio fit / sweep says how many
@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--groups", type=int, default=20_000)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--out", default=None, help="write the Markdown table here")
     a = ap.parse_args()
     data = simulate(a.rows, a.groups)
     X = np.column_stack([np.ones(a.rows), data[["x1", "x2", "x3", "x4"]].to_numpy()])
@@ -80,6 +81,20 @@ def main() -> None:
     print(f"fit bandwidth        {evals * bytes_sweep / t_fit / 1e9:5.1f} GB/s at one sweep per evaluation "
           f"({evals * t_sweep / t_fit:.0%} of the sweep's)")
     print(f"peak RSS             {rss:8.0f} MB")
+    if a.out:
+        share = evals * t_sweep / t_fit
+        cmd = "python benchmarks/sweep_ratio.py" + ("" if a.rows == 1_000_000 else f" --rows {a.rows}") + \
+            ("" if a.groups == 20_000 else f" --groups {a.groups}") + f" --reps {a.reps} --out {a.out}"
+        text = "\n".join([
+            "# 1M rows against one numpy sweep", "",
+            f"Command: `{cmd}` (binary `y ~ x1 + x2 + x3 + x4 + (1 | g)`, {a.rows:,} rows, {a.groups:,} "
+            "groups; a sweep is η = Xβ + u[g], μ, the weights, per-group sums and XᵀWX; medians).", "",
+            "| one numpy sweep | glmmbayes fit | fit / sweep | evaluations | bandwidth reached | peak RSS |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {t_sweep:.3f} s ({bytes_sweep / t_sweep / 1e9:.1f} GB/s) | {t_fit:.1f} s | {t_fit / t_sweep:.0f} | "
+            f"{evals} | {evals * bytes_sweep / t_fit / 1e9:.1f} GB/s ({share:.0%} of the sweep's) | {rss:.0f} MB |", ""])
+        with open(a.out, "w") as fh:
+            fh.write(text)
 
 
 if __name__ == "__main__":
