@@ -212,3 +212,21 @@ def test_gaussian_log_link_with_negative_responses_leaks_no_numpy_warning(seed):
         warnings.simplefilter("ignore", gb.errors.ConvergenceWarning)
         f = gb.fit("y ~ x + (1 | g)", d, family="gaussian", link="log")
     assert np.isfinite(f.loglik) and (f.converged or f.messages)
+
+
+def test_counts_in_the_tens_of_millions_fit_to_their_optimum():
+    """Counts of about 3e7: the deviance is 4e8, mostly a constant. PIRLS stopped at a Newton
+    decrement of 1e-10 |pdev| (0.04 in deviance), modes too loose for the optimizer, which
+    stalled with the group sd 10 % off (Laplace 0.215, AGQ 0.196, AGQ flagged). PIRLS now
+    measures the decrement against the number of rows, and the optimizer's relative ftol
+    against the deviance's natural size."""
+    rng = np.random.default_rng(0)
+    n = 60
+    d = pd.DataFrame({"g": np.repeat([f"g{i}" for i in range(12)], 5), "x": rng.normal(size=n)})
+    d["y"] = rng.poisson(3, n) * 10**7
+    agq = fit("y ~ x + (1 | g)", d, family="poisson", method="agq")
+    lap = fit("y ~ x + (1 | g)", d, family="poisson")
+    assert agq.converged
+    sd_agq, sd_lap = agq.varcorr["sdcor"].iloc[0], lap.varcorr["sdcor"].iloc[0]
+    assert sd_lap == pytest.approx(sd_agq, rel=1e-3)  # Laplace is accurate with such counts
+    np.testing.assert_allclose(lap.fixef.values, agq.fixef.values, rtol=1e-7)

@@ -103,13 +103,16 @@ def minimize_deviance(
     value_and_grad=None,
     ftol: float = 1e-14,
     gtol: float = 1e-8,
+    fscale: float | None = None,
 ) -> OptResult:
     """Minimize f(x) subject to x >= lower; `scale` is a lower-triangular matrix mapping z to x - x0.
 
     Coordinates with a finite lower bound must not be mixed by `scale` (they are the θ diagonals).
     `value_and_grad(x) -> (f, g)` may supply an analytic gradient; its NaN entries (and every
     entry when it is None) are differentiated numerically. Those coordinates must not be mixed
-    by `scale` either.
+    by `scale` either. fscale: the deviance's natural size (1 + the number of rows). L-BFGS-B's
+    ftol is relative to |f|; where |f| is far larger (a large constant: counts in the millions),
+    ftol is scaled down so that the same absolute change in deviance stops it.
     """
     x0 = np.asarray(x0, float)
     lower = np.asarray(lower, float)
@@ -162,6 +165,10 @@ def minimize_deviance(
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in zl]
     z0 = np.maximum(np.zeros(d), np.where(np.isfinite(zl), zl, -np.inf))
     opts = {"maxiter": maxiter, "ftol": ftol, "gtol": gtol, "maxcor": 20}
+    if fscale is not None:
+        f0 = grad_z(z0)[0]  # cached: L-BFGS-B's first evaluation at z0 reuses it
+        if np.isfinite(f0) and abs(f0) > fscale:
+            opts["ftol"] = ftol * fscale / abs(f0)
     res = minimize(grad_z, z0, jac=True, method="L-BFGS-B", bounds=bounds, callback=cb, options=opts)
     z = res.x
     fx, g = grad_z(z)

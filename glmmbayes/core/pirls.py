@@ -155,7 +155,10 @@ def _pirls(prob, theta, beta, u0, fit_beta, phi, tol, maxit, hessian) -> PirlsSt
         else:
             du, db = factor.solve(bu), None
             decrement = float(bu @ du)
-        small = decrement < tol * (1.0 + abs(pdev))
+        # the Newton decrement is the deviance still to gain: measured against the number of
+        # rows, not against pdev, whose size is mostly a constant (huge counts: 4e8 for 60 rows
+        # of 3e7, where 1e-10 |pdev| left the modes loose enough to stall the optimizer)
+        small = decrement < tol * (1.0 + len(prob.y))
         step = 1.0
         for _ in range(30):
             u_new = u + step * du

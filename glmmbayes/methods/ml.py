@@ -149,7 +149,8 @@ def _stage1(design: Design, prob, warm, phi0: float, fast_only: bool, hessian: s
         x1, lo1 = np.append(x1, np.log(phi0)), np.append(lo1, -np.inf)
     # stage 1 only provides the start and the β scaling for stage 2 unless it is the answer
     loose = {} if fast_only else {"ftol": 1e-7, "gtol": 1e-3}
-    return minimize_deviance(f1, x1, lo1, hessian=fast_only, value_and_grad=vg1, **loose)
+    return minimize_deviance(f1, x1, lo1, hessian=fast_only, value_and_grad=vg1,
+                             fscale=(1.0 + design.n) if fast_only else None, **loose)
 
 
 def _stage2(design: Design, prob, objective, warm2, st, r1: OptResult, phi: float) -> OptResult:
@@ -192,7 +193,7 @@ def _stage2(design: Design, prob, objective, warm2, st, r1: OptResult, phi: floa
         P[np.arange(nth), np.arange(nth)] = np.clip(np.sqrt(2.0 * np.maximum(ihd[:nth], 0.0)), 0.02, 5.0)
     has_grad = hasattr(objective, "value_and_grad")
     return minimize_deviance(f2, x2, lo2, P, hessian=True, value_and_grad=vg if has_grad else None,
-                             ftol=1e-12, gtol=1e-6)
+                             ftol=1e-12, gtol=1e-6, fscale=1.0 + design.n)
 
 
 def _covariances(design: Design, r2: OptResult, st) -> tuple[np.ndarray, np.ndarray | None]:
