@@ -316,3 +316,21 @@ def test_hmc_starts_from_the_prior_when_the_ml_fit_has_no_maximum():
     assert f.sampler.settings["start"].startswith("the prior: the ML fit did not converge or has no finite maximum")
     assert f.sampler.settings["basis"] == "qr"
     assert np.all(np.isfinite(f.fixef)) and f.fixef["(Intercept)"] < -2
+
+
+def test_a_jupyter_kernel_counts_as_interactive(monkeypatch):
+    """The sampler's progress bar and the printed priors are on where a person watches: a
+    terminal, or a Jupyter kernel (whose streams are not terminals); off under pytest."""
+    import sys
+    import types
+
+    from glmmbayes.methods.hmc import _interactive
+
+    assert not _interactive()  # under pytest
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    ZMQInteractiveShell = type("ZMQInteractiveShell", (), {})
+    fake = types.SimpleNamespace(get_ipython=lambda: ZMQInteractiveShell())
+    monkeypatch.setitem(sys.modules, "IPython", fake)
+    assert _interactive()
+    fake.get_ipython = lambda: None  # IPython imported, no kernel running
+    assert _interactive() == (sys.stderr.isatty() and sys.stdout.isatty())

@@ -34,12 +34,17 @@ from .options import Option, anything, boolean, choice, integer, number, optiona
 
 
 def _interactive() -> bool:
+    """A person is watching: a terminal, or a Jupyter kernel (whose streams are not ttys)."""
     if "PYTEST_CURRENT_TEST" in os.environ:
         return False
     try:
-        return sys.stderr.isatty() and sys.stdout.isatty()
+        if sys.stderr.isatty() and sys.stdout.isatty():
+            return True
     except (AttributeError, ValueError):
-        return False
+        pass
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 # ------------------------------------------------------------------------ starting values
