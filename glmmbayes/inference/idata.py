@@ -61,14 +61,17 @@ def _transforms(kinds: np.ndarray):
     """(to the normal scale, back, derivative of the forward map) per kind of parameter."""
     sd = kinds == "sd"
 
+    # an sd at its bound 0 (a singular fit) maps to -inf and back to 0: a point mass, no warning
     def fwd(x):
-        return np.where(sd, np.log(np.where(sd, x, 1.0)), np.arctanh(np.clip(np.where(sd, 0.0, x), -1 + 1e-12, 1 - 1e-12)))
+        with np.errstate(divide="ignore"):
+            return np.where(sd, np.log(np.where(sd, x, 1.0)), np.arctanh(np.clip(np.where(sd, 0.0, x), -1 + 1e-12, 1 - 1e-12)))
 
     def back(w):
         return np.where(sd, np.exp(w), np.tanh(w))
 
     def deriv(x):
-        return np.where(sd, 1.0 / np.where(sd, x, 1.0), 1.0 / (1.0 - np.clip(np.where(sd, 0.0, x), -1 + 1e-12, 1 - 1e-12) ** 2))
+        with np.errstate(divide="ignore"):
+            return np.where(sd, 1.0 / np.where(sd, x, 1.0), 1.0 / (1.0 - np.clip(np.where(sd, 0.0, x), -1 + 1e-12, 1 - 1e-12) ** 2))
 
     return fwd, back, deriv
 
