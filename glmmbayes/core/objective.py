@@ -173,7 +173,8 @@ def lmm_gradient(prob: Problem, sol: LmmSolution, reml: bool = False, sigma2: fl
     n, p = X.shape
     resid = prob.y - prob.offset - X @ sol.beta - s.zl_mult(V, sol.u)
     wr = w * resid
-    Ph, Pt = row_projections(f, V)
+    dlogA = _dlogdet_scalar_terms(s, f, V)
+    Ph, Pt = row_projections(f, V) if dlogA is None else (None, None)
     dof = n - p if reml else n
     coef = dof / sol.pwrss if sigma2 is None else 1.0 / sigma2  # d(dof log pwrss) or d(pwrss/σ²)
     if reml:
@@ -184,11 +185,11 @@ def lmm_gradient(prob: Problem, sol: LmmSolution, reml: bool = False, sigma2: fl
     tail_off = 0
     for ti, t in enumerate(s.terms):
         U = sol.u[s.u_offsets[ti] : s.u_offsets[ti + 1]].reshape(t.nlevels, t.k)
-        P = Ph if ti == 0 else Pt[:, tail_off : tail_off + t.k]
+        P = None if dlogA is not None else Ph if ti == 0 else Pt[:, tail_off : tail_off + t.k]
         rows, cols = colwise_tril(t.k)  # θ order: column-wise lower triangle
         for j, (r, c) in enumerate(zip(rows, cols)):
             xr = t.X[:, r]
-            val = 2.0 * float(np.sum(w * xr * P[:, c]))  # d log|A|
+            val = dlogA[ti] if dlogA is not None else 2.0 * float(np.sum(w * xr * P[:, c]))  # d log|A|
             val -= 2.0 * coef * float(wr @ (xr * U[t.codes, c]))  # coef · d pwrss
             if reml:
                 ZdQ = xr[:, None] * Q[s.u_offsets[ti] + t.codes * t.k + c]  # Z dΛ Q
@@ -197,6 +198,31 @@ def lmm_gradient(prob: Problem, sol: LmmSolution, reml: bool = False, sigma2: fl
         if ti > 0:
             tail_off += t.k
     return g
+
+
+_THETA_DIAG_MIN = 1e-4  # below it q_t - tr_t(A^{-1}) cancels: the row projections instead
+
+
+def _dlogdet_scalar_terms(s, f, V) -> np.ndarray | None:
+    """d log|A| / dθ_t for every term when all are scalar (crossed designs, the expensive case):
+    A - I = ΛZ'WZΛ with Λ = diag(θ_t), so dA/dθ_t = (D_t(A - I) + (A - I)D_t)/θ_t and
+    d log|A|/dθ_t = (2/θ_t)(q_t - tr_t(A^{-1})), from diag(A^{-1}) alone. None where a term is
+    not scalar, there is one term, or some θ_t is near 0."""
+    from .linalg import inverse_diagonal
+
+    if len(s.terms) < 2 or any(t.k != 1 for t in s.terms):
+        return None
+    thetas = []
+    for ti, t in enumerate(s.terms):
+        x = t.X[:, 0]
+        thetas.append(float(V[ti][:, 0] @ x) / float(x @ x))  # V = x θ exactly
+    if min(abs(th) for th in thetas) < _THETA_DIAG_MIN:
+        return None
+    diag = inverse_diagonal(f)
+    if diag is None:
+        return None
+    return np.array([2.0 / th * (s.q_t[ti] - float(np.sum(diag[s.u_offsets[ti] : s.u_offsets[ti + 1]])))
+                     for ti, th in enumerate(thetas)])
 
 
 def _phi_partials(prob: Problem, eta, phi: float, hessian: str):
