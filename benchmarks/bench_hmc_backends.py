@@ -1,6 +1,7 @@
 """HMC compile backends, cold and warm: what a user waits for in `gb.fit(..., method="hmc")`.
 
     python benchmarks/bench_hmc_backends.py --out docs/benchmarks-hmc-backends.md
+    python benchmarks/bench_hmc_backends.py --per-call     # compile time and one log-density+gradient call
 
 Each run is a fresh Python process (import included in "process s"). "Cold": empty PyTensor
 and numba caches (a user's first fit of a new model); "warm": the same caches again, now
@@ -63,14 +64,58 @@ def one_run(case: str, backend: str, caches: Path, seed: int) -> dict:
     return out
 
 
+PER_CALL = {
+    "cbpp": ("cbind(incidence, size - incidence) ~ period + (1 | herd)", "cbpp", "binomial"),
+    "Contraception": ("use ~ age + I(age^2) + urban + livch + (1 | district)", "Contraception", "binomial"),
+    "sleepstudy": ("Reaction ~ Days + (Days | Subject)", "sleepstudy", "gaussian"),
+    "grouseticks NB2": ("TICKS ~ YEAR + HEIGHT + (1 | BROOD) + (1 | LOCATION)", "grouseticks", "nbinom2"),
+    "VerbAgg": ("r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)", "VerbAgg", "binomial"),
+}
+
+
+def per_call(calls: int = 500) -> str:
+    """Seconds to compile the sampler's log density and gradient (in this process, with whatever
+    the caches hold) and microseconds per call, C against numba, on the models above."""
+    import numpy as np
+
+    import glmmbayes as gb
+    from glmmbayes.methods.hmc import compile_mode
+
+    rows = ["| model | compile c (s) | compile numba (s) | call c (µs) | call numba (µs) |",
+            "|---|---:|---:|---:|---:|"]
+    for name, (formula, data, family) in PER_CALL.items():
+        model = gb.to_pymc(gb.Spec(formula, family=family), gb.datasets.load(data, derived=True))
+        out = {}
+        for backend in ("c", "numba"):
+            t0 = time.perf_counter()
+            with compile_mode(backend):
+                fn = model.logp_dlogp_function(ravel_inputs=True)
+            fn.set_extra_values({})
+            size = sum(int(np.prod(np.shape(v))) for v in model.initial_point().values())
+            x = np.random.default_rng(0).normal(scale=0.3, size=size)
+            fn(x)
+            compile_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn(x)
+            out[backend] = (compile_s, (time.perf_counter() - t0) / calls * 1e6)
+        rows.append(f"| {name} | {out['c'][0]:.2f} | {out['numba'][0]:.2f} | {out['c'][1]:.0f} | {out['numba'][1]:.0f} |")
+        print(rows[-1], flush=True)
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--per-call", action="store_true", help="compile time and cost per call, C against numba")
     ap.add_argument("--cases", nargs="+", default=list(CASES))
     ap.add_argument("--backends", nargs="+", default=["c", "numba"])
     ap.add_argument("--warm", type=int, default=2, help="warm runs after the cold one")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
+    if a.per_call:
+        print(per_call())
+        return
     rows = []
     for case in a.cases:
         for backend in a.backends:
