@@ -230,3 +230,27 @@ def test_counts_in_the_tens_of_millions_fit_to_their_optimum():
     sd_agq, sd_lap = agq.varcorr["sdcor"].iloc[0], lap.varcorr["sdcor"].iloc[0]
     assert sd_lap == pytest.approx(sd_agq, rel=1e-3)  # Laplace is accurate with such counts
     np.testing.assert_allclose(lap.fixef.values, agq.fixef.values, rtol=1e-7)
+
+
+ORTHODONT_DISTANCE = [
+    26, 25, 29, 31, 21.5, 22.5, 23, 26.5, 23, 22.5, 24, 27.5, 25.5, 27.5, 26.5, 27, 20, 23.5, 22.5, 26,
+    24.5, 25.5, 27, 28.5, 22, 22, 24.5, 26.5, 24, 21.5, 24.5, 25.5, 23, 20.5, 31, 26, 27.5, 28, 31, 31.5,
+    23, 23, 23.5, 25, 21.5, 23.5, 24, 28, 17, 24.5, 26, 29.5, 22.5, 25.5, 25.5, 26, 23, 24.5, 26, 30,
+    22, 21.5, 23.5, 25, 21, 20, 21.5, 23, 21, 21.5, 24, 25.5, 20.5, 24, 24.5, 26, 23.5, 24.5, 25, 26.5,
+    21.5, 23, 22.5, 23.5, 20, 21, 21, 22.5, 21.5, 22.5, 23, 25, 23, 23, 23.5, 24, 20, 21, 22, 21.5,
+    16.5, 19, 19, 19.5, 24.5, 25, 28, 28]
+
+
+def test_boundary_local_minimum_is_left_for_the_interior_optimum():
+    """nlme's Orthodont, lmer(distance ~ age + Sex + (age | Subject), REML = FALSE): from lme4's
+    start the gradient path ends with the slope sd at 0 (θ = (0.84, 0.035, 0), logLik -217.220),
+    a minimum along every single coordinate, so probing one θ inward finds nothing; lme4 reaches
+    logLik -216.41758 at θ = (2.0189, -0.1247, 0.1066). A second run from inside finds it."""
+    subj = [f"M{i:02d}" for i in range(1, 17)] + [f"F{i:02d}" for i in range(1, 12)]
+    d = pd.DataFrame({"distance": ORTHODONT_DISTANCE, "age": [8, 10, 12, 14] * 27,
+                      "Subject": np.repeat(subj, 4),
+                      "Sex": pd.Categorical(np.repeat(["Male"] * 16 + ["Female"] * 11, 4), categories=["Male", "Female"])})
+    f = fit("distance ~ age + Sex + (age | Subject)", d, REML=False)
+    assert f.loglik == pytest.approx(-216.417580483454, abs=1e-6)
+    np.testing.assert_allclose(f.theta_hat, [2.018859955253, -0.1247200364216, 0.1065905188188], rtol=1e-3)
+    assert f.converged and not f.messages

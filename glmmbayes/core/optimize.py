@@ -104,6 +104,7 @@ def minimize_deviance(
     ftol: float = 1e-14,
     gtol: float = 1e-8,
     fscale: float | None = None,
+    restart_at_bound: bool = False,
 ) -> OptResult:
     """Minimize f(x) subject to x >= lower; `scale` is a lower-triangular matrix mapping z to x - x0.
 
@@ -113,6 +114,10 @@ def minimize_deviance(
     by `scale` either. fscale: the deviance's natural size (1 + the number of rows). L-BFGS-B's
     ftol is relative to |f|; where |f| is far larger (a large constant: counts in the millions),
     ftol is scaled down so that the same absolute change in deviance stops it.
+    restart_at_bound: where the result has a coordinate at its bound and no single-coordinate
+    probe inward improves on it, run once more from a point inside and keep the lower result
+    (a boundary point can be a local minimum along every coordinate while the optimum needs
+    several to move together).
     """
     x0 = np.asarray(x0, float)
     lower = np.asarray(lower, float)
@@ -179,6 +184,15 @@ def minimize_deviance(
         res = minimize(grad_z, start, jac=True, method="L-BFGS-B", bounds=bounds, callback=cb, options=opts)
         z = res.x
         fx, g = grad_z(z)
+    at_bound = np.isfinite(zl) & (z - zl < 1e-6)
+    if restart_at_bound and np.any(at_bound) and np.isfinite(fx):
+        start = np.where(at_bound, zl + 0.2 / np.abs(np.diag(P)), z)
+        trial = minimize(grad_z, start, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
+        ft, gt = grad_z(trial.x)
+        if ft < fx - 1e-7 * (1.0 + abs(fx)):
+            res, z, fx, g = trial, trial.x, ft, gt
+        else:
+            fx, g = grad_z(z)  # the boundary point stays the answer
     regressed = best["z"] is not None and np.isfinite(fx) and fx > best["f"] + 1e-6 * (1.0 + abs(best["f"]))
     if regressed:
         # an objective that is not smooth (PIRLS failing to converge, so the value depends on

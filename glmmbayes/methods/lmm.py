@@ -31,7 +31,8 @@ def run(design: Design, *, label: str = "laplace", nAGQ: int = 1) -> Estimate:
             return np.inf, None
         return sol.deviance, ob.lmm_gradient(prob, sol, reml)
 
-    opt = minimize_deviance(f, s.theta_start(), s.theta_lower, hessian=True, value_and_grad=vg)
+    opt = minimize_deviance(f, s.theta_start(), s.theta_lower, hessian=True, value_and_grad=vg,
+                            restart_at_bound=True)
     sol = ob.lmm(prob, opt.x, reml)
     report = OptimizerReport(stages={"stage1": StageReport(opt.nfev, opt.nit, opt.trace)},
                              gradient=opt.grad, hessian=opt.hessian, n_checked=len(opt.x),

@@ -150,7 +150,7 @@ def _stage1(design: Design, prob, warm, phi0: float, fast_only: bool, hessian: s
     # stage 1 only provides the start and the β scaling for stage 2 unless it is the answer
     loose = {} if fast_only else {"ftol": 1e-7, "gtol": 1e-3}
     return minimize_deviance(f1, x1, lo1, hessian=fast_only, value_and_grad=vg1,
-                             fscale=(1.0 + design.n) if fast_only else None, **loose)
+                             fscale=(1.0 + design.n) if fast_only else None, restart_at_bound=True, **loose)
 
 
 def _stage2(design: Design, prob, objective, warm2, st, r1: OptResult, phi: float) -> OptResult:
