@@ -3,6 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import glmmbayes as gb
+
 from glmmbayes.errors import DataError, FormulaError
 from glmmbayes.formula import (
     RandomTerm,
@@ -630,3 +632,36 @@ def test_stateful_term_newdata_of_another_type_is_named(five):
     X = fixed_design_newdata(fd, pd.DataFrame({"x": [np.nan, 4.0], "n": pd.array([None, 4], dtype="Int64")}))
     assert np.isnan(X[0, 1:]).all()  # missing values propagate, as R's predict does
     np.testing.assert_array_equal(X[1], fd.X[2])
+
+
+def test_ordered_factor_takes_rs_polynomial_contrasts():
+    """An ordered pandas Categorical is coded as R codes an ordered factor: contr.poly, columns
+    named .L, .Q, .C, ^4, ... (values from R 4's contr.poly(4) and contr.poly(6)[, 4:5]). The fit
+    spans the same space as treatment coding: same logLik and fitted values."""
+    from glmmbayes.formula.fixed import contr_poly
+
+    np.testing.assert_allclose(contr_poly(4), [[-0.670820393249937, 0.5, -0.223606797749979],
+                                               [-0.223606797749979, -0.5, 0.670820393249937],
+                                               [0.223606797749979, -0.5, -0.670820393249937],
+                                               [0.670820393249937, 0.5, 0.223606797749979]], atol=1e-14)
+    np.testing.assert_allclose(contr_poly(6)[:, 3:5], [[0.188982236504614, -0.0629940788348711],
+                                                       [-0.566946709513841, 0.3149703941743555],
+                                                       [0.377964473009228, -0.6299407883487117],
+                                                       [0.377964473009227, 0.6299407883487125],
+                                                       [-0.566946709513841, -0.3149703941743564],
+                                                       [0.188982236504614, 0.0629940788348713]], atol=1e-14)
+    rng = np.random.default_rng(8)
+    n = 120
+    temp = rng.choice(["low", "mid", "high", "top"], n)
+    d = pd.DataFrame({"g": rng.integers(0, 12, n).astype(str), "r": rng.choice(["A", "B"], n),
+                      "y": rng.normal(size=n) + (temp == "top")})
+    levels = ["low", "mid", "high", "top"]
+    ordered = d.assign(t=pd.Categorical(temp, categories=levels, ordered=True))
+    plain = d.assign(t=pd.Categorical(temp, categories=levels))
+    fo = gb.fit("y ~ r * t + (1 | g)", ordered, REML=False)
+    fp = gb.fit("y ~ r * t + (1 | g)", plain, REML=False)
+    assert list(fo.fixef.index) == ["(Intercept)", "rB", "t.L", "t.Q", "t.C", "rB:t.L", "rB:t.Q", "rB:t.C"]
+    assert fo.loglik == pytest.approx(fp.loglik, abs=1e-9)
+    np.testing.assert_allclose(fo.fitted, fp.fitted, atol=1e-8)
+    new = ordered.head(7)
+    np.testing.assert_allclose(fo.predict(new), fp.predict(plain.head(7)), atol=1e-8)

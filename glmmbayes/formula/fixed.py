@@ -144,12 +144,30 @@ def _variable_columns(var: Variable, vals: np.ndarray, contrasts: bool) -> list[
     if not var.is_factor:
         return [(var.name + s, vals[:, k]) for k, s in enumerate(var.suffixes)]
     missing = vals < 0
+    if var.ordered and contrasts:  # R's default for an ordered factor: contr.poly
+        Z = contr_poly(len(var.levels))
+        cols = Z[np.where(missing, 0, vals)]
+        cols[missing] = np.nan
+        return [(var.name + nm, cols[:, j]) for j, nm in enumerate(poly_contrast_names(Z.shape[1]))]
     out = []
     for i in range(1 if contrasts else 0, len(var.levels)):
         col = (vals == i).astype(np.float64)
         col[missing] = np.nan
         out.append((var.name + level_text(var.levels[i]), col))
     return out
+
+
+def contr_poly(k: int) -> np.ndarray:
+    """R's contr.poly(k): orthonormal polynomials in the level scores 1..k, degrees 1..k-1
+    (the columns of the Gram-Schmidt basis of the centred powers, as R's make.poly)."""
+    y = np.arange(1.0, k + 1.0) - (k + 1.0) / 2.0
+    Q, R = np.linalg.qr(y[:, None] ** np.arange(k)[None, :])
+    return (Q * np.sign(np.diag(R)))[:, 1:]
+
+
+def poly_contrast_names(m: int) -> list[str]:
+    """R's names of polynomial contrast columns: .L, .Q, .C, ^4, ^5, ..."""
+    return [".L", ".Q", ".C"][:m] + [f"^{d}" for d in range(4, m + 1)]
 
 
 def _interaction_values(parts: list[list[np.ndarray]]) -> list[np.ndarray]:

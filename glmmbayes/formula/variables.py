@@ -37,6 +37,7 @@ class Variable:
     origin: str                    # what the fitted values were ("integers", "strings", ...)
     call: StatefulCall | None = None
     state: dict = field(default_factory=dict, compare=False, repr=False)
+    ordered: bool = False          # an ordered factor: R codes it by polynomial contrasts
 
     @property
     def is_factor(self) -> bool:
@@ -78,7 +79,8 @@ def fit_variable(expr: str, data: pd.DataFrame) -> tuple[Variable, np.ndarray]:
     v = evaluate(expr, data)
     origin = describe_values(v)
     levels = _fitted_levels(v, name, origin)
-    var = Variable(expr, name, levels, () if levels is not None else ("",), origin)
+    ordered = isinstance(v, pd.Categorical) and bool(v.ordered)
+    var = Variable(expr, name, levels, () if levels is not None else ("",), origin, ordered=ordered)
     if levels is None:
         return var, np.asarray(v, dtype=np.float64).reshape(-1, 1)
     return var, _codes_by_value(v, levels)
