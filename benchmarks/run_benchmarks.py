@@ -198,9 +198,10 @@ def write_markdown(rows: list[dict], command: str, path: Path, nagq: int = 1) ->
             line += f" {r['laplace_s']:.3f} | {r['ours_s'] / r['laplace_s']:.2f} |"
         lines.append(line)
     if agq:
-        lines += ["", "lme4's nAGQ > 1 logLik leaves out Σ log C(n, y) for binomial data with trials > 1 "
-                  "(cbpp: −41.98), so there the logLik difference is that constant; glmmbayes reports the "
-                  "fully normalized value."]
+        lines += ["", "lme4's nAGQ > 1 logLik leaves out the saturated model's log-likelihood Σ log p(y | μ = y) "
+                  "(binomial with trials > 1, cbpp: −41.98; Poisson, e.g. mlmRev's Mmmec: −797.52; 0 for 0/1 "
+                  "data), so there the logLik difference is that constant; glmmbayes reports the fully "
+                  "normalized value."]
     if path.name == "benchmarks.md":
         lines += _companions(path.parent)
     path.write_text("\n".join(lines) + "\n")

@@ -63,7 +63,7 @@ adq.head(15)"""),
 ll = {k: gb.fit(spec, cbpp, method="agq", nAGQ=k).loglik for k in orders}
 pd.Series(ll, name="logLik (fully normalized)").rename_axis("nAGQ").to_frame()"""),
     ("md", """lme4 reports −50.005 for nAGQ = 25 on these data because its nAGQ > 1 log-likelihood leaves
-out the binomial constant Σ log C(n, y); ours is fully normalized (about −91.98), so it can be
+out the saturated model's log-likelihood Σ log p(y | μ = y) (−41.98 here); ours is fully normalized (about −91.98), so it can be
 compared with the Laplace value and across methods."""),
     ("md", """## The herd standard deviation on four scales
 
