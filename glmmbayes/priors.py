@@ -220,7 +220,6 @@ def resolve_priors(design, user: Mapping[str, Any] | None = None) -> Priors:
     unknown = set(user) - allowed
     if unknown:
         raise SpecError(f"unknown prior keys {sorted(unknown)}; available: {sorted(allowed)}")
-    fam = design.family
     scale, loc, sname = _scale_loc(design)
     sfac = f"·{sname}" if sname else ""
     centered = bool(user.get("center", True))

@@ -414,8 +414,6 @@ def test_interaction_named_in_order_of_first_appearance():
 
 
 def gb_design(formula, data, **kw):
-    import glmmbayes as gb
-
     return gb.design(formula, data, **kw)
 
 
@@ -483,8 +481,6 @@ def test_stateful_terms_in_a_fit_predict_on_new_data(load):
     # lme4 1.1.31: m <- lmer(Reaction ~ poly(Days, 2) + (1 | Subject), sleepstudy, REML = FALSE)
     # fixef(m); predict(m, newdata = data.frame(Days = c(0.5, 4.5, 10),
     #   Subject = factor(c("308", "309", "372"))))
-    import glmmbayes as gb
-
     s = load("sleepstudy")
     fit = gb.fit("Reaction ~ poly(Days, 2) + (1 | Subject)", s, family="gaussian", REML=False)
     np.testing.assert_allclose(fit.fixef, [298.5078916666673, 403.3641678552184, 32.8557879762132], rtol=1e-6)

@@ -210,19 +210,15 @@ def _dlogdet_scalar_terms(s, f, V) -> np.ndarray | None:
     not scalar, there is one term, or some θ_t is near 0."""
     from .linalg import inverse_diagonal
 
-    if len(s.terms) < 2 or any(t.k != 1 for t in s.terms):
+    if len(V.lambdas) < 2 or any(L.shape != (1, 1) for L in V.lambdas):
         return None
-    thetas = []
-    for ti, t in enumerate(s.terms):
-        x = t.X[:, 0]
-        thetas.append(float(V[ti][:, 0] @ x) / float(x @ x))  # V = x θ exactly
-    if min(abs(th) for th in thetas) < _THETA_DIAG_MIN:
+    thetas = np.array([L[0, 0] for L in V.lambdas])  # Λ_t = θ_t I
+    if np.min(np.abs(thetas)) < _THETA_DIAG_MIN:
         return None
     diag = inverse_diagonal(f)
     if diag is None:
         return None
-    return np.array([2.0 / th * (s.q_t[ti] - float(np.sum(diag[s.u_offsets[ti] : s.u_offsets[ti + 1]])))
-                     for ti, th in enumerate(thetas)])
+    return 2.0 / thetas * (np.asarray(s.q_t, float) - np.add.reduceat(diag, s.u_offsets[:-1]))
 
 
 def _phi_partials(prob: Problem, eta, phi: float, hessian: str):

@@ -13,7 +13,6 @@ warns with a ConvergenceWarning).
 from __future__ import annotations
 
 import contextlib
-
 import math
 import os
 import sys

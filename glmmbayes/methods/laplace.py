@@ -20,7 +20,6 @@ from ..core import objective as ob
 from ..core.agq import agq_scalar_gradient
 from ..core.nested import nested_gradient, nesting
 from ..core.quadrature import gauss_hermite
-from ..core.pirls import pirls
 from ..design import Design
 from ..errors import SpecError
 from ..estimate import Estimate

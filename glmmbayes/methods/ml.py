@@ -18,7 +18,7 @@ from ..core import objective as ob
 from ..core.glm import glm_irls
 from ..core.linalg import factorize
 from ..core.optimize import OptResult, minimize_deviance
-from ..core.pirls import PirlsState, pirls
+from ..core.pirls import PirlsState
 from ..design import Design
 from ..errors import FitError
 from ..estimate import Estimate, OptimizerReport, StageReport
