@@ -262,14 +262,16 @@ def _check_columns(data: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
 
 
 def _check_missing(spec: Spec, data: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, np.ndarray, int]:
-    na = data[cols].isna()
-    bad = na.any(axis=1).to_numpy()
+    masks = {c: np.asarray(data[c].isna()) for c in cols}  # per column: no sub-frame copy
+    bad = np.zeros(len(data), dtype=bool)
+    for m in masks.values():
+        bad |= m
     if not bad.any():
         return data, np.arange(len(data)), 0
     if spec.na_action == "omit":
         keep = np.flatnonzero(~bad)
         return data.iloc[keep].reset_index(drop=True), keep, int(bad.sum())
-    per_col = {c: int(na[c].sum()) for c in cols if na[c].any()}
+    per_col = {c: int(m.sum()) for c, m in masks.items() if m.any()}
     first = int(np.flatnonzero(bad)[0])
     detail = ", ".join(f"'{c}' ({_rows_text(k)})" for c, k in per_col.items())
     raise DataError(

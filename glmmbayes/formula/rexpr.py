@@ -10,7 +10,9 @@ data's columns in scope, so a formula can never reach Python attributes or built
 from __future__ import annotations
 
 import ast
+import copy
 import keyword
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -356,6 +358,15 @@ def _not_numeric_message(expr: str, env: dict, what: str) -> str:
     )
 
 
+@lru_cache(maxsize=512)
+def _compiled(expr: str):
+    """(checked tree, called names, code of the safe-ops tree): a pure function of the text,
+    cached because a design evaluates the same few expressions on every fit."""
+    tree, called = _parse_checked(expr)
+    safe = ast.fix_missing_locations(_SafeOps().visit(copy.deepcopy(tree)))
+    return tree, frozenset(called), compile(safe, "<formula>", "eval")
+
+
 def evaluate(expr: str, data: pd.DataFrame):
     """Evaluate an R expression on the columns of `data`; an array of length len(data).
 
@@ -363,13 +374,12 @@ def evaluate(expr: str, data: pd.DataFrame):
     pandas.Categorical (level order kept); strings as object arrays.  Arithmetic on a
     factor or text column is a DataError naming the column and the expression.
     """
-    tree, called = _parse_checked(expr)
+    tree, called, code = _compiled(expr)
     env = _environment(tree, called, expr, data)
-    safe = ast.fix_missing_locations(_SafeOps().visit(tree))
     env.update(_HELPERS)
     try:
         with np.errstate(all="ignore"):
-            value = eval(compile(safe, "<formula>", "eval"), env)  # noqa: S307 - names checked above
+            value = eval(code, env)  # noqa: S307 - names checked above
     except NotNumericError as e:
         raise DataError(_not_numeric_message(expr, env, e.what)) from None
     except (TypeError, ValueError) as e:

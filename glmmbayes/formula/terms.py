@@ -16,6 +16,7 @@ parametrised as lme4 names them:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from glmmbayes.errors import FormulaError
 
@@ -43,16 +44,20 @@ def term_structure(ftext: str, placeholders: dict[str, int], is_factor: list[boo
     """Expand `ftext` (formula text over the placeholder names of `placeholders`, which
     maps each to its variable's index) into R's terms; `is_factor` per variable; `rhs` is
     the formula as written, for error messages."""
-    intercept, terms = _expand(ftext, placeholders, rhs)
+    intercept, terms = _expand(ftext, tuple(sorted(placeholders.items())), rhs)
     coded = [Term(t, _term_codes(t, terms[:j], is_factor)) for j, t in enumerate(terms)]
     if not intercept:
         coded = _first_factor_full(coded, is_factor)
     return TermStructure(intercept, tuple(coded))
 
 
-def _expand(ftext: str, placeholders: dict[str, int], rhs: str) -> tuple[bool, list[tuple[int, ...]]]:
-    """formulaic's expansion; terms as sorted index tuples, ordered by degree (stable)."""
+@lru_cache(maxsize=256)
+def _expand(ftext: str, placeholder_items: tuple, rhs: str) -> tuple[bool, tuple[tuple[int, ...], ...]]:
+    """formulaic's expansion; terms as sorted index tuples, ordered by degree (stable). Cached:
+    parsing costs more than building a small design, and studies fit one formula many times."""
     from formulaic import Formula
+
+    placeholders = dict(placeholder_items)
 
     try:
         parsed = Formula(ftext.replace("%in%", ":"))
@@ -69,7 +74,7 @@ def _expand(ftext: str, placeholders: dict[str, int], rhs: str) -> tuple[bool, l
         key = tuple(sorted({placeholders[e] for e in exprs}))
         if key not in terms:
             terms.append(key)
-    return intercept, sorted(terms, key=len)
+    return intercept, tuple(sorted(terms, key=len))
 
 
 def _term_codes(term: tuple[int, ...], earlier: list[tuple[int, ...]], is_factor: list[bool]) -> tuple[bool, ...]:

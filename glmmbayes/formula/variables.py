@@ -101,6 +101,9 @@ def _fitted_levels(v, name: str, origin: str) -> tuple | None:
 
 def _codes_by_value(v, levels: tuple) -> np.ndarray:
     """Level index of each value (-1 where missing or not a level)."""
+    if isinstance(v, pd.Categorical):  # map the categories, not every row's value
+        pos = pd.Index(list(levels), dtype=object).get_indexer(np.asarray(v.categories, dtype=object))
+        return np.where(v.codes >= 0, np.append(pos, -1)[v.codes], -1).astype(np.int64)
     raw = np.asarray(v, dtype=object)
     index = pd.Index(list(levels), dtype=object)
     codes = index.get_indexer(raw)

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ..core import objective as ob
-from ..core.glm import glm_irls
+from ..core.glm import glm_irls, moment_theta_start
 from ..core.linalg import factorize
 from ..core.optimize import OptResult, minimize_deviance
 from ..core.pirls import PirlsState
@@ -56,7 +56,7 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
     beta0, phi0 = glm_irls(design.X, design.y, design.wt, design.offset, design.family)
     warm = ob.WarmStart(design.structure.q, beta0)
     fast_only = fast_only or reml
-    r1 = _stage1(design, prob, warm, phi0, fast_only, hessian, reml)
+    r1 = _stage1(design, prob, warm, beta0, phi0, fast_only, hessian, reml)
     nth = design.structure.ntheta
     theta = r1.x[:nth]
     phi = _phi(design, r1.x, nth)
@@ -119,7 +119,7 @@ def _stage1_vcov(design: Design, r1: OptResult):
         return None
 
 
-def _stage1(design: Design, prob, warm, phi0: float, fast_only: bool, hessian: str, reml: bool) -> OptResult:
+def _stage1(design: Design, prob, warm, beta0, phi0: float, fast_only: bool, hessian: str, reml: bool) -> OptResult:
     """θ (and log φ) with β profiled by PIRLS: lme4's nAGQ = 0 criterion with its analytic
     θ-gradient, or the GLMM REML criterion (finite differences)."""
     s = design.structure
@@ -144,13 +144,14 @@ def _stage1(design: Design, prob, warm, phi0: float, fast_only: bool, hessian: s
                 g[nth] = grads[2]
         return (ob.reml_value if reml else ob.laplace_value)(prob, st1, phi), g
 
-    x1, lo1 = s.theta_start(), s.theta_lower
+    x1 = moment_theta_start(s, design.X, design.y, design.wt, design.offset, design.family, beta0, phi0)
+    lo1 = s.theta_lower
     if design.dispersion_estimated:
         x1, lo1 = np.append(x1, np.log(phi0)), np.append(lo1, -np.inf)
     # stage 1 only provides the start and the β scaling for stage 2 unless it is the answer
     loose = {} if fast_only else {"ftol": 1e-7, "gtol": 1e-3}
     return minimize_deviance(f1, x1, lo1, hessian=fast_only, value_and_grad=vg1,
-                             fscale=(1.0 + design.n) if fast_only else None, restart_at_bound=True, **loose)
+                             fscale=1.0 + design.n, restart_at_bound=True, **loose)
 
 
 def _stage2(design: Design, prob, objective, warm2, st, r1: OptResult, phi: float) -> OptResult:
