@@ -25,9 +25,8 @@ def glm_irls(X, y, wt, offset, family, maxit: int = 50, tol: float = 1e-10):
         sw = np.sqrt(w)
         if not (np.all(np.isfinite(z)) and np.all(np.isfinite(sw))):
             break
-        try:
-            beta_new, *_ = np.linalg.lstsq(X * sw[:, None], z * sw, rcond=None)
-        except np.linalg.LinAlgError:
+        beta_new = _weighted_ls(X, z, w, sw)
+        if beta_new is None:
             break
         beta_new, dev = _halve(X, y, wt, offset, family, beta if it else None, beta_new, dev_old)
         if not np.isfinite(dev):
@@ -41,6 +40,23 @@ def glm_irls(X, y, wt, offset, family, maxit: int = 50, tol: float = 1e-10):
     disp = family.dispersion
     phi = 1.0 if disp is None else float(disp.start(y, mu, wt, len(y) - X.shape[1]))
     return beta, phi
+
+
+def _weighted_ls(X, z, w, sw):
+    """argmin Σ w (z - Xβ)²: the normal equations by Cholesky (one pass over the rows; this
+    is only a start value), least squares where X'WX is not numerically positive definite."""
+    Xw = X * w[:, None]
+    try:
+        L = np.linalg.cholesky(Xw.T @ X)
+        beta = np.linalg.solve(L.T, np.linalg.solve(L, Xw.T @ z))
+        if np.all(np.isfinite(beta)) and np.linalg.cond(L) < 1e6:
+            return beta
+    except np.linalg.LinAlgError:
+        pass
+    try:
+        return np.linalg.lstsq(X * sw[:, None], z * sw, rcond=None)[0]
+    except np.linalg.LinAlgError:
+        return None
 
 
 def _deviance(X, y, wt, offset, family, beta) -> float:
