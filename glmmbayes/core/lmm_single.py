@@ -1,0 +1,111 @@
+"""The profiled LMM deviance of a model with one random-effect term, on cross-products.
+
+With one term, A = Λ'Z'WZΛ + I is block diagonal (one k x k block per level) and every
+quantity of lme4's `devfun` and of its θ-gradient is a function of θ-free per-level
+cross-products (Z_j'WZ_j, Z_j'WX, Z_j'Wr) and of X'WX, X'Wr, r'Wr, as in MixedModels.jl.
+They are summed over the rows once; an evaluation then costs O(m k² p), not O(n), and a
+handful of batched numpy calls. r is the response less the offset and its weighted
+least-squares fit on X, so the penalized residual sum of squares, which comes out as a
+difference, loses no digits to a large mean.
+
+The optimizer uses this objective; the solution it reports is then computed once by the
+general `objective.lmm`, so both paths must agree (tested to 1e-9).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .linalg import colwise_tril, lsolve, theta_to_lower
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class SingleTermLmm:
+    """value_and_grad(θ) of the ML deviance or REML criterion of a one-term LMM."""
+
+    def __init__(self, prob, reml: bool):
+        (t,) = prob.structure.terms
+        X, w = prob.X, prob.wt
+        y0 = prob.y - prob.offset
+        n, p = X.shape
+        m, k = t.nlevels, t.k
+        Xw = X * w[:, None]
+        XtX = X.T @ Xw
+        try:
+            beta0 = np.linalg.solve(XtX, Xw.T @ y0) if p else np.zeros(0)
+        except np.linalg.LinAlgError:
+            beta0 = np.linalg.lstsq(X * np.sqrt(w)[:, None], y0 * np.sqrt(w), rcond=None)[0]
+        r = y0 - X @ beta0
+        Zw = t.X * w[:, None]  # (n, k)
+        outer = (Zw[:, :, None] * t.X[:, None, :]).reshape(n, k * k)
+        self.B0 = _level_sums(t.codes, outer, m).reshape(m, k, k)
+        self.ZX = _level_sums(t.codes, (Zw[:, :, None] * X[:, None, :]).reshape(n, k * p), m).reshape(m, k, p)
+        self.zr = _level_sums(t.codes, Zw * r[:, None], m)
+        self.XtX, self.Xr, self.rr = XtX, Xw.T @ r, float(r @ (w * r))
+        self.beta0 = beta0
+        self.k, self.n, self.p, self.reml = k, n, p, reml
+        with np.errstate(divide="ignore"):
+            self.sumlogw = float(np.sum(np.log(w)))
+        self.rows, self.cols = colwise_tril(k)
+
+    def value_and_grad(self, theta: np.ndarray):
+        try:
+            return self._value_and_grad(np.asarray(theta, float))
+        except np.linalg.LinAlgError:
+            return np.inf, None
+
+    def deviance(self, theta: np.ndarray) -> float:
+        return self.value_and_grad(theta)[0]
+
+    def _value_and_grad(self, theta):
+        k, n, p = self.k, self.n, self.p
+        lam = theta_to_lower(theta, k)
+        B0L = self.B0 @ lam  # (m, k, k): B0_j Λ
+        A = lam.T @ B0L
+        A[:, np.arange(k), np.arange(k)] += 1.0
+        L = np.linalg.cholesky(A)
+        Linv = np.linalg.inv(L)
+        ldA = 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))))
+        C = lam.T @ self.ZX  # (m, k, p): Λ'Z_j'WX
+        LC = Linv @ C
+        lu = np.einsum("jab,jb->ja", Linv, self.zr @ lam)  # L_j^{-1} Λ'Z_j'Wr
+        S = self.XtX - np.einsum("jkp,jkq->pq", LC, LC)
+        RX = np.linalg.cholesky(S) if p else np.zeros((0, 0))
+        yb = lsolve(RX, self.Xr - np.einsum("jkp,jk->p", LC, lu))
+        pwrss = self.rr - float(np.sum(lu * lu)) - float(yb @ yb)
+        dof = n - p if self.reml else n
+        if dof <= 0 or not pwrss > 0:
+            return np.inf, None
+        dev = ldA + dof * (1.0 + _LOG_2PI + math.log(pwrss / dof)) - self.sumlogw
+        ldRX = 2.0 * float(np.sum(np.log(np.diag(RX)))) if p else 0.0
+        if self.reml:
+            dev += ldRX
+        # gradient: d pwrss = -2 (Z'Wr)' dΛ û (envelope theorem), d log|A| [+ log|RX|²] from
+        # the per-level diagonal blocks of the inverse of A [bordered by X for REML]
+        db = lsolve(RX, yb, trans=True)  # β - β0
+        u = np.einsum("jba,jb->ja", Linv, lu - LC @ db)  # L_j^{-T}(...)
+        s = self.zr - np.einsum("jab,jb->ja", B0L, u) - self.ZX @ db  # Z_j'W r at the solution
+        T3 = s.T @ u  # Σ_j s_j û_j'
+        Ainv = np.transpose(Linv, (0, 2, 1)) @ Linv
+        T2 = None
+        if self.reml and p:
+            Sinv = lsolve(RX, lsolve(RX, np.eye(p)), trans=True)
+            G = Ainv @ C  # (m, k, p)
+            GS = G @ Sinv
+            Ainv = Ainv + GS @ np.transpose(G, (0, 2, 1))
+            T2 = -np.einsum("jap,jbp->ab", self.ZX, GS)  # Σ_j ZX_j M_bu,j
+        T1 = np.einsum("jab,jcb->ac", Ainv, B0L)  # Σ_j Ainv_j Λ'B0_j  (B0 symmetric)
+        r, c = self.rows, self.cols
+        g = 2.0 * T1[c, r] - 2.0 * (dof / pwrss) * T3[r, c]
+        if T2 is not None:
+            g = g + 2.0 * T2[r, c]
+        return dev, g
+
+
+def _level_sums(codes: np.ndarray, values: np.ndarray, m: int) -> np.ndarray:
+    """Σ over the rows of each level, column by column: (m, ncol)."""
+    return np.column_stack([np.bincount(codes, weights=values[:, j], minlength=m)
+                            for j in range(values.shape[1])]) if values.shape[1] else np.zeros((m, 0))
