@@ -155,15 +155,15 @@ class ReStructure:
         """ZΛ u (length n)."""
         out = np.zeros(self.n)
         lams = _sparse_lambdas(V)
-        for i, t in enumerate(self.terms):
-            U = u[self.u_offsets[i] : self.u_offsets[i + 1]].reshape(t.nlevels, t.k)
+        off = self.u_offsets
+        for i, (k, m) in enumerate(zip(self.k, self.m)):
             if lams is not None:
+                U = u[off[i] : off[i + 1]].reshape(m, k)
                 out += self.z_transpose(i).T @ (U @ lams[i].T).ravel()
-                continue
-            if t.k == 1:
-                out += V[i][:, 0] * U[t.codes, 0]
+            elif k == 1:
+                out += V[i][:, 0] * u[off[i] : off[i + 1]][self.terms[i].codes]
             else:
-                out += np.einsum("ij,ij->i", V[i], U[t.codes])
+                out += np.einsum("ij,ij->i", V[i], u[off[i] : off[i + 1]][self._col_index[i]])
         return out
 
     def z_transpose_squared(self) -> sp.csc_matrix:
@@ -177,15 +177,16 @@ class ReStructure:
         """Λ'Z' r (length q)."""
         out = np.empty(self.q)
         lams = _sparse_lambdas(V)
-        for i, t in enumerate(self.terms):
+        off = self.u_offsets
+        for i, (k, m) in enumerate(zip(self.k, self.m)):
             if lams is not None:
-                S = (self.z_transpose(i) @ r).reshape(t.nlevels, t.k)
-                out[self.u_offsets[i] : self.u_offsets[i + 1]] = (S @ lams[i]).ravel()
-                continue
-            block = np.empty((t.nlevels, t.k))
-            for a in range(t.k):
-                block[:, a] = np.bincount(t.codes, weights=V[i][:, a] * r, minlength=t.nlevels)
-            out[self.u_offsets[i] : self.u_offsets[i + 1]] = block.ravel()
+                S = (self.z_transpose(i) @ r).reshape(m, k)
+                out[off[i] : off[i + 1]] = (S @ lams[i]).ravel()
+            elif k == 1:
+                out[off[i] : off[i + 1]] = np.bincount(self.terms[i].codes, weights=V[i][:, 0] * r, minlength=m)
+            else:  # one bincount for the k columns: level-major flat index j k + a
+                out[off[i] : off[i + 1]] = np.bincount(self._col_index[i].ravel(),
+                                                       weights=(V[i] * r[:, None]).ravel(), minlength=m * k)
         return out
 
     def zl_mult_matrix(self, V, U: np.ndarray) -> np.ndarray:
@@ -207,12 +208,24 @@ class ReStructure:
             return np.zeros((self.q, 0))
         lams = _sparse_lambdas(V)
         if lams is None:
-            return np.column_stack([self.zl_tmult(V, R[:, j]) for j in range(R.shape[1])])
+            return self._zl_tmult_matrix_rows(V, R)
         out = np.empty((self.q, R.shape[1]))
         for i, t in enumerate(self.terms):
             S = np.asarray(self.z_transpose(i) @ R).reshape(t.nlevels, t.k, R.shape[1])
             out[self.u_offsets[i] : self.u_offsets[i + 1]] = np.einsum(
                 "mbp,ba->map", S, lams[i]).reshape(-1, R.shape[1])
+        return out
+
+    def _zl_tmult_matrix_rows(self, V, R: np.ndarray) -> np.ndarray:
+        """Λ'Z' R by one bincount per term over the flat (column of ZΛ, column of R) index:
+        small designs, where scipy's per-call overhead outweighs the sparse product."""
+        p = R.shape[1]
+        out = np.empty((self.q, p))
+        off = self.u_offsets
+        for i, (k, m) in enumerate(zip(self.k, self.m)):
+            idx = (self._col_index[i][:, :, None] * p + np.arange(p)).ravel()
+            vals = (V[i][:, :, None] * R[:, None, :]).ravel()
+            out[off[i] : off[i + 1]] = np.bincount(idx, weights=vals, minlength=m * k * p).reshape(m * k, p)
         return out
 
     def cross_pattern(self):
