@@ -415,11 +415,7 @@ def factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None = None) -> 
             for c in range(a + 1):
                 B[:, a, c] = np.bincount(t0.codes, weights=w * V0[:, a] * V0[:, c], minlength=m0)
                 B[:, c, a] = B[:, a, c]
-    B[:, np.arange(k0), np.arange(k0)] += 1.0
-    L1 = _batched_chol(B)
-    logdet_L1 = float(np.sum(np.log(np.diagonal(L1, axis1=1, axis2=2))))
-    L1inv = _batched_inv_lower(L1)
-    L21 = L22 = L21v = None
+    vals = A22 = None
     if len(s.terms) > 1:
         pat = s.cross_pattern()
         V2 = np.hstack(V[1:])
@@ -428,6 +424,27 @@ def factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None = None) -> 
                            minlength=pat["nnz21"])
         A22 = np.bincount(pat["idx22"], weights=(wV2[:, :, None] * V2[:, None, :]).ravel(),
                           minlength=s.q2 * s.q2).reshape(s.q2, s.q2)
+    C = XtWX = None
+    if X is not None:
+        wX = w[:, None] * X
+        C = s.zl_tmult_matrix(V, wX)
+        XtWX = X.T @ wX
+    return factor_blocks(s, B, vals, A22, C, XtWX)
+
+
+def factor_blocks(s: ReStructure, B: np.ndarray, vals: np.ndarray | None, A22: np.ndarray | None,
+                  C: np.ndarray | None = None, XtWX: np.ndarray | None = None) -> Factor:
+    """The factor from the blocks of Λ'Z'WZΛ (without the identity): the head's per-level
+    blocks B (m0, k0, k0), A21's values on the cross pattern, the dense tail block A22, and for
+    the X border C = Λ'Z'WX and X'WX. The blocks are overwritten."""
+    k0 = B.shape[1]
+    B[:, np.arange(k0), np.arange(k0)] += 1.0
+    L1 = _batched_chol(B)
+    logdet_L1 = float(np.sum(np.log(np.diagonal(L1, axis1=1, axis2=2))))
+    L1inv = _batched_inv_lower(L1)
+    L21 = L22 = L21v = None
+    if len(s.terms) > 1:
+        pat = s.cross_pattern()
         A22[np.diag_indices_from(A22)] += 1.0
         dense = pat["nnz21"] > 0.05 * s.q1 * s.q2  # dense enough that BLAS beats sparse products
         pairs = None if (dense or k0 != 1) else s.column_pairs()
@@ -452,11 +469,8 @@ def factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None = None) -> 
             S = A22 - (L21 @ L21.T).toarray()
         L22 = np.linalg.cholesky(S)
     f = Factor(s, L1inv, logdet_L1, L21, L22, L21v=L21v)
-    if X is not None:
-        wX = w[:, None] * X
-        C = s.zl_tmult_matrix(V, wX)
+    if C is not None:
         f.LX = f.forward(C)
-        XtWX = X.T @ wX
         f.RX = np.linalg.cholesky(XtWX - f.LX.T @ f.LX)
     return f
 

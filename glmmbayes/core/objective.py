@@ -208,11 +208,15 @@ def _dlogdet_scalar_terms(s, f, V) -> np.ndarray | None:
     A - I = ΛZ'WZΛ with Λ = diag(θ_t), so dA/dθ_t = (D_t(A - I) + (A - I)D_t)/θ_t and
     d log|A|/dθ_t = (2/θ_t)(q_t - tr_t(A^{-1})), from diag(A^{-1}) alone. None where a term is
     not scalar, there is one term, or some θ_t is near 0."""
-    from .linalg import inverse_diagonal
-
     if len(V.lambdas) < 2 or any(L.shape != (1, 1) for L in V.lambdas):
         return None
-    thetas = np.array([L[0, 0] for L in V.lambdas])  # Λ_t = θ_t I
+    return dlogdet_scalar_terms(s, f, np.array([L[0, 0] for L in V.lambdas]))  # Λ_t = θ_t I
+
+
+def dlogdet_scalar_terms(s, f, thetas: np.ndarray) -> np.ndarray | None:
+    """d log|A| / dθ for all-scalar terms with Λ_t = θ_t I (see `_dlogdet_scalar_terms`)."""
+    from .linalg import inverse_diagonal
+
     if np.min(np.abs(thetas)) < _THETA_DIAG_MIN:
         return None
     diag = inverse_diagonal(f)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core import objective as ob
+from ..core.lmm_scalar_terms import ScalarTermsLmm
 from ..core.lmm_single import SingleTermLmm
 from ..core.optimize import minimize_deviance
 from ..design import Design
@@ -32,9 +33,13 @@ def run(design: Design, *, label: str = "laplace", nAGQ: int = 1) -> Estimate:
             return np.inf, None
         return sol.deviance, ob.lmm_gradient(prob, sol, reml)
 
-    if len(s.terms) == 1:  # the same deviance and gradient on per-level cross-products
+    # the same deviance and gradient on cross-products: no pass over the rows per evaluation
+    if len(s.terms) == 1:
         one = SingleTermLmm(prob, reml)
         f, vg = one.deviance, one.value_and_grad
+    elif all(k == 1 for k in s.k):
+        crossed = ScalarTermsLmm(prob, reml, fallback=vg)
+        f, vg = crossed.deviance, crossed.value_and_grad
     opt = minimize_deviance(f, s.theta_start(), s.theta_lower, hessian=True, value_and_grad=vg,
                             restart_at_bound=True)
     sol = ob.lmm(prob, opt.x, reml)
