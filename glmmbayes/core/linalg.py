@@ -305,15 +305,15 @@ class Factor:
         return self.L21_csr
 
     def _l21_mult(self, y1: np.ndarray) -> np.ndarray:
-        if self.L21v is not None and y1.ndim == 1:  # no sparse-matrix object on the hot path
+        if self.L21v is not None:  # no sparse-matrix object on the hot path
             pat = self.s.cross_pattern()
-            return np.bincount(pat["rows21"], weights=self.L21v * y1[pat["cols21"]], minlength=self.s.q2)
+            return _pattern_product(pat["rows21"], pat["cols21"], self.L21v, y1, self.s.q2)
         return self.L21 @ y1
 
     def _l21t_mult(self, x2: np.ndarray) -> np.ndarray:
-        if self.L21v is not None and x2.ndim == 1:
+        if self.L21v is not None:
             pat = self.s.cross_pattern()
-            return np.bincount(pat["cols21"], weights=self.L21v * x2[pat["rows21"]], minlength=self.s.q1)
+            return _pattern_product(pat["cols21"], pat["rows21"], self.L21v, x2, self.s.q1)
         return self.L21.T @ x2
 
     @property
@@ -393,6 +393,18 @@ class Factor:
             idx = np.arange(m)
             out.append(blk.reshape(m, k, m, k)[idx, :, idx, :])
         return out
+
+
+def _pattern_product(out_idx, in_idx, vals, x: np.ndarray, size: int) -> np.ndarray:
+    """M x for a matrix given by its nonzeros (out_idx, in_idx, vals) and x of shape (·,) or
+    (·, c): one bincount (over a flat (row, column of x) index for a matrix x)."""
+    if x.ndim == 1:
+        return np.bincount(out_idx, weights=vals * x[in_idx], minlength=size)
+    c = x.shape[1]
+    if c == 0:
+        return np.zeros((size, 0))
+    flat = (out_idx[:, None] * c + np.arange(c)).ravel()
+    return np.bincount(flat, weights=(vals[:, None] * x[in_idx]).ravel(), minlength=size * c).reshape(size, c)
 
 
 def _blockdiag(B: np.ndarray) -> sp.bsr_matrix:
