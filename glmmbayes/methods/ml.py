@@ -194,7 +194,7 @@ def _stage2(design: Design, prob, objective, warm2, st, r1: OptResult, phi: floa
         P[np.arange(nth), np.arange(nth)] = np.clip(np.sqrt(2.0 * np.maximum(ihd[:nth], 0.0)), 0.02, 5.0)
     has_grad = hasattr(objective, "value_and_grad")
     return minimize_deviance(f2, x2, lo2, P, hessian=True, value_and_grad=vg if has_grad else None,
-                             ftol=1e-12, gtol=1e-6, fscale=1.0 + design.n)
+                             ftol=1e-10, gtol=1e-5, fscale=1.0 + design.n)
 
 
 def _covariances(design: Design, r2: OptResult, st) -> tuple[np.ndarray, np.ndarray | None]:
