@@ -254,3 +254,25 @@ def test_boundary_local_minimum_is_left_for_the_interior_optimum():
     assert f.loglik == pytest.approx(-216.417580483454, abs=1e-6)
     np.testing.assert_allclose(f.theta_hat, [2.018859955253, -0.1247200364216, 0.1065905188188], rtol=1e-3)
     assert f.converged and not f.messages
+
+
+@pytest.mark.parametrize("reml", [False, True])
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | g)", "y ~ x + (1 | g) + (1 | h)", "y ~ x + (x | g) + (1 | h)"])
+def test_lmm_row_of_weight_zero_is_a_row_left_out(formula, reml):
+    """A prior weight of 0 gives a row infinite variance: it carries no information. The LMM
+    counted it as an observation and put log 0 into the likelihood (logLik -Inf, the optimizer
+    stuck at its start; lmer also reports -Inf). Now the fit equals the fit without the row."""
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame({"g": rng.integers(0, 8, 100).astype(str), "h": rng.integers(0, 5, 100).astype(str),
+                      "x": rng.normal(size=100)})
+    d["y"] = d.x + rng.normal(size=100) + rng.normal(size=8)[d.g.astype(int)] + rng.normal(size=5)[d.h.astype(int)]
+    d["w"] = 1.0
+    d.loc[3, "w"] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = gb.fit(formula, d, weights="w", REML=reml)
+        f0 = gb.fit(formula, d.drop(index=3), REML=reml)
+    assert f.loglik == pytest.approx(f0.loglik, abs=1e-8)
+    np.testing.assert_allclose(f.fixef.values, f0.fixef.values, atol=1e-7)
+    np.testing.assert_allclose(f.theta.values, f0.theta.values, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(f.se, float), np.asarray(f0.se, float), rtol=1e-6)

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .linalg import factor_blocks, lsolve
-from .objective import dlogdet_scalar_terms
+from .objective import dlogdet_scalar_terms, weighted_rows
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -57,10 +57,10 @@ class ScalarTermsLmm:
         self.ZX = s.zl_tmult_matrix(V1, Xw)
         self.Zr = s.zl_tmult(V1, w * r)
         self.XtX, self.Xr, self.rr = XtX, Xw.T @ r, float(r @ (w * r))
-        self.s, self.n, self.p, self.reml = s, n, p, reml
+        self.s, self.p, self.reml = s, p, reml
         self.term_of_col = np.repeat(np.arange(len(s.terms)), s.q_t)
-        with np.errstate(divide="ignore"):
-            self.sumlogw = float(np.sum(np.log(w)))
+        # rows of weight 0 carry no information: neither observations nor in Σ log w
+        self.n, self.sumlogw = weighted_rows(w)
         self.fallback = fallback
 
     def value_and_grad(self, theta: np.ndarray):

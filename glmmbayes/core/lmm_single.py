@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from .objective import weighted_rows
 from .linalg import colwise_tril, lsolve, theta_to_lower
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -46,9 +47,9 @@ class SingleTermLmm:
         self.zr = _level_sums(t.codes, Zw * r[:, None], m)
         self.XtX, self.Xr, self.rr = XtX, Xw.T @ r, float(r @ (w * r))
         self.beta0 = beta0
-        self.k, self.n, self.p, self.reml = k, n, p, reml
-        with np.errstate(divide="ignore"):
-            self.sumlogw = float(np.sum(np.log(w)))
+        # rows of weight 0 carry no information: neither observations nor in Σ log w
+        self.n, self.sumlogw = weighted_rows(w)
+        self.k, self.p, self.reml = k, p, reml
         self.rows, self.cols = colwise_tril(k)
 
     def value_and_grad(self, theta: np.ndarray):

@@ -123,10 +123,20 @@ def fixed_sigma_deviance(sol: "LmmSolution", w: np.ndarray, reml: bool = False) 
     """-2 log-likelihood of the weighted LMM with the residual variance fixed at 1:
     z ~ N(Xβ, ZΛΛ'Z' + W⁻¹), β at its GLS value: log|L|² + pwrss + n log(2π) − Σ log W
     (REML: + log|RX|² − p log(2π))."""
-    dev = sol.factor.ldL2 + sol.pwrss + len(w) * _LOG_2PI - float(np.sum(np.log(w)))
+    n_obs, sumlogw = weighted_rows(w)
+    dev = sol.factor.ldL2 + sol.pwrss + n_obs * _LOG_2PI - sumlogw
     if reml:
         dev += sol.factor.ldRX2 - len(sol.beta) * _LOG_2PI
     return dev
+
+
+def weighted_rows(w: np.ndarray) -> tuple[int, float]:
+    """(rows with a positive weight, Σ log w over them): a row of weight 0 has infinite variance
+    and carries no information, so it counts neither as an observation nor in the
+    log-determinant of the residual covariance (as R's lm drops it from the residual degrees
+    of freedom; lmer's logLik is -Inf there)."""
+    pos = w > 0
+    return int(np.count_nonzero(pos)), float(np.sum(np.log(w[pos])))
 
 
 def lmm(prob: Problem, theta: np.ndarray, reml: bool = False) -> LmmSolution:
@@ -141,14 +151,15 @@ def lmm(prob: Problem, theta: np.ndarray, reml: bool = False) -> LmmSolution:
     u, beta = f.solve_joint(s.zl_tmult(V, w * yo), prob.X.T @ (w * yo))
     resid = yo - prob.X @ beta - s.zl_mult(V, u)
     pwrss = float(np.sum(w * resid * resid) + u @ u)
-    n, p = prob.X.shape
+    n, sumlogw = weighted_rows(w)
+    p = prob.X.shape[1]
     dof = n - p if reml else n
     if dof <= 0 or not pwrss > 0:
         # no residual degrees of freedom, or an exact fit: σ² = 0 and no likelihood maximum
         # here; an infinite deviance keeps the optimizer away and the caller reports it
         return LmmSolution(np.inf, beta, u, 0.0, pwrss, f, V)
     with np.errstate(divide="ignore"):
-        dev = f.ldL2 + dof * (1.0 + _LOG_2PI + math.log(pwrss / dof)) - float(np.sum(np.log(w)))
+        dev = f.ldL2 + dof * (1.0 + _LOG_2PI + math.log(pwrss / dof)) - sumlogw
     if reml:
         dev += f.ldRX2
     return LmmSolution(dev, beta, u, pwrss / dof, pwrss, f, V)
@@ -170,7 +181,7 @@ def lmm_gradient(prob: Problem, sol: LmmSolution, reml: bool = False, sigma2: fl
 
     s = prob.structure
     f, V, w, X = sol.factor, sol.V, prob.wt, prob.X
-    n, p = X.shape
+    n, p = weighted_rows(w)[0], X.shape[1]
     resid = prob.y - prob.offset - X @ sol.beta - s.zl_mult(V, sol.u)
     wr = w * resid
     dlogA = _dlogdet_scalar_terms(s, f, V)
