@@ -427,14 +427,11 @@ def _group_factor(group_vars, data: pd.DataFrame) -> tuple[np.ndarray, tuple[str
     for c, s in zip(per_var, sizes):
         codes = codes * s + np.asarray(c.codes, dtype=np.int64)
     used, inverse = np.unique(codes, return_inverse=True)
-    labels = []
-    for u in used:
-        idx = []
-        for s in reversed(sizes):
-            idx.append(u % s)
-            u //= s
-        idx.reverse()
-        labels.append(":".join(fm.level_text(c.categories[i]) for c, i in zip(per_var, idx)))
+    # each category's text once (indexing an Index per level is slow), then one join per level
+    texts = [[fm.level_text(x) for x in c.categories.tolist()] for c in per_var]
+    digits = np.unravel_index(used, sizes) if sizes else ()
+    parts = [[tv[i] for i in d.tolist()] for tv, d in zip(texts, digits)]
+    labels = parts[0] if len(parts) == 1 else [":".join(p) for p in zip(*parts)]
     return inverse.astype(np.int64), tuple(labels)
 
 
