@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+from functools import lru_cache
 
 import numpy as np
 
@@ -35,6 +36,7 @@ _R_SYNTACTIC = re.compile(r"(?:[A-Za-z]|\.(?![0-9]))[A-Za-z0-9._]*|\.")
 _ATOM = 99  # precedence of names, constants and calls
 
 
+@lru_cache(maxsize=1024)
 def r_deparse(py_expr: str) -> str:
     """Print a Python expression (as made by r_to_python) the way R's deparse() does."""
     return _dep(ast.parse(py_expr.strip(), mode="eval").body)[0]

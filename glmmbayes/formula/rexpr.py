@@ -398,15 +398,21 @@ def evaluate(expr: str, data: pd.DataFrame):
 
 def referenced_columns(expr: str, data: pd.DataFrame) -> list[str]:
     """Names of the data columns an R expression refers to (unknown names are left out)."""
+    return [r for r in _names(expr) if r in data.columns]
+
+
+@lru_cache(maxsize=512)
+def _names(expr: str) -> tuple[str, ...]:
+    """The names (not called functions) an R expression mentions, in order, once each."""
     try:
         tree = ast.parse(r_to_python(expr), mode="eval")
     except (SyntaxError, FormulaError):
-        return []
+        return ()
     called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     out: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and node.id not in called:
             r = demangle(node.id)
-            if r in data.columns and r not in out:
+            if r not in out:
                 out.append(r)
-    return out
+    return tuple(out)
