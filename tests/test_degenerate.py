@@ -276,3 +276,18 @@ def test_lmm_row_of_weight_zero_is_a_row_left_out(formula, reml):
     np.testing.assert_allclose(f.fixef.values, f0.fixef.values, atol=1e-7)
     np.testing.assert_allclose(f.theta.values, f0.theta.values, atol=1e-6)
     np.testing.assert_allclose(np.asarray(f.se, float), np.asarray(f0.se, float), rtol=1e-6)
+
+
+def test_lmm_response_constant_within_groups_is_reported_not_a_numpy_error():
+    """y is the same for every row of a group: the group effects reproduce it, the residual
+    variance goes to 0 and θ to infinity. The end point could not be factored and a raw
+    LinAlgError escaped (ML); now a FitError names the grouping factor, and the REML fit that
+    ends is marked as not converged."""
+    rng = np.random.default_rng(5)
+    d = pd.DataFrame({"g": rng.integers(0, 5, 40).astype(str)})
+    d["y"] = d.g.astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(FitError, match="no finite maximum.*'g'"):
+            gb.fit("y ~ 1 + (1 | g)", d, REML=False)
+        assert not gb.fit("y ~ 1 + (1 | g)", d, REML=True).converged

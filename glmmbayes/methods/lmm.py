@@ -11,7 +11,7 @@ from ..core.lmm_scalar_terms import ScalarTermsLmm
 from ..core.lmm_single import SingleTermLmm
 from ..core.optimize import minimize_deviance
 from ..design import Design
-from ..errors import SpecError
+from ..errors import FitError, SpecError
 from ..estimate import Estimate, OptimizerReport, StageReport
 
 
@@ -42,7 +42,7 @@ def run(design: Design, *, label: str = "laplace", nAGQ: int = 1) -> Estimate:
         f, vg = crossed.deviance, crossed.value_and_grad
     opt = minimize_deviance(f, s.theta_start(), s.theta_lower, hessian=True, value_and_grad=vg,
                             restart_at_bound=True)
-    sol = ob.lmm(prob, opt.x, reml)
+    sol = _solution(design, prob, opt.x, reml)
     report = OptimizerReport(stages={"stage1": StageReport(opt.nfev, opt.nit, opt.trace)},
                              gradient=opt.grad, hessian=opt.hessian, n_checked=len(opt.x),
                              success=opt.success, message=opt.message)
@@ -52,3 +52,21 @@ def run(design: Design, *, label: str = "laplace", nAGQ: int = 1) -> Estimate:
         loglik=-0.5 * sol.deviance, likelihood="reml" if reml else "exact", nAGQ=nAGQ,
         reml_criterion=sol.deviance if reml else None, optimizer=report,
     )
+
+
+def _solution(design: Design, prob, theta, reml: bool):
+    """The LMM solution at the optimizer's θ, or a FitError saying why there is none: where the
+    random effects reproduce the response, the residual variance goes to 0 and θ to infinity,
+    and the system at the end point can no longer be factored."""
+    try:
+        return ob.lmm(prob, theta, reml)
+    except np.linalg.LinAlgError:
+        groups = ", ".join(f"'{t.group_name}'" for t in design.terms)
+        raise FitError(
+            f"the linear mixed model has no finite maximum: at θ = {np.round(theta, 4).tolist()} the "
+            "penalized least-squares system is singular. Usually the random effects of "
+            f"{groups} reproduce the response (no variation left within the groups, so the "
+            "residual variance tends to 0), or a fixed effect is confounded with a grouping "
+            "factor; check the response within groups or drop the term."
+        ) from None
+
