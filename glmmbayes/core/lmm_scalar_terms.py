@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .linalg import factor_blocks, lsolve
-from .objective import dlogdet_scalar_terms, weighted_rows
+from .objective import dlogdet_scalar_terms, fixed_cross_products
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -34,15 +34,7 @@ class ScalarTermsLmm:
     def __init__(self, prob, reml: bool, fallback):
         s = prob.structure
         X, w = prob.X, prob.wt
-        y0 = prob.y - prob.offset
-        n, p = X.shape
-        Xw = X * w[:, None]
-        XtX = X.T @ Xw
-        try:
-            beta0 = np.linalg.solve(XtX, Xw.T @ y0) if p else np.zeros(0)
-        except np.linalg.LinAlgError:
-            beta0 = np.linalg.lstsq(X * np.sqrt(w)[:, None], y0 * np.sqrt(w), rcond=None)[0]
-        r = y0 - X @ beta0
+        fx = fixed_cross_products(prob)
         V1 = s.zl_values(np.ones(s.ntheta))  # Λ = I: the raw Z
         pat = s.cross_pattern()
         x0 = V1[0][:, 0]
@@ -54,13 +46,12 @@ class ScalarTermsLmm:
                                minlength=s.q2 * s.q2).reshape(s.q2, s.q2)
         self.G21 = sp.csr_matrix((self.g21, pat["cols21"], pat["indptr21"]), shape=(s.q2, s.q1))
         self.rows21 = pat["rows21"]
-        self.ZX = s.zl_tmult_matrix(V1, Xw)
-        self.Zr = s.zl_tmult(V1, w * r)
-        self.XtX, self.Xr, self.rr = XtX, Xw.T @ r, float(r @ (w * r))
-        self.s, self.p, self.reml = s, p, reml
+        self.ZX = s.zl_tmult_matrix(V1, fx.Xw)
+        self.Zr = s.zl_tmult(V1, w * fx.r)
+        self.XtX, self.Xr, self.rr = fx.XtX, fx.Xr, fx.rr
+        self.s, self.n, self.p, self.reml = s, fx.n, X.shape[1], reml
         self.term_of_col = np.repeat(np.arange(len(s.terms)), s.q_t)
-        # rows of weight 0 carry no information: neither observations nor in Σ log w
-        self.n, self.sumlogw = weighted_rows(w)
+        self.sumlogw = fx.sumlogw  # rows of weight 0 carry no information (weighted_rows)
         self.fallback = fallback
 
     def value_and_grad(self, theta: np.ndarray):
@@ -91,7 +82,7 @@ class ScalarTermsLmm:
         B = (theta[0] ** 2 * self.d0)[:, None, None]
         vals = theta[0] * t2[self.rows21] * self.g21
         A22 = self.g22 * np.outer(t2, t2)
-        f = factor_blocks(s, B, vals, A22, tcol[:, None] * self.ZX, self.XtX.copy())
+        f = factor_blocks(s, B, vals, A22, tcol[:, None] * self.ZX, self.XtX)
         yu = f.forward(tcol * self.Zr)
         yb = lsolve(f.RX, self.Xr - f.LX.T @ yu)
         pwrss = self.rr - float(yu @ yu) - float(yb @ yb)

@@ -6,7 +6,7 @@ cross-products (Z_j'WZ_j, Z_j'WX, Z_j'Wr) and of X'WX, X'Wr, r'Wr, as in MixedMo
 They are summed over the rows once; an evaluation then costs O(m k² p), not O(n), and a
 handful of batched numpy calls. r is the response less the offset and its weighted
 least-squares fit on X, so the penalized residual sum of squares, which comes out as a
-difference, loses no digits to a large mean.
+difference, loses no digits to a large mean (`objective.fixed_cross_products`).
 
 The optimizer uses this objective; the solution it reports is then computed once by the
 general `objective.lmm`, so both paths must agree (tested to 1e-9).
@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .objective import weighted_rows
+from .objective import fixed_cross_products
 from .linalg import colwise_tril, lsolve, theta_to_lower
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -30,25 +30,17 @@ class SingleTermLmm:
     def __init__(self, prob, reml: bool):
         (t,) = prob.structure.terms
         X, w = prob.X, prob.wt
-        y0 = prob.y - prob.offset
         n, p = X.shape
         m, k = t.nlevels, t.k
-        Xw = X * w[:, None]
-        XtX = X.T @ Xw
-        try:
-            beta0 = np.linalg.solve(XtX, Xw.T @ y0) if p else np.zeros(0)
-        except np.linalg.LinAlgError:
-            beta0 = np.linalg.lstsq(X * np.sqrt(w)[:, None], y0 * np.sqrt(w), rcond=None)[0]
-        r = y0 - X @ beta0
+        fx = fixed_cross_products(prob)
         Zw = t.X * w[:, None]  # (n, k)
         outer = (Zw[:, :, None] * t.X[:, None, :]).reshape(n, k * k)
         self.B0 = _level_sums(t.codes, outer, m).reshape(m, k, k)
         self.ZX = _level_sums(t.codes, (Zw[:, :, None] * X[:, None, :]).reshape(n, k * p), m).reshape(m, k, p)
-        self.zr = _level_sums(t.codes, Zw * r[:, None], m)
-        self.XtX, self.Xr, self.rr = XtX, Xw.T @ r, float(r @ (w * r))
-        self.beta0 = beta0
+        self.zr = _level_sums(t.codes, Zw * fx.r[:, None], m)
+        self.XtX, self.Xr, self.rr = fx.XtX, fx.Xr, fx.rr
         # rows of weight 0 carry no information: neither observations nor in Σ log w
-        self.n, self.sumlogw = weighted_rows(w)
+        self.n, self.sumlogw = fx.n, fx.sumlogw
         self.k, self.p, self.reml = k, p, reml
         self.rows, self.cols = colwise_tril(k)
 

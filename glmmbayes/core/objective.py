@@ -139,6 +139,35 @@ def weighted_rows(w: np.ndarray) -> tuple[int, float]:
     return int(np.count_nonzero(pos)), float(np.sum(np.log(w[pos])))
 
 
+@dataclass(frozen=True)
+class FixedCrossProducts:
+    """The θ-free pieces of the LMM on cross-products: Xw = WX, X'WX, the response less the
+    offset and its weighted least-squares fit on X (r; the penalized residual sum of squares is
+    then a difference that keeps its digits under a large mean), X'Wr, r'Wr, and the rows with
+    a positive weight with their Σ log w (`weighted_rows`)."""
+
+    Xw: np.ndarray
+    XtX: np.ndarray
+    r: np.ndarray
+    Xr: np.ndarray
+    rr: float
+    n: int
+    sumlogw: float
+
+
+def fixed_cross_products(prob: Problem) -> FixedCrossProducts:
+    X, w = prob.X, prob.wt
+    y0 = prob.y - prob.offset
+    Xw = X * w[:, None]
+    XtX = X.T @ Xw
+    try:
+        beta0 = np.linalg.solve(XtX, Xw.T @ y0) if X.shape[1] else np.zeros(0)
+    except np.linalg.LinAlgError:
+        beta0 = np.linalg.lstsq(X * np.sqrt(w)[:, None], y0 * np.sqrt(w), rcond=None)[0]
+    r = y0 - X @ beta0
+    return FixedCrossProducts(Xw, XtX, r, Xw.T @ r, float(r @ (w * r)), *weighted_rows(w))
+
+
 def lmm(prob: Problem, theta: np.ndarray, reml: bool = False) -> LmmSolution:
     """Profiled deviance (ML) or REML criterion of the LMM at θ, as lme4's `devfun`."""
     s = prob.structure
