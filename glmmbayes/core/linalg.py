@@ -219,13 +219,12 @@ class ReStructure:
     def _zl_tmult_matrix_rows(self, V, R: np.ndarray) -> np.ndarray:
         """Λ'Z' R by one bincount per term over the flat (column of ZΛ, column of R) index:
         small designs, where scipy's per-call overhead outweighs the sparse product."""
-        p = R.shape[1]
-        out = np.empty((self.q, p))
+        out = np.empty((self.q, R.shape[1]))
         off = self.u_offsets
+        rows = np.arange(self.n)
         for i, (k, m) in enumerate(zip(self.k, self.m)):
-            idx = (self._col_index[i][:, :, None] * p + np.arange(p)).ravel()
-            vals = (V[i][:, :, None] * R[:, None, :]).ravel()
-            out[off[i] : off[i + 1]] = np.bincount(idx, weights=vals, minlength=m * k * p).reshape(m * k, p)
+            out[off[i] : off[i + 1]] = pattern_product(self._col_index[i].ravel(), np.repeat(rows, k),
+                                                       V[i].ravel(), R, m * k)
         return out
 
     def cross_pattern(self):
@@ -307,13 +306,13 @@ class Factor:
     def _l21_mult(self, y1: np.ndarray) -> np.ndarray:
         if self.L21v is not None:  # no sparse-matrix object on the hot path
             pat = self.s.cross_pattern()
-            return _pattern_product(pat["rows21"], pat["cols21"], self.L21v, y1, self.s.q2)
+            return pattern_product(pat["rows21"], pat["cols21"], self.L21v, y1, self.s.q2)
         return self.L21 @ y1
 
     def _l21t_mult(self, x2: np.ndarray) -> np.ndarray:
         if self.L21v is not None:
             pat = self.s.cross_pattern()
-            return _pattern_product(pat["cols21"], pat["rows21"], self.L21v, x2, self.s.q1)
+            return pattern_product(pat["cols21"], pat["rows21"], self.L21v, x2, self.s.q1)
         return self.L21.T @ x2
 
     @property
@@ -395,9 +394,9 @@ class Factor:
         return out
 
 
-def _pattern_product(out_idx, in_idx, vals, x: np.ndarray, size: int) -> np.ndarray:
-    """M x for a matrix given by its nonzeros (out_idx, in_idx, vals) and x of shape (·,) or
-    (·, c): one bincount (over a flat (row, column of x) index for a matrix x)."""
+def pattern_product(out_idx, in_idx, vals, x: np.ndarray, size: int) -> np.ndarray:
+    """M x for a (size, ·) matrix M given by its nonzeros (out_idx, in_idx, vals) and x of shape
+    (·,) or (·, c): one bincount (over a flat (row, column of x) index for a matrix x)."""
     if x.ndim == 1:
         return np.bincount(out_idx, weights=vals * x[in_idx], minlength=size)
     c = x.shape[1]

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from .objective import fixed_cross_products
-from .linalg import colwise_tril, lsolve, theta_to_lower
+from .linalg import colwise_tril, lsolve, pattern_product, theta_to_lower
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -100,5 +100,4 @@ class SingleTermLmm:
 
 def _level_sums(codes: np.ndarray, values: np.ndarray, m: int) -> np.ndarray:
     """Σ over the rows of each level, column by column: (m, ncol)."""
-    return np.column_stack([np.bincount(codes, weights=values[:, j], minlength=m)
-                            for j in range(values.shape[1])]) if values.shape[1] else np.zeros((m, 0))
+    return pattern_product(codes, np.arange(len(codes)), np.ones(len(codes)), values, m)
