@@ -364,6 +364,24 @@ def _offset(spec: Spec, data: pd.DataFrame, rows=None) -> np.ndarray:
     return off
 
 
+# links whose scale is logarithmic (log, and the logits of probabilities): an offset range of
+# 100 is a ratio of e^100 ≈ 3e43 between exposures -- never data, always a raw exposure
+_LOG_SCALE_LINKS = ("log", "logit", "probit", "cloglog")
+_OFFSET_RANGE_MAX = 100.0
+
+
+def _check_offset_scale(spec: Spec, off: np.ndarray) -> None:
+    """An offset on the wrong scale (days instead of log(days)) makes every method fail deep
+    inside or, worse, fit nonsense; it is named here instead."""
+    if spec.fam.link.name not in _LOG_SCALE_LINKS or off.size == 0 or np.ptp(off) <= _OFFSET_RANGE_MAX:
+        return
+    name = spec.offset or ", ".join(spec.parsed.offsets) or "offset"
+    raise DataError(
+        f"offset '{name}' ranges from {off.min():.4g} to {off.max():.4g}, a factor of "
+        f"e^{np.ptp(off):.0f} on the {spec.fam.link.name} link: an offset is on the link scale, "
+        "so exposure times or population sizes enter as log(exposure).")
+
+
 def _level_texts(v: pd.Series) -> np.ndarray:
     """R's text of each value of a grouping column (2.0 -> "2", True -> "TRUE"; NA -> "NA")."""
     cat = pd.Categorical(v)
@@ -595,6 +613,7 @@ def build_design(spec: Spec, data: pd.DataFrame) -> Design:
             raise DataError(f"response '{response_name}': {e}") from None
     _check_weights(spec, wt)
     offset = _offset(spec, data, where)
+    _check_offset_scale(spec, offset)
     with _part(f"fixed-effects part '{spec.parsed.fixed}'"):
         fd = fm.fixed_design(spec.parsed.fixed, data)
     _check_finite(fd.X, fd.names, "fixed-effect", where)
