@@ -79,10 +79,11 @@ def _halve(X, y, wt, offset, family, beta_old, beta_new, dev_old, min_step: floa
 
 
 def moment_theta_start(structure, X, y, wt, offset, family, beta, phi: float,
-                       floor: float = 0.1) -> np.ndarray:
+                       floor: float = 0.1, unit: float = 1.0) -> np.ndarray:
     """lme4's start θ = 1, lowered for each scalar term whose between-group spread the GLM fit
     says is far smaller: a method-of-moments sd on the link scale from the group means of the
-    GLM's working residuals (E r̄_g² ≈ σ² + 1/Σ_g w). A start ten times too wide (sd 0.1 on a
+    GLM's working residuals (E r̄_g² ≈ σ² + 1/Σ_g w), in units of `unit` (the residual sd for a
+    linear mixed model, whose θ is relative to it). A start ten times too wide (sd 0.1 on a
     log link) otherwise walks the first quasi-Newton steps to the variance bound and back.
     Never below `floor`: θ = 0 is a stationary point of the (even) deviance, not a start."""
     theta = structure.theta_start()
@@ -101,6 +102,6 @@ def moment_theta_start(structure, X, y, wt, offset, family, beta, phi: float,
             continue
         rbar = np.bincount(t.codes, weights=w * r, minlength=t.nlevels)[ok] / sw[ok]
         var = float(np.mean(rbar**2 - 1.0 / sw[ok])) / col[0] ** 2
-        sd = np.sqrt(var) if var > 0 else 0.0
+        sd = np.sqrt(var) / unit if var > 0 else 0.0
         theta[structure.theta_offsets[i]] = float(np.clip(sd, floor, 1.0))
     return theta

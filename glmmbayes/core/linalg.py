@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg.lapack import dpotri, dtrtri, dtrtrs
+from scipy.linalg.lapack import dpotrf, dpotri, dtrtri, dtrtrs
 
 
 def lsolve(L: np.ndarray, b: np.ndarray, trans: bool = False) -> np.ndarray:
@@ -28,6 +28,18 @@ def lsolve(L: np.ndarray, b: np.ndarray, trans: bool = False) -> np.ndarray:
     if L.shape[0] == 0:  # no fixed effects: nothing to solve (LAPACK rejects empty systems)
         return np.zeros(b.shape)
     return dtrtrs(L.T, b, lower=0, trans=0 if trans else 1)[0]
+
+
+def cholesky_lower(S: np.ndarray) -> np.ndarray:
+    """The lower Cholesky factor of S from S's lower triangle alone (LAPACK potrf, which never
+    reads the other triangle); LinAlgError where S is not positive definite. S is overwritten."""
+    if S.shape[0] == 0:
+        return S
+    # S' is a Fortran-ordered view whose upper triangle is S's lower one: no copy
+    U, info = dpotrf(S.T, lower=0, clean=1, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError("the matrix is not positive definite")
+    return U.T
 
 
 def cho_inverse(L: np.ndarray) -> np.ndarray:
@@ -247,8 +259,10 @@ class ReStructure:
         return pat
 
     def column_pairs(self, limit: int = 20_000_000):
-        """For a sparse L21 with the A21 pattern: every ordered pair of nonzeros in one column,
-        as flat indices into S (q2 x q2), so L21 L21' is one bincount. None if too many."""
+        """For a sparse L21 with the A21 pattern: the pairs of nonzeros (p1, p2) in one column
+        whose rows fall in S's lower triangle (row of p1 >= row of p2), as flat indices into S
+        (q2 x q2), so the lower triangle of L21 L21' is one bincount; `mult` is 2 off the
+        diagonal and 1 on it (the full symmetric sum). None if too many."""
         pat = self.cross_pattern()
         if "pairs" not in pat:
             cols, rows = pat["cols21"], pat["rows21"]
@@ -264,7 +278,13 @@ class ReStructure:
                 within = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
                 e2 = np.repeat(start, cnt) + within
                 p1, p2 = order[e1], order[e2]
-                pat["pairs"] = (p1, p2, rows[p1] * self.q2 + rows[p2])
+                low = rows[p1] >= rows[p2]
+                p1, p2 = p1[low], p2[low]
+                flat = rows[p1] * self.q2 + rows[p2]
+                by_flat = np.argsort(flat, kind="stable")  # S read and written in memory order
+                p1, p2, flat = p1[by_flat], p2[by_flat], flat[by_flat]
+                mult = np.where(rows[p1] == rows[p2], 1.0, 2.0)
+                pat["pairs"] = (p1, p2, flat, mult)
         return pat["pairs"]
 
 
@@ -471,14 +491,14 @@ def factor_blocks(s: ReStructure, B: np.ndarray, vals: np.ndarray | None, A22: n
             else:
                 L21d = L21.toarray()
             S = A22 - L21d @ L21d.T
-        elif pairs is not None:
-            p1, p2, flat = pairs
+        elif pairs is not None:  # half the pairs: S's lower triangle is all the Cholesky reads
+            p1, p2, flat, _ = pairs
             S = A22 - np.bincount(flat, weights=L21v[p1] * L21v[p2], minlength=s.q2 * s.q2).reshape(s.q2, s.q2)
         else:
             if L21 is None:
                 L21 = sp.csr_matrix((L21v, pat["cols21"], pat["indptr21"]), shape=(s.q2, s.q1))
             S = A22 - (L21 @ L21.T).toarray()
-        L22 = np.linalg.cholesky(S)
+        L22 = cholesky_lower(S)
     f = Factor(s, L1inv, logdet_L1, L21, L22, L21v=L21v)
     if C is not None:
         f.LX = f.forward(C)
@@ -540,6 +560,29 @@ def inverse_diagonal(f: Factor) -> np.ndarray | None:
     head = f.L1inv[:, 0, 0] ** 2 * (1.0 + np.einsum("jr,jr->j", W, W))
     tail = np.einsum("ri,ri->i", L22inv, L22inv)
     return np.concatenate([head, tail])
+
+
+def inverse_block_traces(f: Factor) -> np.ndarray | None:
+    """tr_t(A^{-1}) for each term t when every term is scalar and there is a tail (None
+    otherwise). Tail terms: blocks of diag(S^{-1}). The head: Σ_j L11_j^{-2} (1 + G_j' S^{-1}
+    G_j) with G_j = L21[:, j] the column's few nonzeros, so the sum over j is one dot product
+    of S^{-1} gathered at the column pairs that also build S -- no product with a dense q2 x q2
+    matrix and no pass over the rows."""
+    s = f.s
+    if f.L22 is None or any(k != 1 for k in s.k):
+        return None
+    pairs = s.column_pairs() if f.L21v is not None else None
+    if pairs is None:
+        diag = inverse_diagonal(f)
+        return None if diag is None else np.add.reduceat(diag, s.u_offsets[:-1])
+    p1, p2, flat, mult = pairs
+    # S^{-1}'s lower triangle (the pairs' flat indices) and diagonal are all that is read
+    Sinv = dpotri(f.L22.T, lower=0)[0].T  # C-ordered view; its lower triangle is filled
+    d1 = f.L1inv[:, 0, 0] ** 2
+    g = f.L21v * f.L1inv[s.cross_pattern()["cols21"], 0, 0]  # L21 L11^{-1} on the pattern
+    head = float(np.sum(d1)) + float(np.dot(mult * g[p1] * g[p2], Sinv.ravel()[flat]))
+    tail = np.add.reduceat(np.diagonal(Sinv), s.u_offsets[1:-1] - s.q1)
+    return np.concatenate([[head], tail])
 
 
 def leverages(f: Factor, V, proj=None) -> np.ndarray:

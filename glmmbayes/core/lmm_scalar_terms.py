@@ -5,8 +5,8 @@ With Λ = diag(θ_t I) the blocks of Λ'Z'WZΛ are the θ-free blocks of the Gra
 scaled by θ_s θ_t, and Λ'Z'WX, Λ'Z'Wr are θ-scaled Z'WX, Z'Wr. The Gram blocks are summed
 over the rows once; an evaluation then factors them (`linalg.factor_blocks`, the same blocked
 Cholesky as every other objective) without touching the rows. The θ-gradient comes from
-diag(A^{-1}) (log-determinant), Z'W r at the solution (pwrss) and, for REML, products with the
-Gram matrix -- again no pass over the rows. r is the response less the offset and its
+the per-term traces of A^{-1} (log-determinant), Z'W r at the solution (pwrss) and, for REML,
+products with the Gram matrix -- again no pass over the rows. r is the response less the offset and its
 weighted least-squares fit on X, so pwrss, a difference, keeps its digits.
 
 The solution the fit reports is computed once by the general `objective.lmm`; the two paths

@@ -246,8 +246,8 @@ _THETA_DIAG_MIN = 1e-4  # below it q_t - tr_t(A^{-1}) cancels: the row projectio
 def _dlogdet_scalar_terms(s, f, V) -> np.ndarray | None:
     """d log|A| / dθ_t for every term when all are scalar (crossed designs, the expensive case):
     A - I = ΛZ'WZΛ with Λ = diag(θ_t), so dA/dθ_t = (D_t(A - I) + (A - I)D_t)/θ_t and
-    d log|A|/dθ_t = (2/θ_t)(q_t - tr_t(A^{-1})), from diag(A^{-1}) alone. None where a term is
-    not scalar, there is one term, or some θ_t is near 0."""
+    d log|A|/dθ_t = (2/θ_t)(q_t - tr_t(A^{-1})), from the per-term traces of A^{-1} alone.
+    None where a term is not scalar, there is one term, or some θ_t is near 0."""
     if len(V.lambdas) < 2 or any(L.shape != (1, 1) for L in V.lambdas):
         return None
     return dlogdet_scalar_terms(s, f, np.array([L[0, 0] for L in V.lambdas]))  # Λ_t = θ_t I
@@ -255,14 +255,14 @@ def _dlogdet_scalar_terms(s, f, V) -> np.ndarray | None:
 
 def dlogdet_scalar_terms(s, f, thetas: np.ndarray) -> np.ndarray | None:
     """d log|A| / dθ for all-scalar terms with Λ_t = θ_t I (see `_dlogdet_scalar_terms`)."""
-    from .linalg import inverse_diagonal
+    from .linalg import inverse_block_traces
 
     if np.min(np.abs(thetas)) < _THETA_DIAG_MIN:
         return None
-    diag = inverse_diagonal(f)
-    if diag is None:
+    traces = inverse_block_traces(f)
+    if traces is None:
         return None
-    return 2.0 / thetas * (np.asarray(s.q_t, float) - np.add.reduceat(diag, s.u_offsets[:-1]))
+    return 2.0 / thetas * (np.asarray(s.q_t, float) - traces)
 
 
 def _phi_partials(prob: Problem, eta, phi: float, hessian: str):
