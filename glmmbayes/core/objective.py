@@ -38,6 +38,7 @@ class WarmStart:
         self.last: PirlsState | None = None
         self.evaluations = 0
         self.pirls_failures = 0
+        self.slopes: Sensitivity | None = None  # of the remembered modes, from the last gradient
 
     def solve(self, prob: Problem, theta, beta=None, *, fit_beta: bool = False, phi: float = 1.0,
               hessian: str = "observed") -> PirlsState:
@@ -47,7 +48,9 @@ class WarmStart:
         u = 0 and the converged (else the lower) state is kept: the value must not depend on
         the path of the optimizer."""
         b = self.beta if beta is None else beta
-        st = pirls(prob, theta, b, self.u, fit_beta=fit_beta, phi=phi, hessian=hessian)
+        pred = None if self.slopes is None else self.slopes.predict(theta, b, phi, fit_beta)
+        self.at = (np.array(theta, dtype=float), float(phi))
+        st = pirls(prob, theta, b, self.u, fit_beta=fit_beta, phi=phi, hessian=hessian, predicted=pred)
         if not st.converged and np.any(self.u != 0.0):
             cold = pirls(prob, theta, b, None, fit_beta=fit_beta, phi=phi, hessian=hessian)
             if cold.converged or (np.isfinite(cold.pdev) and not cold.pdev >= st.pdev):
@@ -55,8 +58,17 @@ class WarmStart:
         self.update(st)
         return st
 
+    def record_slopes(self, st: PirlsState, du_theta, db_theta=None, du_beta=None, du_logphi=None,
+                      db_logphi=None) -> None:
+        """Keep the derivatives of the modes of `st` if it is the state remembered."""
+        if self.last is st and st.converged and getattr(self, "at", None) is not None:
+            theta, phi = self.at
+            self.slopes = Sensitivity(theta, np.array(st.beta, dtype=float), phi, st.u, du_theta,
+                                      db_theta, du_beta, du_logphi, db_logphi)
+
     def update(self, st: PirlsState) -> None:
         self.evaluations += 1
+        self.slopes = None  # they belong to the previous modes
         if st.converged and np.all(np.isfinite(st.u)):
             self.u = st.u
             if st.beta is not None:
@@ -64,6 +76,46 @@ class WarmStart:
         else:
             self.pirls_failures += 1
         self.last = st
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """The derivatives of the conditional modes (û, and β̂ where β is profiled) in θ, β and φ
+    at one PIRLS state -- by-products of the Laplace gradient (the implicit derivative of the
+    mode). The next evaluation starts PIRLS from the first-order extrapolation: one Newton
+    step fewer where the optimizer moves a little (line searches, finite differences)."""
+
+    theta: np.ndarray
+    beta: np.ndarray
+    phi: float
+    u: np.ndarray
+    du_theta: np.ndarray  # (q, nθ)
+    db_theta: np.ndarray | None  # (p, nθ) where β is profiled
+    du_beta: np.ndarray | None  # (q, p) where β is a parameter
+    du_logphi: np.ndarray | None = None
+    db_logphi: np.ndarray | None = None
+
+    def predict(self, theta, beta, phi: float, fit_beta: bool):
+        """(u, β) extrapolated to the new point, or None where the slopes do not cover the move."""
+        dth = np.asarray(theta, float) - self.theta
+        u = self.u + self.du_theta @ dth
+        b = np.asarray(beta, float)
+        if fit_beta:
+            if self.db_theta is None:
+                return None
+            b = self.beta + self.db_theta @ dth
+        elif self.du_beta is not None:
+            u = u + self.du_beta @ (b - self.beta)
+        elif np.any(b != self.beta):
+            return None
+        if phi != self.phi:
+            if self.du_logphi is None:
+                return None
+            dl = np.log(phi / self.phi)
+            u = u + self.du_logphi * dl
+            if fit_beta and self.db_logphi is not None:
+                b = b + self.db_logphi * dl
+        return (u, b) if np.all(np.isfinite(u)) and np.all(np.isfinite(b)) else None
 
 
 def laplace(prob: Problem, theta, beta, warm: WarmStart, phi: float = 1.0, hessian: str = "observed") -> float:
@@ -282,7 +334,8 @@ def _phi_partials(prob: Problem, eta, phi: float, hessian: str):
 
 
 def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: bool = True,
-                     beta: bool = True, profiled_beta: bool = False, logphi: bool = False):
+                     beta: bool = True, profiled_beta: bool = False, logphi: bool = False,
+                     warm: WarmStart | None = None):
     """Analytic gradient of the Laplace deviance D = -2ℓ(y|η̂) + ||û||² + log|A| at a converged
     PIRLS state: (gradient in θ or None, gradient in β or None[, gradient in log φ]).
 
@@ -298,7 +351,8 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     in u: true for the observed-information Laplace (any link) and for canonical links; lme4's
     expected-information variant with another link returns (None, None) and the caller
     differentiates numerically. The selected inverse blocks make the cost O(n + q2² q1) per
-    component.
+    component. With `warm`, the derivatives of the mode it needs are also kept there
+    (`WarmStart.record_slopes`) to start the next evaluation's PIRLS.
     """
     fam = prob.family
     if not st.converged or st.factor is None or (st.hessian == "expected" and not fam.is_canonical):
@@ -316,28 +370,31 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     wl = dW * lev
 
     def d_eta(h, rhs_u, rhs_b):
-        """dη for a perturbation with direct part h and stationarity right-hand side."""
+        """(dη, dû, dβ̂) for a perturbation with direct part h and stationarity right-hand side."""
         if profiled_beta:
             du, db = st.factor.solve_joint(-rhs_u, -rhs_b)
-            return h + s.zl_mult(V, du) + X @ db
+            return h + s.zl_mult(V, du) + X @ db, du, db
         du = st.factor.solve(-rhs_u)
-        return h + s.zl_mult(V, du)
+        return h + s.zl_mult(V, du), du, None
 
-    g_beta = None
+    g_beta = du_beta = None
     if beta and not profiled_beta:
         C = s.zl_tmult_matrix(V, w[:, None] * X)
-        du = -st.factor.solve(C)
-        deta = X + s.zl_mult_matrix(V, du)
+        du_beta = -st.factor.solve(C)
+        deta = X + s.zl_mult_matrix(V, du_beta)
         g_beta = X.T @ g + deta.T @ wl
-    g_logphi = None
+    g_logphi = du_phi = db_phi = None
     if logphi:
         dl, ds, dWp = _phi_partials(prob, eta, phi, st.hessian)
         rhs_b = -(X.T @ ds) if profiled_beta else None
-        g_logphi = phi * (-2.0 * float(np.sum(dl)) + float(lev @ dWp)
-                          + float(wl @ d_eta(0.0, -s.zl_tmult(V, ds), rhs_b)))
+        deta, du_phi, db_phi = d_eta(0.0, -s.zl_tmult(V, ds), rhs_b)
+        g_logphi = phi * (-2.0 * float(np.sum(dl)) + float(lev @ dWp) + float(wl @ deta))
+        du_phi, db_phi = phi * du_phi, (None if db_phi is None else phi * db_phi)  # per log φ
     if not theta:
         return (None, g_beta, g_logphi) if logphi else (None, g_beta)
     g_theta = np.empty(s.ntheta)
+    du_theta = np.empty((s.q, s.ntheta))
+    db_theta = np.empty((X.shape[1], s.ntheta)) if profiled_beta else None
     tail_off = 0
     for ti, t in enumerate(s.terms):
         U = st.u[s.u_offsets[ti] : s.u_offsets[ti + 1]].reshape(t.nlevels, t.k)
@@ -354,8 +411,14 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
             blk[:, c] = np.bincount(t.codes, weights=xr * g * 0.5, minlength=t.nlevels)
             rhs[s.u_offsets[ti] : s.u_offsets[ti + 1]] += blk.ravel()
             rhs_b = X.T @ (w * h) if profiled_beta else None
-            g_theta[k] = float(g @ h) + trace + float(wl @ d_eta(h, rhs, rhs_b))
+            deta, du_theta[:, k], db = d_eta(h, rhs, rhs_b)
+            if db is not None:
+                db_theta[:, k] = db
+            g_theta[k] = float(g @ h) + trace + float(wl @ deta)
         if ti > 0:
             tail_off += t.k
+    if warm is not None:
+        warm.record_slopes(st, du_theta, db_theta, du_beta, du_phi if logphi else None,
+                           db_phi if logphi else None)
     return (g_theta, g_beta, g_logphi) if logphi else (g_theta, g_beta)
 

@@ -115,16 +115,19 @@ def pirls(
     tol: float = 1e-10,
     maxit: int = 60,
     hessian: str = "observed",
+    predicted: tuple | None = None,
 ) -> PirlsState:
     """Conditional modes of u at (θ, β) (and of β too when fit_beta) by penalized Newton steps
     with step halving; the state's weights and factor are those of `hessian` ("observed" or
     "expected" information) at the mode. A state that could not be factored has pdev = inf.
-    Overflow far from the mode (a trial θ or β way out) is such a state, not a warning."""
+    Overflow far from the mode (a trial θ or β way out) is such a state, not a warning.
+    predicted: another start (u, β) -- the modes extrapolated from the last evaluation --
+    taken where its penalized deviance is lower than that of (u0, β)."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return _pirls(prob, theta, beta, u0, fit_beta, phi, tol, maxit, hessian)
+        return _pirls(prob, theta, beta, u0, fit_beta, phi, tol, maxit, hessian, predicted)
 
 
-def _pirls(prob, theta, beta, u0, fit_beta, phi, tol, maxit, hessian) -> PirlsState:
+def _pirls(prob, theta, beta, u0, fit_beta, phi, tol, maxit, hessian, predicted=None) -> PirlsState:
     s = prob.structure
     V = s.zl_values(theta)
     X = prob.X if fit_beta else None
@@ -133,6 +136,14 @@ def _pirls(prob, theta, beta, u0, fit_beta, phi, tol, maxit, hessian) -> PirlsSt
     fixed = prob.X @ beta + prob.offset
     eta = fixed + s.zl_mult(V, u)
     pdev, _ = _pdev(prob, eta, u, phi)
+    if predicted is not None:
+        pu, pb = predicted
+        pfixed = prob.X @ pb + prob.offset if fit_beta else fixed
+        peta = pfixed + s.zl_mult(V, pu)
+        ppdev, _ = _pdev(prob, peta, pu, phi)
+        if ppdev < pdev or not np.isfinite(pdev):
+            u, eta, pdev, fixed = pu, peta, ppdev, pfixed
+            beta = np.array(pb, dtype=float) if fit_beta else beta
     if not np.isfinite(pdev):
         # a warm start from far away can overflow; restart at u = 0
         u = np.zeros(s.q)

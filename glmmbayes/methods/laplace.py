@@ -60,7 +60,7 @@ class LaplaceObjective:
         st = warm.solve(prob, theta, beta, phi=phi, hessian=self.hessian)
         if not np.isfinite(st.pdev):
             return (np.inf, None, None, None) if logphi else (np.inf, None, None)
-        return (ob.laplace_value(prob, st, phi), *ob.laplace_gradient(prob, st, phi, logphi=logphi))
+        return (ob.laplace_value(prob, st, phi), *ob.laplace_gradient(prob, st, phi, logphi=logphi, warm=warm))
 
 
 @dataclass(frozen=True)

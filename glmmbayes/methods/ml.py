@@ -137,7 +137,7 @@ def _stage1(design: Design, prob, warm, beta0, phi0: float, fast_only: bool, hes
             return np.inf, g
         if not reml:
             disp = design.dispersion_estimated
-            grads = ob.laplace_gradient(prob, st1, phi, beta=False, profiled_beta=True, logphi=disp)
+            grads = ob.laplace_gradient(prob, st1, phi, beta=False, profiled_beta=True, logphi=disp, warm=warm)
             if grads[0] is not None:
                 g[:nth] = grads[0]
             if disp and grads[2] is not None:
