@@ -91,6 +91,7 @@ class _Layout:
     X: np.ndarray
     x: np.ndarray  # the term's covariate (d = 1)
     level_constant_x: bool  # the covariate is constant within each level (an intercept term)
+    unit_x: bool  # the covariate is 1 everywhere
     _work: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def level_sums(self, a: np.ndarray) -> np.ndarray:
@@ -120,6 +121,7 @@ def _layout(prob: Problem) -> _Layout:
             order=order, codes=t.codes[order], starts=starts, counts=counts,
             y=prob.y[order], wt=prob.wt[order], X=np.ascontiguousarray(prob.X[order]),
             x=xs, level_constant_x=bool(np.all(xs == np.repeat(xs[starts], counts))),
+            unit_x=bool(np.all(xs == 1.0)),
         )
     return cache["layout"]
 
@@ -241,14 +243,15 @@ def _knot_loglik(prob: Problem, lay: _Layout, st: PirlsState, Vs, z, Lj, phi):
     return S, t
 
 
-def agq_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0):
-    """(deviance, gradient in θ or None, gradient in β or None) of the AGQ deviance of one term."""
+def agq_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0, warm=None):
+    """(deviance, gradient in θ or None, gradient in β or None) of the AGQ deviance of one term;
+    with `warm` (a scalar term), the derivatives of the mode are kept there for the next PIRLS."""
     if prob.structure.terms[0].k == 1:
-        return agq_scalar_gradient(prob, st, rule, phi)
+        return agq_scalar_gradient(prob, st, rule, phi, warm=warm)
     return agq_vector_gradient(prob, st, rule, phi)
 
 
-def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0):
+def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0, warm=None):
     """(deviance, gradient in θ, gradient in β) of the AGQ deviance for one scalar term.
 
     With knots u_jz = û_j + z/L_j (L_j² = A_j = Σ W_i V_i² + 1 at the mode) and
@@ -286,10 +289,11 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     # Σ_z π_jz dg_j(z) splits into row sums and knot sums per group, so no (K, n) array is
     # built per parameter:  Σ_i df_i r_i + Σ_jz π_jz u_jz dθ Gx_jz + a_j dû_j - b_j dA_j / (2 L_j³)
     r = np.einsum("kn,kn->n", lay.spread(pi), dl)  # Σ_z π dℓ/dη, sorted rows
-    dl *= lay.x
+    if not lay.unit_x:  # an intercept term's x is 1: no pass over rows x knots
+        dl *= lay.x
     Gx = lay.level_sums(dl)  # Σ_i x_i dℓ/dη per level and knot
     del dl
-    theta = float(Vs @ lay.x) / float(lay.x @ lay.x)  # V = x θ exactly
+    theta = float(st.V.lambdas[0][0, 0])  # V = x θ
     G = theta * Gx - uz  # ∂g/∂u at each knot
     a = np.sum(pi * G, axis=1)
     b = np.sum(pi * G * z[None, :], axis=1)
@@ -305,9 +309,10 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
 
     # β: df = X, dV = 0
     g_beta = lay.X.T @ r
+    du_beta = np.empty((m, p))
     for k in range(p):
         xk = X[:, k]
-        du_hat = -bsum(W0 * V * xk) / Aj
+        du_hat = du_beta[:, k] = -bsum(W0 * V * xk) / Aj
         deta0 = xk + V * du_hat[codes]
         dA = bsum(dW0 * deta0 * V * V)
         g_beta[k] += np.sum(dlogL_rest(du_hat, dA))
@@ -318,6 +323,8 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     deta0 = x * uhat[codes] + V * du_hat[codes]
     dA = bsum(dW0 * deta0 * V * V + 2.0 * W0 * V * x)
     g_theta = np.array([-2.0 * (float(np.sum(pi * uz * Gx)) + np.sum(dlogL_rest(du_hat, dA)))])
+    if warm is not None:
+        warm.record_slopes(st, du_hat[:, None], du_beta=du_beta)
     return dev, g_theta, g_beta
 
 
@@ -454,5 +461,5 @@ class AGQObjective:
         if self.rule.has_negative_weights:
             dev, gt, gb = deviance_at_state(prob, st, self.rule, phi), None, None
         else:
-            dev, gt, gb = agq_gradient(prob, st, self.rule, phi)
+            dev, gt, gb = agq_gradient(prob, st, self.rule, phi, warm=warm)
         return (dev, gt, gb) if np.isfinite(dev) else (np.inf, None, None)
