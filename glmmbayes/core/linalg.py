@@ -398,13 +398,24 @@ class Factor:
         out = [first]
         if self.L22 is None:
             return out
-        L22inv = lsolve(self.L22, np.eye(s.q2))
-        # G = L22^{-1} L21 L11^{-1}: the coupling of the head into the tail of A^{-1}
-        G = L22inv @ np.asarray((self.L21 @ _blockdiag(self.L1inv)).todense())
         m0, k0 = s.m[0], s.k[0]
-        Gb = G.reshape(s.q2, m0, k0)
-        out[0] = first + np.einsum("rmi,rmj->mij", Gb, Gb)
-        Sinv = L22inv.T @ L22inv
+        pairs = s.cross_pattern().get("pairs") if self.L21v is not None else None
+        if pairs is not None:
+            # scalar head on a sparse pattern: L11_j^{-2} G_j' S^{-1} G_j per level from the
+            # column pairs that built S (no dense q2 x q1 product)
+            Sinv = cho_inverse(self.L22)
+            p1, p2, flat, mult = pairs
+            cols = s.cross_pattern()["cols21"]
+            g = self.L21v * self.L1inv[cols, 0, 0]
+            quad = np.bincount(cols[p1], weights=mult * g[p1] * g[p2] * Sinv.ravel()[flat], minlength=m0)
+            out[0] = first + quad[:, None, None]
+        else:
+            L22inv = lsolve(self.L22, np.eye(s.q2))
+            # G = L22^{-1} L21 L11^{-1}: the coupling of the head into the tail of A^{-1}
+            G = L22inv @ np.asarray((self.L21 @ _blockdiag(self.L1inv)).todense())
+            Gb = G.reshape(s.q2, m0, k0)
+            out[0] = first + np.einsum("rmi,rmj->mij", Gb, Gb)
+            Sinv = L22inv.T @ L22inv
         for i in range(1, len(s.terms)):
             a = s.u_offsets[i] - s.q1
             k, m = s.k[i], s.m[i]
