@@ -288,7 +288,9 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     pi = e / tot[:, None]
     # Σ_z π_jz dg_j(z) splits into row sums and knot sums per group, so no (K, n) array is
     # built per parameter:  Σ_i df_i r_i + Σ_jz π_jz u_jz dθ Gx_jz + a_j dû_j - b_j dA_j / (2 L_j³)
-    r = np.einsum("kn,kn->n", lay.spread(pi), dl)  # Σ_z π dℓ/dη, sorted rows
+    r = np.zeros(dl.shape[1])  # Σ_z π dℓ/dη, sorted rows: knot by knot, no (K, n) copy of π
+    for zi, pz in enumerate(np.ascontiguousarray(pi.T)):
+        r += np.repeat(pz, lay.counts) * dl[zi]
     if not lay.unit_x:  # an intercept term's x is 1: no pass over rows x knots
         dl *= lay.x
     Gx = lay.level_sums(dl)  # Σ_i x_i dℓ/dη per level and knot
