@@ -404,10 +404,8 @@ class Factor:
             # scalar head on a sparse pattern: L11_j^{-2} G_j' S^{-1} G_j per level from the
             # column pairs that built S (no dense q2 x q1 product)
             Sinv = cho_inverse(self.L22)
-            p1, p2, flat, mult = pairs
             cols = s.cross_pattern()["cols21"]
-            g = self.L21v * self.L1inv[cols, 0, 0]
-            quad = np.bincount(cols[p1], weights=mult * g[p1] * g[p2] * Sinv.ravel()[flat], minlength=m0)
+            quad = np.bincount(cols[pairs[0]], weights=_head_pair_terms(self, Sinv, pairs), minlength=m0)
             out[0] = first + quad[:, None, None]
         else:
             L22inv = lsolve(self.L22, np.eye(s.q2))
@@ -573,6 +571,15 @@ def inverse_diagonal(f: Factor) -> np.ndarray | None:
     return np.concatenate([head, tail])
 
 
+def _head_pair_terms(f: Factor, Sinv: np.ndarray, pairs) -> np.ndarray:
+    """Per column pair (a, b) of L21 in head column j: G_aj G_bj S^{-1}_ab (twice off the
+    diagonal), G = L21 L11^{-1}; summed over a column's pairs, the quadratic form G_j' S^{-1} G_j.
+    Only S^{-1}'s lower triangle is read."""
+    p1, p2, flat, mult = pairs
+    g = f.L21v * f.L1inv[f.s.cross_pattern()["cols21"], 0, 0]
+    return mult * g[p1] * g[p2] * Sinv.ravel()[flat]
+
+
 def inverse_block_traces(f: Factor) -> np.ndarray | None:
     """tr_t(A^{-1}) for each term t when every term is scalar and there is a tail (None
     otherwise). Tail terms: blocks of diag(S^{-1}). The head: Σ_j L11_j^{-2} (1 + G_j' S^{-1}
@@ -586,12 +593,9 @@ def inverse_block_traces(f: Factor) -> np.ndarray | None:
     if pairs is None:
         diag = inverse_diagonal(f)
         return None if diag is None else np.add.reduceat(diag, s.u_offsets[:-1])
-    p1, p2, flat, mult = pairs
     # S^{-1}'s lower triangle (the pairs' flat indices) and diagonal are all that is read
     Sinv = dpotri(f.L22.T, lower=0)[0].T  # C-ordered view; its lower triangle is filled
-    d1 = f.L1inv[:, 0, 0] ** 2
-    g = f.L21v * f.L1inv[s.cross_pattern()["cols21"], 0, 0]  # L21 L11^{-1} on the pattern
-    head = float(np.sum(d1)) + float(np.dot(mult * g[p1] * g[p2], Sinv.ravel()[flat]))
+    head = float(np.sum(f.L1inv[:, 0, 0] ** 2)) + float(np.sum(_head_pair_terms(f, Sinv, pairs)))
     tail = np.add.reduceat(np.diagonal(Sinv), s.u_offsets[1:-1] - s.q1)
     return np.concatenate([[head], tail])
 

@@ -39,6 +39,7 @@ class WarmStart:
         self.evaluations = 0
         self.pirls_failures = 0
         self.slopes: Sensitivity | None = None  # of the remembered modes, from the last gradient
+        self.at: tuple | None = None  # (θ, φ) of the last solve: where the slopes are taken
 
     def solve(self, prob: Problem, theta, beta=None, *, fit_beta: bool = False, phi: float = 1.0,
               hessian: str = "observed") -> PirlsState:
@@ -61,7 +62,7 @@ class WarmStart:
     def record_slopes(self, st: PirlsState, du_theta, db_theta=None, du_beta=None, du_logphi=None,
                       db_logphi=None) -> None:
         """Keep the derivatives of the modes of `st` if it is the state remembered."""
-        if self.last is st and st.converged and getattr(self, "at", None) is not None:
+        if self.last is st and st.converged and self.at is not None:
             theta, phi = self.at
             self.slopes = Sensitivity(theta, np.array(st.beta, dtype=float), phi, st.u, du_theta,
                                       db_theta, du_beta, du_logphi, db_logphi)
