@@ -294,3 +294,19 @@ def test_lmm_response_constant_within_groups_is_reported_not_a_numpy_error():
             gb.fit("y ~ 1 + (1 | g)", d, REML=False)
         with pytest.raises(FitError, match="no finite maximum.*'g'"):
             gb.fit("y ~ 1 + (1 | g)", d, REML=True)
+
+
+@pytest.mark.parametrize("c", [1e-14, 1e-4, 1e4, 1e10])
+@pytest.mark.parametrize("formula", ["Reaction ~ Days + (1 | Subject)", "Reaction ~ Days + (Days | Subject)"])
+def test_lmm_weights_on_any_scale_give_the_same_fit(formula, c):
+    """Weights scaled by c are the same model: θ (relative to the residual sd of a row of weight
+    1) scales by 1/√c, the logLik, β and the random effects do not. Weights of 1e4 once left the
+    slope model at a wrong boundary fit reported as converged (logLik -876.6 for -871.8), 1e10
+    the intercept model at θ = 0, and weights of 1e-14 stopped at the start."""
+    d = gb.datasets.load("sleepstudy")
+    ref = fit(gb.Spec(formula), d)
+    f = fit(gb.Spec(formula, weights="w"), d.assign(w=c))
+    assert f.converged and ref.converged
+    assert f.loglik == pytest.approx(ref.loglik, abs=1e-6)
+    np.testing.assert_allclose(f.theta.values * np.sqrt(c), ref.theta.values, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(f.fixef.values, ref.fixef.values, rtol=1e-6)

@@ -21,8 +21,16 @@ def run(design: Design, *, label: str = "laplace", nAGQ: int = 1) -> Estimate:
         raise SpecError("the linear mixed model estimates its residual variance: a known "
                         "dispersion is not supported here (leave Spec(known_dispersion=None))")
     reml = design.spec.reml
-    prob = design.problem()
     s = design.structure
+    # θ is relative to the residual sd of a row of weight 1, so weights scaled by c scale θ by
+    # 1/√c (same fit, same logLik): θ is optimized for weights of mean 1, where the optimizer's
+    # tolerances and lme4's start θ = 1 have their meaning, and scaled back (weights of 1e4
+    # left a sleepstudy slope model at a wrong boundary fit reported as converged)
+    pos = design.wt > 0
+    c = float(np.mean(design.wt[pos])) if pos.any() else 1.0
+    c = c if np.isfinite(c) and c > 0 else 1.0
+    k = 1.0 / np.sqrt(c)  # θ for the given weights = k θ for weights of mean 1
+    prob = design.problem(wt=design.wt / c) if c != 1.0 else design.problem()
 
     def f(theta):
         return ob.lmm_deviance(prob, theta, reml)
@@ -41,29 +49,32 @@ def run(design: Design, *, label: str = "laplace", nAGQ: int = 1) -> Estimate:
     elif all(k == 1 for k in s.k):
         crossed = ScalarTermsLmm(prob, reml, fallback=vg)
         f, vg = crossed.deviance, crossed.value_and_grad
-    opt = minimize_deviance(f, _theta_start(design), s.theta_lower, hessian=True, value_and_grad=vg,
-                            restart_at_bound=True)
-    sol = _solution(design, prob, opt.x, reml)
+    opt = minimize_deviance(f, _theta_start(design, prob.wt), s.theta_lower, hessian=True,
+                            value_and_grad=vg, restart_at_bound=True)
+    theta = k * opt.x
+    sol = _solution(design, design.problem(), theta, reml)
+    hessian = None if opt.hessian is None else opt.hessian / k**2  # in the given weights' θ
     report = OptimizerReport(stages={"stage1": StageReport(opt.nfev, opt.nit, opt.trace)},
-                             gradient=opt.grad, hessian=opt.hessian, n_checked=len(opt.x),
+                             gradient=opt.grad / k, hessian=hessian, n_checked=len(opt.x),
                              success=opt.success, message=opt.message)
     return Estimate(
         method=label, estimate_kind="ml", beta=sol.beta, vcov_beta=sol.sigma2 * sol.factor.rx_inverse(),
-        theta=opt.x, phi=sol.sigma2, u=sol.u, u_condvar=tuple(sol.factor.inverse_diag_blocks()),
+        theta=theta, phi=sol.sigma2, u=sol.u, u_condvar=tuple(sol.factor.inverse_diag_blocks()),
         loglik=-0.5 * sol.deviance, likelihood="reml" if reml else "exact", nAGQ=nAGQ,
         reml_criterion=sol.deviance if reml else None, optimizer=report,
     )
 
 
-def _theta_start(design: Design) -> np.ndarray:
+def _theta_start(design: Design, wt: np.ndarray) -> np.ndarray:
     """lme4's θ = 1, lowered per scalar intercept term to its method-of-moments sd relative to
-    the residual sd of the least-squares fit (InstEval: 16 → 12 quasi-Newton iterations)."""
+    the residual sd of the least-squares fit with weights `wt` (InstEval: 16 → 12 quasi-Newton
+    iterations)."""
     if not any(k == 1 for k in design.structure.k):
         return design.structure.theta_start()  # the moments serve scalar terms only
-    beta0, phi0 = glm_irls(design.X, design.y, design.wt, design.offset, design.family)
+    beta0, phi0 = glm_irls(design.X, design.y, wt, design.offset, design.family)
     if not (np.isfinite(phi0) and phi0 > 0):
         return design.structure.theta_start()
-    return moment_theta_start(design.structure, design.X, design.y, design.wt, design.offset,
+    return moment_theta_start(design.structure, design.X, design.y, wt, design.offset,
                               design.family, beta0, phi0, unit=float(np.sqrt(phi0)))
 
 
@@ -79,8 +90,10 @@ def _solution(design: Design, prob, theta, reml: bool):
         raise _no_finite_maximum(design, theta, "the penalized least-squares system is singular") from None
     pos = design.wt > 0
     spread = float(np.std((design.y - design.offset)[pos])) if pos.any() else 0.0
-    if spread > 0 and np.sqrt(sol.sigma2) < _RESIDUAL_SD_MIN * spread:
-        raise _no_finite_maximum(design, theta, f"the residual sd is {np.sqrt(sol.sigma2):.3g} "
+    # a row's residual variance is σ²/w: the rows' average, whatever the scale of the weights
+    resid_sd = float(np.sqrt(sol.sigma2 * np.mean(1.0 / design.wt[pos]))) if pos.any() else 0.0
+    if spread > 0 and resid_sd < _RESIDUAL_SD_MIN * spread:
+        raise _no_finite_maximum(design, theta, f"the residual sd is {resid_sd:.3g} "
                                  f"against a response spread of {spread:.4g}")
     return sol
 
