@@ -310,3 +310,29 @@ def test_lmm_weights_on_any_scale_give_the_same_fit(formula, c):
     assert f.loglik == pytest.approx(ref.loglik, abs=1e-6)
     np.testing.assert_allclose(f.theta.values * np.sqrt(c), ref.theta.values, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(f.fixef.values, ref.fixef.values, rtol=1e-6)
+
+
+@pytest.mark.parametrize("c", [1e-4, 1e4])
+def test_random_slope_on_any_covariate_scale_gives_the_same_fit(c):
+    """Days in units 1e4 times larger make the slope's θ 1e4 times smaller, nothing else: θ is
+    optimized in units of its covariate's scale. Before, Days x 1e4 ended at a boundary fit
+    (logLik -880.4 for -876.0 by ML) reported as converged."""
+    d = gb.datasets.load("sleepstudy")
+    spec = gb.Spec("Reaction ~ D + (D | Subject)", REML=False)
+    ref = fit(spec, d.assign(D=d.Days))
+    f = fit(spec, d.assign(D=d.Days * c))
+    assert f.converged and ref.converged
+    assert f.loglik == pytest.approx(ref.loglik, abs=1e-6)
+    np.testing.assert_allclose(f.theta.values * np.array([1.0, c, c]), ref.theta.values, rtol=1e-4, atol=1e-7)
+
+
+def test_glmm_random_slope_on_a_large_covariate_scale_gives_the_same_fit():
+    """The GLMM's stages optimize θ in units of its covariate's scale too: age in units 1e3
+    times larger gives the same fit (it stopped unconverged before)."""
+    d = gb.datasets.load("Contraception")
+    spec = gb.Spec("use ~ A + urban + (A | district)", family="binomial")
+    ref = fit(spec, d.assign(A=d.age))
+    f = fit(spec, d.assign(A=d.age * 1e3))
+    assert f.converged == ref.converged
+    assert f.loglik == pytest.approx(ref.loglik, abs=1e-4)
+    np.testing.assert_allclose(f.theta.values * np.array([1.0, 1e3, 1e3]), ref.theta.values, rtol=1e-3, atol=1e-5)

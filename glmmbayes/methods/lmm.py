@@ -49,8 +49,9 @@ def run(design: Design, *, label: str = "laplace", nAGQ: int = 1) -> Estimate:
     elif all(k == 1 for k in s.k):
         crossed = ScalarTermsLmm(prob, reml, fallback=vg)
         f, vg = crossed.deviance, crossed.value_and_grad
-    opt = minimize_deviance(f, _theta_start(design, prob.wt), s.theta_lower, hessian=True,
-                            value_and_grad=vg, restart_at_bound=True)
+    unit = s.theta_scale()  # θ in units of its covariate's scale (intercepts: 1)
+    opt = minimize_deviance(f, _theta_start(design, prob.wt) * unit, s.theta_lower, np.diag(unit),
+                            hessian=True, value_and_grad=vg, restart_at_bound=True)
     theta = k * opt.x
     sol = _solution(design, design.problem(), theta, reml)
     hessian = None if opt.hessian is None else opt.hessian / k**2  # in the given weights' θ

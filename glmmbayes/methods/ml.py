@@ -144,13 +144,14 @@ def _stage1(design: Design, prob, warm, beta0, phi0: float, fast_only: bool, hes
                 g[nth] = grads[2]
         return (ob.reml_value if reml else ob.laplace_value)(prob, st1, phi), g
 
-    x1 = moment_theta_start(s, design.X, design.y, design.wt, design.offset, design.family, beta0, phi0)
+    unit = s.theta_scale()  # θ in units of its covariate's scale (intercepts: 1)
+    x1 = moment_theta_start(s, design.X, design.y, design.wt, design.offset, design.family, beta0, phi0) * unit
     lo1 = s.theta_lower
     if design.dispersion_estimated:
-        x1, lo1 = np.append(x1, np.log(phi0)), np.append(lo1, -np.inf)
+        x1, lo1, unit = np.append(x1, np.log(phi0)), np.append(lo1, -np.inf), np.append(unit, 1.0)
     # stage 1 only provides the start and the β scaling for stage 2 unless it is the answer
     loose = {} if fast_only else {"ftol": 1e-7, "gtol": 1e-3}
-    return minimize_deviance(f1, x1, lo1, hessian=fast_only, value_and_grad=vg1,
+    return minimize_deviance(f1, x1, lo1, np.diag(unit), hessian=fast_only, value_and_grad=vg1,
                              fscale=1.0 + design.n, restart_at_bound=True, **loose)
 
 
@@ -191,7 +192,8 @@ def _stage2(design: Design, prob, objective, warm2, st, r1: OptResult, phi: floa
     # deviance scale: sd = sqrt(2 h^-1), so every coordinate of stage 2 has curvature near one
     ihd = r1.inv_hessian_diag
     if ihd is not None and np.all(np.isfinite(ihd[:nth])):
-        P[np.arange(nth), np.arange(nth)] = np.clip(np.sqrt(2.0 * np.maximum(ihd[:nth], 0.0)), 0.02, 5.0)
+        unit = s.theta_scale()  # the clip is in units of each θ's covariate scale
+        P[np.arange(nth), np.arange(nth)] = np.clip(np.sqrt(2.0 * np.maximum(ihd[:nth], 0.0)), 0.02 * unit, 5.0 * unit)
     has_grad = hasattr(objective, "value_and_grad")
     return minimize_deviance(f2, x2, lo2, P, hessian=True, value_and_grad=vg if has_grad else None,
                              ftol=1e-10, gtol=1e-5, fscale=1.0 + design.n)
