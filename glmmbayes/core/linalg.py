@@ -137,15 +137,16 @@ class ReStructure:
         return np.concatenate([np.where(theta_diag_mask(k), 1.0, 0.0) for k in self.k])
 
     def theta_scale(self) -> np.ndarray:
-        """Per θ entry, 1 / the root mean square of the random-effect column of its row: the
-        natural unit of θ (a slope on days and on seconds differ by 86400). Optimizing in these
-        units makes the quasi-Newton steps and tolerances mean the same at every covariate
-        scale; intercepts (RMS 1) are unchanged."""
+        """Per θ entry, 1 / the root mean square of the random-effect column of its row where
+        that exceeds 1: the natural unit of θ for a covariate on a large scale (a slope on
+        days and on seconds differ by 86400), where θ = 1 as a start and absolute tolerances
+        mean nothing. Intercepts and columns of RMS up to 1 (indicators) keep the unit 1,
+        which suits them better (an urban indicator's slope took 23 % more evaluations)."""
         out = []
         for t in self.terms:
             rows, _ = colwise_tril(t.k)
             rms = np.sqrt(np.mean(t.X * t.X, axis=0)) if len(t.X) else np.ones(t.k)
-            rms = np.where(np.isfinite(rms) & (rms > 0), rms, 1.0)
+            rms = np.where(np.isfinite(rms) & (rms > 1.0), rms, 1.0)
             out.append(1.0 / rms[rows])
         return np.concatenate(out) if out else np.zeros(0)
 
