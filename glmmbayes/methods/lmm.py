@@ -22,15 +22,7 @@ def run(design: Design, *, label: str = "laplace", nAGQ: int = 1) -> Estimate:
                         "dispersion is not supported here (leave Spec(known_dispersion=None))")
     reml = design.spec.reml
     s = design.structure
-    # θ is relative to the residual sd of a row of weight 1, so weights scaled by c scale θ by
-    # 1/√c (same fit, same logLik): θ is optimized for weights of mean 1, where the optimizer's
-    # tolerances and lme4's start θ = 1 have their meaning, and scaled back (weights of 1e4
-    # left a sleepstudy slope model at a wrong boundary fit reported as converged)
-    pos = design.wt > 0
-    c = float(np.mean(design.wt[pos])) if pos.any() else 1.0
-    c = c if np.isfinite(c) and c > 0 else 1.0
-    k = 1.0 / np.sqrt(c)  # θ for the given weights = k θ for weights of mean 1
-    prob = design.problem(wt=design.wt / c) if c != 1.0 else design.problem()
+    prob = design.problem()
 
     def f(theta):
         return ob.lmm_deviance(prob, theta, reml)
@@ -49,14 +41,13 @@ def run(design: Design, *, label: str = "laplace", nAGQ: int = 1) -> Estimate:
     elif all(k == 1 for k in s.k):
         crossed = ScalarTermsLmm(prob, reml, fallback=vg)
         f, vg = crossed.deviance, crossed.value_and_grad
-    unit = s.theta_scale()  # θ in units of its covariate's scale (intercepts: 1)
-    opt = minimize_deviance(f, _theta_start(design, prob.wt) * unit, s.theta_lower, np.diag(unit),
+    unit = _theta_unit(design)
+    opt = minimize_deviance(f, _theta_start(design, unit), s.theta_lower, np.diag(unit),
                             hessian=True, value_and_grad=vg, restart_at_bound=True)
-    theta = k * opt.x
-    sol = _solution(design, design.problem(), theta, reml)
-    hessian = None if opt.hessian is None else opt.hessian / k**2  # in the given weights' θ
+    theta = opt.x
+    sol = _solution(design, prob, theta, reml)
     report = OptimizerReport(stages={"stage1": StageReport(opt.nfev, opt.nit, opt.trace)},
-                             gradient=opt.grad / k, hessian=hessian, n_checked=len(opt.x),
+                             gradient=opt.grad, hessian=opt.hessian, n_checked=len(opt.x),
                              success=opt.success, message=opt.message)
     return Estimate(
         method=label, estimate_kind="ml", beta=sol.beta, vcov_beta=sol.sigma2 * sol.factor.rx_inverse(),
@@ -66,17 +57,37 @@ def run(design: Design, *, label: str = "laplace", nAGQ: int = 1) -> Estimate:
     )
 
 
-def _theta_start(design: Design, wt: np.ndarray) -> np.ndarray:
-    """lme4's θ = 1, lowered per scalar intercept term to its method-of-moments sd relative to
-    the residual sd of the least-squares fit with weights `wt` (InstEval: 16 → 12 quasi-Newton
+def _weight_scale(design: Design) -> float:
+    """The mean positive prior weight: θ is relative to the residual sd of a row of weight 1,
+    so weights scaled by c scale θ by 1/√c for the same fit."""
+    pos = design.wt > 0
+    c = float(np.mean(design.wt[pos])) if pos.any() else 1.0
+    return c if np.isfinite(c) and c > 0 else 1.0
+
+
+def _theta_unit(design: Design) -> np.ndarray:
+    """The natural unit of each θ entry, in which the optimizer's start and tolerances have
+    their meaning: its covariate's scale (`ReStructure.theta_scale`) over √(the weights' scale)
+    (weights of 1e4 once left a sleepstudy slope model at a wrong boundary fit reported as
+    converged)."""
+    return design.structure.theta_scale() / np.sqrt(_weight_scale(design))
+
+
+def _theta_start(design: Design, unit: np.ndarray) -> np.ndarray:
+    """lme4's θ = 1 in θ's units, lowered per scalar intercept term to its method-of-moments sd
+    relative to the residual sd of the least-squares fit (InstEval: 16 → 12 quasi-Newton
     iterations)."""
-    if not any(k == 1 for k in design.structure.k):
-        return design.structure.theta_start()  # the moments serve scalar terms only
-    beta0, phi0 = glm_irls(design.X, design.y, wt, design.offset, design.family)
+    s = design.structure
+    if not any(k == 1 for k in s.k):
+        return s.theta_start() * unit  # the moments serve scalar terms only
+    beta0, phi0 = glm_irls(design.X, design.y, design.wt, design.offset, design.family)
     if not (np.isfinite(phi0) and phi0 > 0):
-        return design.structure.theta_start()
-    return moment_theta_start(design.structure, design.X, design.y, wt, design.offset,
-                              design.family, beta0, phi0, unit=float(np.sqrt(phi0)))
+        return s.theta_start() * unit
+    # φ is the variance of a row of weight 1: the moment sd in θ's units (an intercept's unit
+    # is 1/√c) is sd √c / √φ, clipped there
+    in_units = moment_theta_start(s, design.X, design.y, design.wt, design.offset, design.family,
+                                  beta0, phi0, unit=float(np.sqrt(phi0 / _weight_scale(design))))
+    return in_units * unit
 
 
 def _solution(design: Design, prob, theta, reml: bool):
