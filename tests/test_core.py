@@ -198,6 +198,71 @@ def test_inverse_traces_and_blocks_from_column_pairs_equal_the_dense_inverse():
     np.testing.assert_allclose(blocks, diag, rtol=1e-11)
 
 
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | g)", "y ~ x + (x | g)", "y ~ x + (1 | g/h)",
+                                     "y ~ x + (1 | g) + (1 | c)", "y ~ x + (x | g) + (1 | c)",
+                                     "y ~ 0 + (1 | g) + (1 | c)"])
+def test_dense_factor_of_a_small_design_equals_the_blocked_one(formula):
+    """Small designs factor A from the dense ZΛ in one piece: the same Cholesky factor as the
+    blocked one (it is unique), so every product, solve, inverse block, projection and the
+    blocks the quadratures read agree with the blocked factor of the same ZΛ."""
+    from glmmbayes.core import linalg as la
+
+    rng = np.random.default_rng(3)
+    n = 80
+    d = pd.DataFrame({"g": rng.integers(0, 9, n).astype(str), "c": rng.integers(0, 4, n).astype(str),
+                      "x": rng.normal(size=n), "y": rng.normal(size=n)})
+    d["h"] = rng.integers(0, 3, n).astype(str)
+    s = gb.design(gb.Spec(formula, family="gaussian", REML=False), d).structure
+    X = gb.design(gb.Spec(formula, family="gaussian", REML=False), d).X
+    assert s.dense_zl
+    theta = rng.uniform(0.4, 1.5, s.ntheta)
+    V = s.zl_values(theta)
+    blocked_V = la.ZLValues(list(V), V.lambdas, False)  # the same ZΛ without its dense copy
+    w = rng.uniform(0.2, 2.0, n)
+    w[:3] = -0.05  # observed information can be negative on some rows
+    for XX in (None, X):
+        fd, fb = la.factorize(s, V, w, XX), la.factorize(s, blocked_V, w, XX)
+        assert isinstance(fd, la.DenseFactor) and isinstance(fb, la.Factor)
+        np.testing.assert_allclose(fd.ldL2, fb.ldL2, rtol=1e-12)
+        b = rng.standard_normal((s.q, 3))
+        for op in ("forward", "backward", "solve"):
+            np.testing.assert_allclose(getattr(fd, op)(b), getattr(fb, op)(b), rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(getattr(fd, op)(b[:, 0]), getattr(fb, op)(b[:, 0]), rtol=1e-9, atol=1e-12)
+        for bd, bb in zip(fd.inverse_diag_blocks(), fb.inverse_diag_blocks()):
+            np.testing.assert_allclose(bd, bb, rtol=1e-9, atol=1e-12)
+        for pd_, pb in zip(la.row_projections(fd, V), la.row_projections(fb, blocked_V)):
+            if pb is None:
+                assert pd_ is None
+            else:
+                np.testing.assert_allclose(pd_, pb, rtol=1e-9, atol=1e-12)
+        tb = la.inverse_block_traces(fb)
+        if tb is None:
+            assert la.inverse_block_traces(fd) is None
+        else:
+            np.testing.assert_allclose(la.inverse_block_traces(fd), tb, rtol=1e-10)
+        np.testing.assert_allclose(fd.L1inv, fb.L1inv, rtol=1e-10, atol=1e-12)
+        if fb.L22 is None:
+            assert fd.L22 is None
+        else:
+            np.testing.assert_allclose(fd.L22, fb.L22, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(fd.L21.toarray(), fb.L21.toarray(), rtol=1e-9, atol=1e-12)
+            if fb.L21v is not None:
+                np.testing.assert_allclose(fd.L21v, fb.L21v, rtol=1e-9, atol=1e-12)
+        if XX is not None:
+            np.testing.assert_allclose(fd.ldRX2, fb.ldRX2, rtol=1e-12)
+            np.testing.assert_allclose(fd.LX, fb.LX, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(fd.RX, fb.RX, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(fd.rx_inverse(), fb.rx_inverse(), rtol=1e-9)
+            bb = rng.standard_normal(X.shape[1])
+            for a, c in zip(fd.solve_joint(b[:, 0], bb), fb.solve_joint(b[:, 0], bb)):
+                np.testing.assert_allclose(a, c, rtol=1e-9, atol=1e-12)
+        r = rng.standard_normal(n)
+        np.testing.assert_allclose(s.zl_tmult(V, r), s.zl_tmult(blocked_V, r), rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(s.zl_mult(V, b[:, 0]), s.zl_mult(blocked_V, b[:, 0]), rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(s.zl_mult_matrix(V, b), s.zl_mult_matrix(blocked_V, b), rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(s.zl_tmult_matrix(V, X), s.zl_tmult_matrix(blocked_V, X), rtol=1e-12, atol=1e-13)
+
+
 @pytest.mark.parametrize("reml", [False, True])
 @pytest.mark.parametrize("formula", ["y ~ x + (x + z | g)", "y ~ x + (1 | g)", "y ~ 0 + (1 | g)"])
 def test_single_term_lmm_on_cross_products_equals_the_general_path(formula, reml):

@@ -249,6 +249,22 @@ def test_log_link_poisson_extreme():
     assert ll[1] == pytest.approx(3 * -40.0 - np.exp(-40.0) - special.gammaln(4.0), rel=1e-14)
 
 
+@pytest.mark.parametrize("family, size", [("nbinom1", 1e-13), ("nbinom2", 1e13)])
+def test_negative_binomials_keep_their_digits_in_the_poisson_limit(family, size):
+    """Near its Poisson limit (NB1 φ -> 0, NB2 θ -> ∞) a negative binomial's log Γ(y + k) -
+    log Γ(k) has k ~ 1e13: as the difference of two gammaln of ~4e14 it lost every digit (0.05
+    off), and PIRLS could not converge there. As the sum Σ_{j<y} log(k + j) the log-density
+    and its μ-derivatives equal the Poisson ones to the size of the limit's own correction."""
+    fam, pois = get_family(family), get_family("poisson")
+    y = np.array([0.0, 1.0, 2.0, 5.0, 17.0, 3.0])
+    mu = np.array([0.3, 1.2, 2.5, 4.0, 15.0, 0.9])
+    eta, wt = np.log(mu), np.ones(6)
+    np.testing.assert_allclose(fam.loglik(y, eta, wt, size), pois.loglik(y, eta, wt), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(fam.score(y, eta, wt, size), pois.score(y, eta, wt), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(fam.observed_weights(y, eta, wt, size), pois.observed_weights(y, eta, wt),
+                               rtol=1e-9, atol=1e-9)
+
+
 def test_pytensor_loglik_matches_numpy():
     pytensor = pytest.importorskip("pytensor")
     import pytensor.tensor as pt

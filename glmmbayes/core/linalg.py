@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg.lapack import dpotrf, dpotri, dtrtri, dtrtrs
+from scipy.linalg.lapack import dpotrf, dpotri, dpotrs, dtrtri, dtrtrs
 
 
 def lsolve(L: np.ndarray, b: np.ndarray, trans: bool = False) -> np.ndarray:
@@ -71,17 +71,31 @@ def theta_diag_mask(k: int) -> np.ndarray:
 
 
 _SPARSE_PRODUCTS_MIN_ROWS = 5_000
+# Small designs hold ZΛ as one dense (n, q) matrix: below about n q² = 4e5 flops a dense Gram
+# product and one LAPACK Cholesky take less time than the blocked factor's dozens of small
+# numpy calls (the cost of a small fit is the number of calls, not the arithmetic). A single
+# term's blocked factor is a few batched calls already: dense only below n q² = 1e5 there.
+_DENSE_MAX_WORK = (100_000, 400_000)  # one term, several terms
+_DENSE_MAX_Q = 200
 
 
 class ZLValues(list):
     """The per-row values of ZΛ for each term (a list of (n, k_t) arrays) with the Λ_t they came
     from; on large designs (`sparse_products`) the products with ZΛ and (ZΛ)' use the θ-free
-    sparse Z and apply Λ per level."""
+    sparse Z and apply Λ per level; on small ones ZΛ is also kept whole (`dense`, (n, q))."""
 
-    def __init__(self, values, lambdas, sparse_products: bool):
+    def __init__(self, values, lambdas, sparse_products: bool, dense: np.ndarray | None = None):
         super().__init__(values)
         self.lambdas = lambdas
         self.sparse_products = sparse_products
+        self.dense = dense
+        self._bordered = None
+
+    def bordered(self, X: np.ndarray) -> np.ndarray:
+        """[ZΛ, X] (n, q + p), built once per θ and X."""
+        if self._bordered is None or self._bordered[0] is not X:
+            self._bordered = (X, np.hstack([self.dense, X]))
+        return self._bordered[1]
 
 
 def _sparse_lambdas(V):
@@ -115,6 +129,12 @@ class ReStructure:
             # column indices of the tail terms (2nd, 3rd, ...) in the stacked tail block
             idx = [self._col_index[i] + (self.u_offsets[i] - self.q1) for i in range(1, len(self.terms))]
             self._tail_indices = np.hstack(idx).ravel()
+        self.dense_zl = (0 < self.q <= _DENSE_MAX_Q
+                         and self.n * self.q * self.q <= _DENSE_MAX_WORK[len(self.terms) > 1])
+        if self.dense_zl:  # flat positions of each term's values V_t (row-major) in the dense ZΛ
+            rows = np.arange(self.n)[:, None] * self.q
+            self._dense_flat = np.concatenate(
+                [(rows + self.u_offsets[i] + self._col_index[i]).ravel() for i in range(len(self.terms))])
 
     def level_order(self, i: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row order, rows per level, first sorted row of each level) for term i: the rows
@@ -159,9 +179,14 @@ class ReStructure:
     def zl_values(self, theta: np.ndarray) -> ZLValues:
         """Per-row values of ZΛ for each term: V_t = X_t T_t, shape (n, k_t)."""
         lams = self.lambdas(theta)
+        values = [t.X @ T for t, T in zip(self.terms, lams)]
+        dense = None
+        if self.dense_zl:
+            dense = np.zeros(self.n * self.q)
+            dense[self._dense_flat] = np.concatenate([v.ravel() for v in values])
+            dense = dense.reshape(self.n, self.q)
         # below a few thousand rows scipy's per-call overhead outweighs the streaming products
-        return ZLValues([t.X @ T for t, T in zip(self.terms, lams)], lams,
-                        self.n >= _SPARSE_PRODUCTS_MIN_ROWS)
+        return ZLValues(values, lams, self.n >= _SPARSE_PRODUCTS_MIN_ROWS, dense)
 
     def z_transpose(self, i: int) -> sp.csc_matrix:
         """Z_t' as a (m k, n) CSC matrix (one column per row of the data): its products with
@@ -179,6 +204,8 @@ class ReStructure:
 
     def zl_mult(self, V, u: np.ndarray) -> np.ndarray:
         """ZΛ u (length n)."""
+        if getattr(V, "dense", None) is not None:
+            return V.dense @ u
         out = np.zeros(self.n)
         lams = _sparse_lambdas(V)
         off = self.u_offsets
@@ -201,6 +228,8 @@ class ReStructure:
 
     def zl_tmult(self, V, r: np.ndarray) -> np.ndarray:
         """Λ'Z' r (length q)."""
+        if getattr(V, "dense", None) is not None:
+            return V.dense.T @ r
         out = np.empty(self.q)
         lams = _sparse_lambdas(V)
         off = self.u_offsets
@@ -217,6 +246,8 @@ class ReStructure:
 
     def zl_mult_matrix(self, V, U: np.ndarray) -> np.ndarray:
         """ZΛ U for a (q, p) matrix U (p may be 0)."""
+        if getattr(V, "dense", None) is not None:
+            return V.dense @ U
         if U.shape[1] == 0:
             return np.zeros((self.n, 0))
         lams = _sparse_lambdas(V)
@@ -230,6 +261,8 @@ class ReStructure:
 
     def zl_tmult_matrix(self, V, R: np.ndarray) -> np.ndarray:
         """Λ'Z' R for an (n, p) matrix R (p may be 0: a model without fixed effects)."""
+        if getattr(V, "dense", None) is not None:
+            return V.dense.T @ R
         if R.shape[1] == 0:
             return np.zeros((self.q, 0))
         lams = _sparse_lambdas(V)
@@ -316,8 +349,25 @@ def _batched_inv_lower(L: np.ndarray) -> np.ndarray:
     return np.linalg.inv(L)
 
 
+class _Bordered:
+    """What the factors share about the X border: LX = L^{-1} Λ'Z'WX and RX, the lower
+    Cholesky factor of X'WX - LX'LX."""
+
+    LX: np.ndarray | None
+    RX: np.ndarray | None
+
+    @property
+    def ldRX2(self) -> float:
+        return 2.0 * float(np.sum(np.log(np.abs(np.diag(self.RX)))))
+
+    def rx_inverse(self) -> np.ndarray:
+        """(RX RX')^{-1}: the unscaled covariance of beta given θ."""
+        Rinv = lsolve(self.RX, np.eye(self.RX.shape[0]))
+        return Rinv.T @ Rinv
+
+
 @dataclass
-class Factor:
+class Factor(_Bordered):
     """Cholesky factor of A (and of the X border when given)."""
 
     s: ReStructure
@@ -356,10 +406,6 @@ class Factor:
         if self.L22 is not None:
             out += 2.0 * float(np.sum(np.log(np.diag(self.L22))))
         return out
-
-    @property
-    def ldRX2(self) -> float:
-        return 2.0 * float(np.sum(np.log(np.abs(np.diag(self.RX)))))
 
     # L^{-1} and L^{-T} for the random-effect part ------------------------------------
     def _head_apply(self, M: np.ndarray, x: np.ndarray, transpose: bool) -> np.ndarray:
@@ -400,11 +446,6 @@ class Factor:
         xu = self.backward(yu - self.LX @ xb)
         return xu, xb
 
-    def rx_inverse(self) -> np.ndarray:
-        """(RX RX')^{-1}: the unscaled covariance of beta given θ."""
-        Rinv = lsolve(self.RX, np.eye(self.RX.shape[0]))
-        return Rinv.T @ Rinv
-
     def inverse_diag_blocks(self) -> list[np.ndarray]:
         """Diagonal k x k blocks of A^{-1} for each term: conditional covariances of u."""
         s = self.s
@@ -437,6 +478,98 @@ class Factor:
         return out
 
 
+@dataclass
+class DenseFactor(_Bordered):
+    """The same Cholesky factor as `Factor` (it is unique) computed in one piece from the dense
+    ZΛ of a small design: one Gram product and one LAPACK call per factorization, one per
+    solve. Its blocks are offered under `Factor`'s names for the code that reads them (the
+    quadratures)."""
+
+    s: ReStructure
+    L: np.ndarray  # lower factor of A (q, q), C-ordered
+    full: np.ndarray | None = None  # lower factor of the bordered matrix when X was given
+    LX: np.ndarray | None = None
+    RX: np.ndarray | None = None
+
+    @property
+    def ldL2(self) -> float:
+        return 2.0 * float(np.sum(np.log(np.diagonal(self.L))))
+
+    def forward(self, b: np.ndarray) -> np.ndarray:
+        return lsolve(self.L, b)
+
+    def backward(self, y: np.ndarray) -> np.ndarray:
+        return lsolve(self.L, y, trans=True)
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        return dpotrs(self.L.T, b, lower=0)[0]
+
+    def solve_joint(self, bu: np.ndarray, bb: np.ndarray):
+        x = dpotrs(self.full.T, np.concatenate([bu, bb]), lower=0)[0]
+        return x[: self.s.q], x[self.s.q :]
+
+    def inverse(self) -> np.ndarray:
+        """A^{-1} (q, q), computed once."""
+        if "_inv" not in self.__dict__:
+            self._inv = cho_inverse(self.L)
+        return self._inv
+
+    def inverse_diag_blocks(self) -> list[np.ndarray]:
+        Ainv, s = self.inverse(), self.s
+        out = []
+        for i, (k, m) in enumerate(zip(s.k, s.m)):
+            idx = s.u_offsets[i] + np.arange(m)[:, None, None] * k + np.arange(k)
+            out.append(Ainv[idx, np.transpose(idx, (0, 2, 1))])
+        return out
+
+    def row_projections(self, V) -> tuple[np.ndarray, np.ndarray | None]:
+        s = self.s
+        P = V.dense @ self.inverse()  # (n, q): row i is (A^{-1} x_i)'
+        rows = np.arange(s.n)[:, None]
+        Ph = P[rows, s._col_index[0]]
+        if len(s.terms) == 1:
+            return Ph, None
+        return Ph, P[rows, s.q1 + s._tail_indices.reshape(s.n, -1)]
+
+    # the blocks of the blocked factor -------------------------------------------------------
+    @property
+    def L1inv(self) -> np.ndarray:
+        s = self.s
+        k, m = s.k[0], s.m[0]
+        idx = np.arange(m)[:, None, None] * k + np.arange(k)
+        return _batched_inv_lower(self.L[np.transpose(idx, (0, 2, 1)), idx])
+
+    @property
+    def L22(self) -> np.ndarray | None:
+        q1 = self.s.q1
+        return None if len(self.s.terms) == 1 else np.ascontiguousarray(self.L[q1:, q1:])
+
+    @property
+    def L21v(self) -> np.ndarray | None:
+        s = self.s
+        if len(s.terms) == 1 or s.k[0] != 1:
+            return None
+        pat = s.cross_pattern()
+        return self.L[s.q1 + pat["rows21"], pat["cols21"]]
+
+    @property
+    def L21(self) -> sp.csr_matrix | None:
+        q1 = self.s.q1
+        return None if len(self.s.terms) == 1 else sp.csr_matrix(self.L[q1:, :q1])
+
+
+def _dense_factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None) -> DenseFactor:
+    M = V.dense if X is None else V.bordered(X)
+    G = M.T @ (w[:, None] * M)
+    q = s.q
+    G.ravel()[: q * G.shape[0] : G.shape[0] + 1] += 1.0  # + I on the random-effect block
+    Lf = cholesky_lower(G)
+    if X is None:
+        return DenseFactor(s, Lf)
+    return DenseFactor(s, np.ascontiguousarray(Lf[:q, :q]), Lf, np.ascontiguousarray(Lf[q:, :q].T),
+                       np.ascontiguousarray(Lf[q:, q:]))
+
+
 def pattern_product(out_idx, in_idx, vals, x: np.ndarray, size: int) -> np.ndarray:
     """M x for a (size, ·) matrix M given by its nonzeros (out_idx, in_idx, vals) and x of shape
     (·,) or (·, c): one bincount (over a flat (row, column of x) index for a matrix x)."""
@@ -456,6 +589,8 @@ def _blockdiag(B: np.ndarray) -> sp.bsr_matrix:
 
 def factorize(s: ReStructure, V, w: np.ndarray, X: np.ndarray | None = None) -> Factor:
     """Factor Λ'Z'WZΛ + I (bordered by X when given) for weights w."""
+    if getattr(V, "dense", None) is not None:
+        return _dense_factorize(s, V, w, X)
     t0 = s.terms[0]
     k0, m0 = t0.k, t0.nlevels
     # first term: per-level k x k blocks, summed with bincount
@@ -537,6 +672,8 @@ def row_projections(f: Factor, V) -> tuple[np.ndarray, np.ndarray | None]:
     A^{-1} only -- per-level head blocks L1^{-T}(I + L21_j' M L21_j)L1^{-1}, head-tail
     -M L21 L11^{-1} and tail-tail M = S^{-1} -- so the cost is O(q2² q1 + n), never O(q n).
     """
+    if isinstance(f, DenseFactor):
+        return f.row_projections(V)
     s = f.s
     t0 = s.terms[0]
     k0 = t0.k
@@ -574,8 +711,10 @@ def inverse_diagonal(f: Factor) -> np.ndarray | None:
     One triangular inverse (a third of the work of S^{-1}) and one sparse product; no pass
     over the rows."""
     s = f.s
-    if f.L22 is None or any(k != 1 for k in s.k):
+    if len(s.terms) == 1 or any(k != 1 for k in s.k):
         return None
+    if isinstance(f, DenseFactor):
+        return np.diagonal(f.inverse()).copy()
     L22inv, info = dtrtri(f.L22, lower=1)
     if info != 0:
         return None
@@ -601,9 +740,9 @@ def inverse_block_traces(f: Factor) -> np.ndarray | None:
     of S^{-1} gathered at the column pairs that also build S -- no product with a dense q2 x q2
     matrix and no pass over the rows."""
     s = f.s
-    if f.L22 is None or any(k != 1 for k in s.k):
+    if len(s.terms) == 1 or any(k != 1 for k in s.k):
         return None
-    pairs = s.column_pairs() if f.L21v is not None else None
+    pairs = s.column_pairs() if isinstance(f, Factor) and f.L21v is not None else None
     if pairs is None:
         diag = inverse_diagonal(f)
         return None if diag is None else np.add.reduceat(diag, s.u_offsets[:-1])

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import special
 
 from ..errors import DataError
-from .ops import NUMPY
+from .ops import NUMPY, count_terms
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _EPS = np.finfo(float).eps
@@ -230,18 +230,21 @@ def _poisson_canonical(y, eta, wt):
 
 
 def _nb2_kernel(y, eta, wt, theta, link, ops):
-    # log p = lgamma(y+θ) - lgamma(θ) - lgamma(y+1) + θ log θ + y log μ - (y+θ) log(μ+θ)
+    # log p = lgamma(y+θ) - lgamma(θ) - lgamma(y+1) + y log(μ/(μ+θ)) - θ log(1 + μ/θ), the last
+    # as θ log1p(exp(log μ - log θ)): θ log θ - θ log(μ+θ) lost every digit near the Poisson
+    # limit (θ = 1e13: two terms of 4e14 for a difference of about μ)
     log_mu = link.log_mu(eta, ops) if link.log_mu is not None else ops.log(link.linkinv(eta, ops))
-    return wt * (y * log_mu - (y + theta) * ops.logaddexp(log_mu, ops.log(theta)))
+    log_theta = ops.log(theta)
+    return wt * (y * (log_mu - ops.logaddexp(log_mu, log_theta)) - theta * ops.logaddexp(0.0, log_mu - log_theta))
 
 
 def _nb2_const(y, wt, theta, ops):
-    return wt * (ops.gammaln(y + theta) - ops.gammaln(theta) - ops.gammaln(y + 1.0) + theta * ops.log(theta))
+    return wt * (ops.lgamma_ratio(y, theta) - ops.gammaln(y + 1.0))
 
 
 def _nb2_deviance(y, mu, wt, theta=1.0):
     with np.errstate(divide="ignore", invalid="ignore"):
-        return 2.0 * wt * (_xlogy_over(y, mu) - (y + theta) * np.log((y + theta) / (mu + theta)))
+        return 2.0 * wt * (_xlogy_over(y, mu) - (y + theta) * np.log1p((y - mu) / (mu + theta)))
 
 
 def _nb2_simulate(rng, mu, wt, theta):
@@ -258,7 +261,7 @@ def _nb2_start(y, mu, wt, df):
 def _nb1_kernel(y, eta, wt, phi, link, ops):
     # log p = lgamma(y + μ/φ) - lgamma(μ/φ) - lgamma(y+1) - (μ/φ) log(1+φ) + y log(φ/(1+φ))
     k = link.linkinv(eta, ops) / phi
-    return wt * (ops.gammaln(y + k) - ops.gammaln(k) - k * ops.log1p(phi))
+    return wt * (ops.lgamma_ratio(y, k) - k * ops.log1p(phi))
 
 
 def _nb1_const(y, wt, phi, ops):
@@ -274,23 +277,18 @@ def _nb1_mu_derivs(y, mu, wt, phi):
     return wt * d1, wt * s2 / phi / phi, wt * s3 / phi / phi / phi
 
 
-_SHORT_COUNTS = 64  # below this many steps the recurrence beats the Hurwitz zeta function
-
-
 def _polygamma_steps(y, k):
-    """ψ⁽ⁿ⁾(y + k) − ψ⁽ⁿ⁾(k) for n = 0, 1, 2. For integer counts by the recurrence
-    ψ⁽ⁿ⁾(x + 1) = ψ⁽ⁿ⁾(x) + (−1)ⁿ n!/xⁿ⁺¹ (exact, and several times faster than polygamma,
-    which the Laplace gradient calls a dozen times per evaluation); otherwise by polygamma."""
-    top = float(np.max(y)) if np.size(y) else 0.0
-    if top <= _SHORT_COUNTS and np.all(y == np.floor(y)):
-        s1, s2, s3 = np.zeros_like(k), np.zeros_like(k), np.zeros_like(k)
-        for j in range(int(top)):
-            inv = np.where(y > j, 1.0 / (k + j), 0.0)
-            inv2 = inv * inv
-            s1 += inv
-            s2 -= inv2
-            s3 += 2.0 * inv2 * inv
-        return s1, s2, s3
+    """ψ⁽ⁿ⁾(y + k) − ψ⁽ⁿ⁾(k) for n = 0, 1, 2. For integer counts as the finite sums of the
+    recurrence ψ⁽ⁿ⁾(x + 1) = ψ⁽ⁿ⁾(x) + (−1)ⁿ n!/xⁿ⁺¹ over j < y, all rows' terms in one flat
+    array (`ops.count_terms`: exact, and ten times faster than polygamma, which the Laplace
+    gradient would call a dozen times per evaluation); otherwise by polygamma."""
+    terms = count_terms(y, k)
+    if terms is not None:
+        row, kj, size, shape = terms
+        inv = 1.0 / kj
+        inv2 = inv * inv
+        return (np.bincount(row, inv, size).reshape(shape), -np.bincount(row, inv2, size).reshape(shape),
+                2.0 * np.bincount(row, inv2 * inv, size).reshape(shape))
     return (special.digamma(y + k) - special.digamma(k),
             special.polygamma(1, y + k) - special.polygamma(1, k),
             special.polygamma(2, y + k) - special.polygamma(2, k))
@@ -299,13 +297,14 @@ def _polygamma_steps(y, k):
 def _nb1_mu_part(y, k, phi):
     """The μ-dependent part of the NB1 log-density at k = μ/φ (0 in the limit k -> 0 at y = 0)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(y > 0, special.gammaln(y + k) - special.gammaln(k), 0.0) - k * math.log1p(phi)
+        return np.where(y > 0, NUMPY.lgamma_ratio(y, k), 0.0) - k * math.log1p(phi)
 
 
-def _nb1_saturated_k(y, phi, iters: int = 80):
+def _nb1_saturated_k(y, phi, iters: int = 44):
     """k = μ/φ maximizing the NB1 log-density of each y > 0: ψ(y + k) - ψ(k) = log(1 + φ), whose
     left side falls from ∞ to 0 in k (bisection on log k). NB1 is not an exponential family, so
-    the saturated mean is not y."""
+    the saturated mean is not y. The density is stationary there, so the error of log k after
+    44 halvings of [-40, 40] (5e-12) moves the saturated log-density by O(1e-23)."""
     target = math.log1p(phi)
     lo, hi = np.full(y.shape, -40.0), np.full(y.shape, 40.0)
     for _ in range(iters):
