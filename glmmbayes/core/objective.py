@@ -393,9 +393,12 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
         du_phi, db_phi = phi * du_phi, (None if db_phi is None else phi * db_phi)  # per log φ
     if not theta:
         return (None, g_beta, g_logphi) if logphi else (None, g_beta)
-    g_theta = np.empty(s.ntheta)
-    du_theta = np.empty((s.q, s.ntheta))
-    db_theta = np.empty((X.shape[1], s.ntheta)) if profiled_beta else None
+    # every θ_k at once: its direct part h_k = Z dΛ/dθ_k û, its trace term and the right-hand
+    # side of the mode's stationarity derivative, (dΛ_k)'Z'(g/2) + Λ'Z'W h_k, as columns, so
+    # that one solve and one product with ZΛ serve them all
+    H = np.empty((s.n, s.ntheta))
+    traces = np.empty(s.ntheta)
+    R = np.zeros((s.q, s.ntheta))
     tail_off = 0
     for ti, t in enumerate(s.terms):
         U = st.u[s.u_offsets[ti] : s.u_offsets[ti + 1]].reshape(t.nlevels, t.k)
@@ -404,20 +407,22 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
         for j, (r, c) in enumerate(zip(rows, cols)):
             k = s.theta_offsets[ti] + j
             xr = t.X[:, r]
-            h = xr * U[t.codes, c]  # Z dΛ/dθ_k û
-            trace = 2.0 * float(np.sum(w * xr * P[:, c]))
-            # stationarity derivative: (dΛ_k)'Z'(g/2) + Λ'Z'W h
-            rhs = s.zl_tmult(V, w * h)
-            blk = np.zeros((t.nlevels, t.k))
-            blk[:, c] = np.bincount(t.codes, weights=xr * g * 0.5, minlength=t.nlevels)
-            rhs[s.u_offsets[ti] : s.u_offsets[ti + 1]] += blk.ravel()
-            rhs_b = X.T @ (w * h) if profiled_beta else None
-            deta, du_theta[:, k], db = d_eta(h, rhs, rhs_b)
-            if db is not None:
-                db_theta[:, k] = db
-            g_theta[k] = float(g @ h) + trace + float(wl @ deta)
+            H[:, k] = xr * U[t.codes, c]
+            traces[k] = 2.0 * float(np.sum(w * xr * P[:, c]))
+            R[s.u_offsets[ti] + c : s.u_offsets[ti + 1] : t.k, k] = np.bincount(
+                t.codes, weights=xr * g * 0.5, minlength=t.nlevels)
         if ti > 0:
             tail_off += t.k
+    wH = w[:, None] * H
+    R += s.zl_tmult_matrix(V, wH)
+    db_theta = None
+    if profiled_beta:
+        du_theta, db_theta = st.factor.solve_joint(-R, -(X.T @ wH))
+        deta = H + s.zl_mult_matrix(V, du_theta) + X @ db_theta
+    else:
+        du_theta = st.factor.solve(-R)
+        deta = H + s.zl_mult_matrix(V, du_theta)
+    g_theta = g @ H + traces + wl @ deta
     if warm is not None:
         warm.record_slopes(st, du_theta, db_theta, du_beta, du_phi if logphi else None,
                            db_phi if logphi else None)
