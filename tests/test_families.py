@@ -249,6 +249,19 @@ def test_log_link_poisson_extreme():
     assert ll[1] == pytest.approx(3 * -40.0 - np.exp(-40.0) - special.gammaln(4.0), rel=1e-14)
 
 
+@pytest.mark.parametrize("family, link", PAIRS, ids=IDS)
+def test_information_terms_in_one_pass(family, link):
+    """The fused (score, observed information, its η-derivative) of PIRLS and the Laplace
+    gradient equal the three computed alone, for every family and link."""
+    fam = get_family(family, link)
+    y, mu, wt, phi = _data(family, np.random.default_rng(5))
+    eta = fam.linkfun(mu)
+    s, w, dw = fam.information_terms(y, eta, wt, phi)
+    np.testing.assert_allclose(s, fam.score(y, eta, wt, phi), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(w, fam.observed_weights(y, eta, wt, phi), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, fam.dweights_observed(y, eta, wt, phi), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("family, size", [("nbinom1", 1e-13), ("nbinom2", 1e13)])
 def test_negative_binomials_keep_their_digits_in_the_poisson_limit(family, size):
     """Near its Poisson limit (NB1 φ -> 0, NB2 θ -> ∞) a negative binomial's log Γ(y + k) -

@@ -318,13 +318,18 @@ def dlogdet_scalar_terms(s, f, thetas: np.ndarray) -> np.ndarray | None:
     return 2.0 / thetas * (np.asarray(s.q_t, float) - traces)
 
 
-def _phi_partials(prob: Problem, eta, phi: float, hessian: str):
+def _phi_partials(prob: Problem, eta, phi: float, hessian: str, score, weights):
     """Per row, the φ-derivatives at fixed η of the log density, the score and the Hessian
-    weights (central differences in φ: O(n), no PIRLS)."""
+    weights (central differences in φ: O(n), no PIRLS). Where ℓ's η-dependent part is
+    divided by φ (gaussian, Gamma), the score and the weights are -1/φ times their values
+    (`score`, `weights`) and only the density is differenced."""
     from .pirls import laplace_weights
 
     fam = prob.family
     h = 1e-5 * phi
+    if fam.dist.scale_family:
+        dl = (fam.loglik(prob.y, eta, prob.wt, phi + h) - fam.loglik(prob.y, eta, prob.wt, phi - h)) / (2.0 * h)
+        return dl, -score / phi, -weights / phi
 
     def at(p):
         ll = fam.loglik(prob.y, eta, prob.wt, p)
@@ -362,9 +367,11 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
 
     s = prob.structure
     X, V, eta, w = prob.X, st.V, st.eta, st.weights
-    g = -2.0 * fam.score(prob.y, eta, prob.wt, phi)  # -2 dℓ/dη
-    dW = (fam.dweights_observed(prob.y, eta, prob.wt, phi) if st.hessian == "observed"
-          else fam.dweights(eta, prob.wt, phi))
+    if st.hessian == "observed":
+        score, _, dW = fam.information_terms(prob.y, eta, prob.wt, phi)
+    else:
+        score, dW = fam.score(prob.y, eta, prob.wt, phi), fam.dweights(eta, prob.wt, phi)
+    g = -2.0 * score  # -2 dℓ/dη
     proj = row_projections(st.factor, V)
     Ph, Pt = proj
     lev = leverages(st.factor, V, proj)
@@ -386,7 +393,7 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
         g_beta = X.T @ g + deta.T @ wl
     g_logphi = du_phi = db_phi = None
     if logphi:
-        dl, ds, dWp = _phi_partials(prob, eta, phi, st.hessian)
+        dl, ds, dWp = _phi_partials(prob, eta, phi, st.hessian, score, w)
         rhs_b = -(X.T @ ds) if profiled_beta else None
         deta, du_phi, db_phi = d_eta(0.0, -s.zl_tmult(V, ds), rhs_b)
         g_logphi = phi * (-2.0 * float(np.sum(dl)) + float(lev @ dWp) + float(wl @ deta))

@@ -81,7 +81,8 @@ def _newton_weights(prob: Problem, eta, phi):
         if fam.fast_canonical is not None:
             w, mu, d = fam.working_weights(eta, prob.wt, phi)
             return w, w * (prob.y - mu) / d
-        return fam.observed_weights(prob.y, eta, prob.wt, phi), fam.score(prob.y, eta, prob.wt, phi)
+        score, w, _ = fam.information_terms(prob.y, eta, prob.wt, phi)
+        return w, score
 
 
 def laplace_weights(prob: Problem, eta, phi, hessian: str) -> np.ndarray:

@@ -172,6 +172,19 @@ class Family:
         a2 = self.link.d2log_mu_eta(eta)
         return -(l3 * d**3 + 3.0 * l2 * d * d * a + l1 * d * (a * a + a2))
 
+    def information_terms(self, y, eta, wt, phi=1.0):
+        """(dℓ/dη, the observed information -d²ℓ/dη², its η-derivative) per row from one pass
+        over the μ-derivatives: the Newton step of PIRLS takes the first two, the Laplace
+        gradient the first and the last (each alone would repeat that pass)."""
+        if self.fast_canonical is not None:
+            w, mu, d = self.working_weights(eta, wt, phi)
+            return w * (y - mu) / d, w, self.dweights(eta, wt, phi)
+        d, a, (l1, l2, l3) = self._eta_derivs(y, eta, wt, phi)
+        a2 = self.link.d2log_mu_eta(eta)
+        l1d = l1 * d
+        return (l1d, -(l2 * d * d + l1d * a),
+                -(l3 * d**3 + 3.0 * l2 * d * d * a + l1d * (a * a + a2)))
+
     def hessian_weights(self, y, eta, wt, phi=1.0, kind: str = "observed"):
         """(weights, their η-derivative) of the Hessian the Laplace approximation uses: the
         observed information (the Laplace approximation proper, glmmTMB's) or the expected one

@@ -398,6 +398,7 @@ class Distribution:
     mu_derivs: Callable | None = None  # not an exponential family: (y, mu, wt, phi) -> dℓ/dμ, d²ℓ/dμ², d³ℓ/dμ³
     saturated: Callable | None = None  # (y, wt, phi) -> max over μ of the log-density, where μ = y is not it
     expected_information: bool = True  # Fisher weights are the expected information (lme4's Laplace)
+    scale_family: bool = False  # ℓ's η-dependent part is divided by φ (an exponential dispersion family)
 
     @property
     def has_dispersion(self) -> bool:
@@ -468,7 +469,7 @@ DISTRIBUTIONS: dict[str, Distribution] = {
         dlog_var=lambda mu, phi: np.zeros_like(mu), d2log_var=lambda mu, phi: np.zeros_like(mu),
         kernel=_gaussian_kernel, constant=_gaussian_const, unit_deviance=_gaussian_deviance,
         validate=_gaussian_validate, mustart=lambda y, wt: y, simulate=_gaussian_simulate,
-        mu_bounds=(-np.inf, np.inf), dispersion=_SIGMA, saturated_own_link=False,
+        mu_bounds=(-np.inf, np.inf), dispersion=_SIGMA, saturated_own_link=False, scale_family=True,
     ),
     "Gamma": Distribution(
         "Gamma", links=("inverse", "log", "identity"), canonical_link="inverse",
@@ -476,7 +477,7 @@ DISTRIBUTIONS: dict[str, Distribution] = {
         dlog_var=lambda mu, phi: 2.0 / mu, d2log_var=lambda mu, phi: -2.0 / (mu * mu),
         kernel=_gamma_kernel, constant=_gamma_const, unit_deviance=_gamma_deviance,
         validate=_gamma_validate, mustart=lambda y, wt: y, simulate=_gamma_simulate,
-        mu_bounds=(_EPS, np.inf), dispersion=_SHAPE, saturated_own_link=False,
+        mu_bounds=(_EPS, np.inf), dispersion=_SHAPE, saturated_own_link=False, scale_family=True,
     ),
     "nbinom2": Distribution(
         "nbinom2", links=("log", "identity"), canonical_link=None,
