@@ -225,6 +225,32 @@ def test_inverse_traces_and_blocks_from_column_pairs_equal_the_dense_inverse():
     np.testing.assert_allclose(blocks, diag, rtol=1e-11)
 
 
+@pytest.mark.parametrize("formula", ["y ~ 1 + (1 | s) + (1 | t) + (1 | dept)", "y ~ x + (1 | s) + (x | t)"])
+def test_row_projections_of_a_scalar_head_from_selected_inverse_entries(formula):
+    """A scalar head on a sparse crossed pattern (several nonzeros per column of L21, a vector
+    tail term): the row projections from the selected entries of S^{-1} equal the rows of
+    ZΛ A^{-1} at the columns each row touches, A^{-1} solved column by column."""
+    from glmmbayes.core import linalg as la
+
+    rng = np.random.default_rng(11)
+    n = 1500
+    d = pd.DataFrame({"s": rng.integers(0, 600, n).astype(str), "t": rng.integers(0, 200, n).astype(str),
+                      "x": rng.normal(size=n), "y": rng.normal(size=n)})
+    d["dept"] = (d["t"].astype(int) % 9).astype(str)
+    s = gb.design(gb.Spec(formula, family="gaussian"), d).structure
+    V = s.zl_values(rng.uniform(0.3, 1.2, s.ntheta))
+    f = la.factorize(s, V, rng.uniform(0.2, 3.0, n))
+    # the route under test: a blocked factor with a scalar head on a sparse pattern
+    assert isinstance(f, la.Factor) and s.projection_index() is not None
+    assert s.cross_pattern()["nnz21"] < 0.05 * s.q1 * s.q2
+    Ph, Pt = la.row_projections(f, V)
+    ZL = np.column_stack([s.zl_mult(V, e) for e in np.eye(s.q)])
+    P = ZL @ f.solve(np.eye(s.q))  # row i: (A^{-1} x_i)'
+    rows = np.arange(n)[:, None]
+    np.testing.assert_allclose(Ph, P[rows, s._col_index[0]], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(Pt, P[rows, s.q1 + s._tail_indices.reshape(n, -1)], rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("formula", ["y ~ x + (1 | g)", "y ~ x + (x | g)", "y ~ x + (1 | g/h)",
                                      "y ~ x + (1 | g) + (1 | c)", "y ~ x + (x | g) + (1 | c)",
                                      "y ~ 0 + (1 | g) + (1 | c)"])

@@ -332,6 +332,39 @@ class ReStructure:
         return pat["pairs"]
 
 
+    def projection_index(self, limit: int = 20_000_000):
+        """θ-free gathers for the row projections of a scalar head on a sparse pattern (None
+        if too many entries): for each row i, tail slot c and nonzero e of L21's column at
+        row i's head level, the flat index of S^{-1}[cols(i, c), row(e)] in S's lower triangle
+        (k_flat), e (k_e) and the output slot i·width + c (k_out); for each row, the flat
+        indices of S^{-1} at its pairs of tail columns (tt_flat, (n, width, width))."""
+        pat = self.cross_pattern()
+        if "projection" not in pat:
+            rows21, cols21, q2 = pat["rows21"], pat["cols21"], self.q2
+            width = pat["width"]
+            order = np.argsort(cols21, kind="stable")
+            cnt = np.bincount(cols21, minlength=self.q1)
+            start = np.cumsum(cnt) - cnt
+            tcols = self._tail_indices.reshape(self.n, width)
+            slot_j = np.repeat(self.terms[0].codes, width)  # head level of each (row, slot)
+            per = cnt[slot_j]
+            total = int(np.sum(per)) + self.n * width * width
+            if total > limit:
+                pat["projection"] = None
+            else:
+                slot = np.repeat(np.arange(self.n * width), per)
+                within = np.arange(len(slot)) - np.repeat(np.cumsum(per) - per, per)
+                e = order[start[slot_j[slot]] + within]
+                a, b = tcols.ravel()[slot], rows21[e]
+
+                def lower(x, y):
+                    return np.maximum(x, y) * q2 + np.minimum(x, y)
+
+                pat["projection"] = {"k_flat": lower(a, b), "k_e": e, "k_out": slot,
+                                     "tt_flat": lower(tcols[:, :, None], tcols[:, None, :])}
+        return pat["projection"]
+
+
 def _batched_chol(B: np.ndarray) -> np.ndarray:
     if B.shape[1] == 1:
         if not np.all(B > 0):  # negative observed information can make a block indefinite
@@ -672,6 +705,10 @@ def row_projections(f: Factor, V) -> tuple[np.ndarray, np.ndarray | None]:
     if isinstance(f, DenseFactor):
         return f.row_projections(V)
     s = f.s
+    if f.L22 is not None and f.L21v is not None and s.cross_pattern()["nnz21"] < 0.05 * s.q1 * s.q2:
+        idx = s.projection_index()
+        if idx is not None and s.column_pairs() is not None:
+            return _row_projections_scalar_head(f, V, idx)
     t0 = s.terms[0]
     k0 = t0.k
     Linv = f.L1inv[t0.codes]  # (n, k0, k0)
@@ -699,6 +736,28 @@ def row_projections(f: Factor, V) -> tuple[np.ndarray, np.ndarray | None]:
     K = -np.einsum("nab,nbc->nac", ML[cols[:, :, None], head_cols[:, None, :]], Linv)  # (n, width, k0)
     Ph = np.einsum("nab,nb->na", H[t0.codes], xh) + np.einsum("nab,na->nb", K, xt)
     Pt = np.einsum("nab,nb->na", K, xh) + np.einsum("nab,nb->na", M[cols[:, :, None], cols[:, None, :]], xt)
+    return Ph, Pt
+
+
+def _row_projections_scalar_head(f: Factor, V, idx) -> tuple[np.ndarray, np.ndarray]:
+    """`row_projections` for a scalar head term on a sparse pattern, from the selected entries
+    of S^{-1} alone: the head's diagonal L11_j^{-2}(1 + L21_j' S^{-1} L21_j) from the column
+    pairs that also build S, the head-tail entries -L11_j^{-1} S^{-1} L21_j and the tail-tail
+    ones gathered from S^{-1}'s lower triangle (θ-free index arrays, `projection_index`); no
+    dense q2 x q1 product and no symmetric copy of S^{-1}."""
+    s = f.s
+    codes = s.terms[0].codes
+    width = s.cross_pattern()["width"]
+    Sl = dpotri(f.L22.T, lower=0)[0].T.ravel()  # C order: the lower triangle is filled
+    linv = f.L1inv[:, 0, 0]
+    H = linv * linv + np.bincount(s.cross_pattern()["cols21"][s.column_pairs()[0]],
+                                  weights=_head_pair_terms(f, Sl.reshape(s.q2, s.q2), s.column_pairs()),
+                                  minlength=s.m[0])
+    K = np.bincount(idx["k_out"], weights=Sl[idx["k_flat"]] * f.L21v[idx["k_e"]], minlength=s.n * width)
+    K = -K.reshape(s.n, width) * linv[codes][:, None]
+    xh, xt = V[0][:, 0], np.hstack(V[1:])
+    Ph = (H[codes] * xh + np.einsum("na,na->n", K, xt))[:, None]
+    Pt = K * xh[:, None] + np.einsum("nab,nb->na", Sl[idx["tt_flat"]], xt)
     return Ph, Pt
 
 
