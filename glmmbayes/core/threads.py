@@ -15,7 +15,11 @@ from threadpoolctl import ThreadpoolController
 _CONTROLLER: list[ThreadpoolController] = []
 
 
-SMALL_DENSE = 400  # dense blocks up to this size run fastest on one thread
+# dense blocks up to this size run fastest on one thread: crossed LMMs on 2 cores, one thread
+# against two, q2 = 1142 (InstEval) 1.62 / 2.34 s, 1500 1.60 / 2.16 s, 2000 3.06 / 3.79 s,
+# 2300 4.07 / 3.55 s, 2500 5.45 / 4.35 s (the factor's Cholesky and inverse are one LAPACK
+# call each, but the triangular solves and products between them are too small to share)
+SMALL_DENSE = 2_000
 
 
 def single_threaded_blas(dense_size: int = 0):
