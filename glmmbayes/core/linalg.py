@@ -42,12 +42,19 @@ def cholesky_lower(S: np.ndarray) -> np.ndarray:
     return U.T
 
 
+def cho_inverse_lower(L: np.ndarray) -> np.ndarray:
+    """(L L')^{-1} with only its lower triangle filled (zeros above), C-ordered, from the lower
+    Cholesky factor L (LAPACK potri: a third of the work of solving against the identity).
+    For the callers that gather selected entries (a, b) with a >= b."""
+    # L' is the upper factor of a Fortran-ordered view; potri fills its upper triangle, which
+    # is the lower one of the C-ordered transpose, and leaves L''s zeros in the other
+    return dpotri(L.T, lower=0)[0].T
+
+
 def cho_inverse(L: np.ndarray) -> np.ndarray:
-    """(L L')^{-1} from its lower Cholesky factor L (LAPACK potri: a third of the work of
-    solving against the identity)."""
-    # L' is the upper factor; potri fills the upper triangle and leaves L''s zeros below it
-    inv = dpotri(L.T, lower=0)[0]
-    return inv + np.triu(inv, 1).T
+    """(L L')^{-1}, both triangles, from its lower Cholesky factor L."""
+    low = cho_inverse_lower(L)
+    return low + np.tril(low, -1).T
 
 
 def theta_to_lower(theta_t: np.ndarray, k: int) -> np.ndarray:
@@ -748,7 +755,7 @@ def _row_projections_scalar_head(f: Factor, V, idx) -> tuple[np.ndarray, np.ndar
     s = f.s
     codes = s.terms[0].codes
     width = s.cross_pattern()["width"]
-    Sl = dpotri(f.L22.T, lower=0)[0].T.ravel()  # C order: the lower triangle is filled
+    Sl = cho_inverse_lower(f.L22).ravel()
     linv = f.L1inv[:, 0, 0]
     H = linv * linv + np.bincount(s.cross_pattern()["cols21"][s.column_pairs()[0]],
                                   weights=_head_pair_terms(f, Sl.reshape(s.q2, s.q2), s.column_pairs()),
@@ -803,7 +810,7 @@ def inverse_block_traces(f: Factor) -> np.ndarray | None:
         diag = inverse_diagonal(f)
         return None if diag is None else np.add.reduceat(diag, s.u_offsets[:-1])
     # S^{-1}'s lower triangle (the pairs' flat indices) and diagonal are all that is read
-    Sinv = dpotri(f.L22.T, lower=0)[0].T  # C-ordered view; its lower triangle is filled
+    Sinv = cho_inverse_lower(f.L22)
     head = float(np.sum(f.L1inv[:, 0, 0] ** 2)) + float(np.sum(_head_pair_terms(f, Sinv, pairs)))
     tail = np.add.reduceat(np.diagonal(Sinv), s.u_offsets[1:-1] - s.q1)
     return np.concatenate([[head], tail])

@@ -245,6 +245,9 @@ def _inward_probe(fz, z, fx, zl, P):
     return None if best is None else best[1]
 
 
+_POLISH_MIN_GAIN = 1e-9  # deviance units: a Newton step predicted to gain less is not taken
+
+
 def _newton_polish(grad_z, z, fx, g, Hz, zl):
     """One Newton step on the free coordinates: cheap given the Hessian, and it removes the
     last digits of optimizer slack that finite-difference gradients leave."""
@@ -256,6 +259,8 @@ def _newton_polish(grad_z, z, fx, g, Hz, zl):
         step[free] = -np.linalg.solve(Hz[np.ix_(free, free)], g[free])
     except np.linalg.LinAlgError:
         return z, fx, g
+    if -0.5 * float(g[free] @ step[free]) < _POLISH_MIN_GAIN:
+        return z, fx, g  # converged already: the step would move by far less than an SE
     zn = np.maximum(z + step, np.where(np.isfinite(zl), zl, -np.inf))
     fn, gn = grad_z(zn)
     return (zn, fn, gn) if fn < fx else (z, fx, g)
