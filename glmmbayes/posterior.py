@@ -146,7 +146,8 @@ def diagnostics(idata, var_names: list[str], chains: int) -> Diagnostics:
     if ndiv:
         ok = False
         msgs.append(f"{ndiv} divergent transitions after tuning (of {ndraws * chains}); "
-                    "the posterior summaries may be biased")
+                    "the posterior summaries may be biased: refit with a higher target_accept "
+                    "(e.g. 0.95: smaller steps)")
     ntree = 0
     for key in ("reached_max_treedepth", "maxdepth_reached"):
         if key in ss:

@@ -340,13 +340,18 @@ def test_a_jupyter_kernel_counts_as_interactive(monkeypatch):
 def test_negative_binomial_posterior_with_crossed_terms_near_the_ml_fit():
     """grouseticks NB2 with broods and locations (188 parameters): the posterior means sit near
     the Laplace ML fit. A dense mass matrix adapted on this many parameters sent the chains to
-    an intercept of 284 (R-hat 2.9); "auto" now keeps it to at most 100 parameters."""
+    an intercept of 284 (R-hat 2.9); "auto" now keeps it to at most 100 parameters. At the
+    default target_accept 0.8 this posterior gives divergent transitions for most seeds (0-216
+    of 2000 over seeds 1-6, R-hat up to 1.05) and the fit says so; the remedy its message
+    names, target_accept=0.95, removes them."""
     d = gb.datasets.load("grouseticks", derived=True)
     formula = "TICKS ~ YEAR + HEIGHT + (1 | BROOD) + (1 | LOCATION)"
     ml = gb.fit(formula, d, family="nbinom2")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        f = gb.fit(formula, d, family="nbinom2", method="hmc", draws=1000, tune=1000, chains=2, seed=4)
+        f = gb.fit(formula, d, family="nbinom2", method="hmc", draws=1000, tune=1000, chains=2, seed=4,
+                   target_accept=0.95)
     assert f.sampler.settings["mass_matrix"] == "auto" and f.sampler.diagnostics.max_rhat < 1.05
+    assert int(f.idata.sample_stats["diverging"].sum()) == 0
     assert np.all(np.abs(f.beta_hat - ml.beta_hat) < 0.5 * ml.se.values)
     assert f.dispersion["theta"] == pytest.approx(ml.dispersion["theta"], rel=0.3)

@@ -230,12 +230,12 @@ def _poisson_canonical(y, eta, wt):
 
 
 def _nb2_kernel(y, eta, wt, theta, link, ops):
-    # log p = lgamma(y+θ) - lgamma(θ) - lgamma(y+1) + y log(μ/(μ+θ)) - θ log(1 + μ/θ), the last
-    # as θ log1p(exp(log μ - log θ)): θ log θ - θ log(μ+θ) lost every digit near the Poisson
+    # log p = lgamma(y+θ) - lgamma(θ) - lgamma(y+1) - y log(1 + θ/μ) - θ log(1 + μ/θ), each
+    # log(1 + e^x) in its stable form: θ log θ - θ log(μ+θ) lost every digit near the Poisson
     # limit (θ = 1e13: two terms of 4e14 for a difference of about μ)
     log_mu = link.log_mu(eta, ops) if link.log_mu is not None else ops.log(link.linkinv(eta, ops))
     log_theta = ops.log(theta)
-    return wt * (y * (log_mu - ops.logaddexp(log_mu, log_theta)) - theta * ops.logaddexp(0.0, log_mu - log_theta))
+    return -wt * (y * ops.log1pexp(log_theta - log_mu) + theta * ops.log1pexp(log_mu - log_theta))
 
 
 def _nb2_const(y, wt, theta, ops):

@@ -62,6 +62,7 @@ NUMPY = SimpleNamespace(
     log_ndtr=_np_log_ndtr,
     gammaln=special.gammaln,
     lgamma_ratio=_np_lgamma_ratio,
+    log1pexp=lambda x: np.logaddexp(0.0, x),
     clip=np.clip,
     where=np.where,
     logaddexp=np.logaddexp,
@@ -104,6 +105,9 @@ def pytensor_ops():
         log_ndtr=log_ndtr,
         gammaln=f64(pt.gammaln),
         lgamma_ratio=f64(lambda y, k: pt.gammaln(y + k) - pt.gammaln(k)),
+        # pt.logaddexp is log(exp(a) + exp(b)) as written: softplus keeps log(1 + e^x) and its
+        # gradient exact in both tails
+        log1pexp=pt.softplus,
         clip=pt.clip,
         where=pt.switch,
         logaddexp=f64(pt.logaddexp),
