@@ -317,27 +317,26 @@ class ReStructure:
         pat = self.cross_pattern()
         if "pairs" not in pat:
             cols, rows = pat["cols21"], pat["rows21"]
-            order = np.argsort(cols, kind="stable")
+            # each nonzero pairs with itself and the ones above it in its column: the lower
+            # triangle directly. The first of a pair runs over the pattern's own order (by row),
+            # so S is written row by row without sorting the pairs
+            order = np.argsort(cols, kind="stable")  # by column, by row within a column
             cs = cols[order]
-            start = np.searchsorted(cs, cs, side="left")
-            cnt = np.searchsorted(cs, cs, side="right") - start
+            col_start = np.searchsorted(cs, cs, side="left")  # per sorted position
+            at = np.empty(len(cs), dtype=np.int64)
+            at[order] = np.arange(len(cs))  # each nonzero's sorted position
+            first = col_start[at]
+            cnt = at - first + 1
             total = int(np.sum(cnt))
             if total > limit:
                 pat["pairs"] = None
             else:
-                e1 = np.repeat(np.arange(len(cs)), cnt)
-                within = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-                e2 = np.repeat(start, cnt) + within
-                p1, p2 = order[e1], order[e2]
-                low = rows[p1] >= rows[p2]
-                p1, p2 = p1[low], p2[low]
+                p1 = np.repeat(np.arange(len(cs)), cnt)
+                p2 = order[np.repeat(first - np.cumsum(cnt) + cnt, cnt) + np.arange(total)]
                 flat = rows[p1] * self.q2 + rows[p2]
-                by_flat = np.argsort(flat, kind="stable")  # S read and written in memory order
-                p1, p2, flat = p1[by_flat], p2[by_flat], flat[by_flat]
-                mult = np.where(rows[p1] == rows[p2], 1.0, 2.0)
+                mult = np.where(p1 == p2, 1.0, 2.0)
                 pat["pairs"] = (p1, p2, flat, mult)
         return pat["pairs"]
-
 
     def projection_index(self, limit: int = 20_000_000):
         """θ-free gathers for the row projections of a scalar head on a sparse pattern (None
