@@ -214,17 +214,28 @@ class ReStructure:
         """ZΛ u (length n)."""
         if getattr(V, "dense", None) is not None:
             return V.dense @ u
-        out = np.zeros(self.n)
         lams = _sparse_lambdas(V)
+        if lams is None:
+            return self._zl_mult_rows(V, u)
+        out = np.zeros(self.n)
         off = self.u_offsets
         for i, (k, m) in enumerate(zip(self.k, self.m)):
-            if lams is not None:
-                U = u[off[i] : off[i + 1]].reshape(m, k)
-                out += self.z_transpose(i).T @ (U @ lams[i].T).ravel()
-            elif k == 1:
-                out += V[i][:, 0] * u[off[i] : off[i + 1]][self.terms[i].codes]
+            U = u[off[i] : off[i + 1]].reshape(m, k)
+            out += self.z_transpose(i).T @ (U @ lams[i].T).ravel()
+        return out
+
+    def _zl_mult_rows(self, V, U: np.ndarray) -> np.ndarray:
+        """ZΛ U (U of shape (q,) or (q, c)) from the per-row values of ZΛ: a gather of U at each
+        row's columns per term (designs below the sparse-product size)."""
+        out = np.zeros((self.n,) + U.shape[1:])
+        off = self.u_offsets
+        for i, (k, t) in enumerate(zip(self.k, self.terms)):
+            Ui = U[off[i] : off[i + 1]]
+            if k == 1:
+                v = V[i][:, 0]
+                out += (v if U.ndim == 1 else v[:, None]) * Ui[t.codes]
             else:
-                out += np.einsum("ij,ij->i", V[i], u[off[i] : off[i + 1]][self._col_index[i]])
+                out += np.einsum("nk,nk...->n...", V[i], Ui[self._col_index[i]])
         return out
 
     def z_transpose_squared(self) -> sp.csc_matrix:
@@ -260,15 +271,7 @@ class ReStructure:
             return np.zeros((self.n, 0))
         lams = _sparse_lambdas(V)
         if lams is None:
-            out = np.zeros((self.n, U.shape[1]))
-            off = self.u_offsets
-            for i, (k, t) in enumerate(zip(self.k, self.terms)):
-                Ui = U[off[i] : off[i + 1]]
-                if k == 1:
-                    out += V[i][:, :1] * Ui[t.codes]
-                else:
-                    out += np.einsum("nk,nkc->nc", V[i], Ui[self._col_index[i]])
-            return out
+            return self._zl_mult_rows(V, U)
         out = np.zeros((self.n, U.shape[1]))
         for i, t in enumerate(self.terms):
             Ui = U[self.u_offsets[i] : self.u_offsets[i + 1]].reshape(t.nlevels, t.k, -1)
@@ -309,6 +312,22 @@ class ReStructure:
             self.__dict__["_cross_pattern"] = pat
         return pat
 
+    def sparse_cross(self) -> bool:
+        """Whether A21's pattern is sparse enough (under 5 % filled) that products over its
+        nonzeros beat dense BLAS on the q2 x q1 block."""
+        return len(self.terms) > 1 and self.cross_pattern()["nnz21"] <= 0.05 * self.q1 * self.q2
+
+    def _by_column(self):
+        """The pattern's nonzeros by column of L21 (by row within a column, the pattern's own
+        order being by row): (their order, the first sorted position and the count of each
+        column)."""
+        pat = self.cross_pattern()
+        if "by_column" not in pat:
+            cols = pat["cols21"]
+            cnt = np.bincount(cols, minlength=self.q1)
+            pat["by_column"] = (np.argsort(cols, kind="stable"), np.cumsum(cnt) - cnt, cnt)
+        return pat["by_column"]
+
     def column_pairs(self, limit: int = 20_000_000):
         """For a sparse L21 with the A21 pattern: the pairs of nonzeros (p1, p2) in one column
         whose rows fall in S's lower triangle (row of p1 >= row of p2), as flat indices into S
@@ -320,18 +339,16 @@ class ReStructure:
             # each nonzero pairs with itself and the ones above it in its column: the lower
             # triangle directly. The first of a pair runs over the pattern's own order (by row),
             # so S is written row by row without sorting the pairs
-            order = np.argsort(cols, kind="stable")  # by column, by row within a column
-            cs = cols[order]
-            col_start = np.searchsorted(cs, cs, side="left")  # per sorted position
-            at = np.empty(len(cs), dtype=np.int64)
-            at[order] = np.arange(len(cs))  # each nonzero's sorted position
-            first = col_start[at]
+            order, col_start, _ = self._by_column()
+            at = np.empty(len(order), dtype=np.int64)
+            at[order] = np.arange(len(order))  # each nonzero's sorted position
+            first = col_start[cols]
             cnt = at - first + 1
             total = int(np.sum(cnt))
             if total > limit:
                 pat["pairs"] = None
             else:
-                p1 = np.repeat(np.arange(len(cs)), cnt)
+                p1 = np.repeat(np.arange(len(order)), cnt)
                 p2 = order[np.repeat(first - np.cumsum(cnt) + cnt, cnt) + np.arange(total)]
                 flat = rows[p1] * self.q2 + rows[p2]
                 mult = np.where(p1 == p2, 1.0, 2.0)
@@ -348,9 +365,7 @@ class ReStructure:
         if "projection" not in pat:
             rows21, cols21, q2 = pat["rows21"], pat["cols21"], self.q2
             width = pat["width"]
-            order = np.argsort(cols21, kind="stable")
-            cnt = np.bincount(cols21, minlength=self.q1)
-            start = np.cumsum(cnt) - cnt
+            order, start, cnt = self._by_column()
             tcols = self._tail_indices.reshape(self.n, width)
             slot_j = np.repeat(self.terms[0].codes, width)  # head level of each (row, slot)
             per = cnt[slot_j]
@@ -671,7 +686,7 @@ def factor_blocks(s: ReStructure, B: np.ndarray, vals: np.ndarray | None, A22: n
     if len(s.terms) > 1:
         pat = s.cross_pattern()
         A22[np.diag_indices_from(A22)] += 1.0
-        dense = pat["nnz21"] > 0.05 * s.q1 * s.q2  # dense enough that BLAS beats sparse products
+        dense = not s.sparse_cross()
         pairs = None if (dense or k0 != 1) else s.column_pairs()
         if k0 == 1:  # L21 = A21 L11^{-T}: a column scaling
             L21v = vals * L1inv[pat["cols21"], 0, 0]
@@ -711,7 +726,7 @@ def row_projections(f: Factor, V) -> tuple[np.ndarray, np.ndarray | None]:
     if isinstance(f, DenseFactor):
         return f.row_projections(V)
     s = f.s
-    if f.L22 is not None and f.L21v is not None and s.cross_pattern()["nnz21"] < 0.05 * s.q1 * s.q2:
+    if f.L21v is not None and s.sparse_cross():
         idx = s.projection_index()
         if idx is not None and s.column_pairs() is not None:
             return _row_projections_scalar_head(f, V, idx)
@@ -723,7 +738,7 @@ def row_projections(f: Factor, V) -> tuple[np.ndarray, np.ndarray | None]:
         Y = np.einsum("nij,nj->ni", Linv, xh)
         return np.einsum("nji,nj->ni", Linv, Y), None
     M = cho_inverse(f.L22)
-    if k0 == 1 and f.L21.nnz < 0.05 * s.q1 * s.q2:
+    if k0 == 1 and s.sparse_cross():
         # sparse L21 (nested designs: one nonzero per column): M L21 costs q2 * nnz, not q2² q1
         ML = np.asarray((f.L21.T @ M).T)
         Q = np.asarray(f.L21.multiply(ML).sum(axis=0)).reshape(s.m[0], 1, 1)
@@ -752,12 +767,12 @@ def _row_projections_scalar_head(f: Factor, V, idx) -> tuple[np.ndarray, np.ndar
     ones gathered from S^{-1}'s lower triangle (θ-free index arrays, `projection_index`); no
     dense q2 x q1 product and no symmetric copy of S^{-1}."""
     s = f.s
-    codes = s.terms[0].codes
-    width = s.cross_pattern()["width"]
-    Sl = cho_inverse_lower(f.L22).ravel()
+    codes, pat, pairs = s.terms[0].codes, s.cross_pattern(), s.column_pairs()
+    width = pat["width"]
+    Sinv = cho_inverse_lower(f.L22)
+    Sl = Sinv.ravel()
     linv = f.L1inv[:, 0, 0]
-    H = linv * linv + np.bincount(s.cross_pattern()["cols21"][s.column_pairs()[0]],
-                                  weights=_head_pair_terms(f, Sl.reshape(s.q2, s.q2), s.column_pairs()),
+    H = linv * linv + np.bincount(pat["cols21"][pairs[0]], weights=_head_pair_terms(f, Sinv, pairs),
                                   minlength=s.m[0])
     K = np.bincount(idx["k_out"], weights=Sl[idx["k_flat"]] * f.L21v[idx["k_e"]], minlength=s.n * width)
     K = -K.reshape(s.n, width) * linv[codes][:, None]

@@ -155,27 +155,25 @@ class Family:
         return d, self.link.dlog_mu_eta(eta), self.dist.derivatives(y, mu, wt, phi)
 
     def observed_weights(self, y, eta, wt, phi=1.0):
-        """-d²ℓ/dη² per row, the observed information that the Laplace approximation proper uses.
-
-        With ℓ1, ℓ2 the μ-derivatives of ℓ and μ''(η) = μ'(η) a: -(ℓ2 μ'² + ℓ1 μ' a). It equals
-        the Fisher weights for a canonical link."""
+        """-d²ℓ/dη² per row, the observed information that the Laplace approximation proper uses
+        (`information_terms`). It equals the Fisher weights for a canonical link."""
         if self.fast_canonical is not None:
             return self.working_weights(eta, wt, phi)[0]
-        d, a, (l1, l2, _) = self._eta_derivs(y, eta, wt, phi)
-        return -(l2 * d * d + l1 * d * a)
+        return self.information_terms(y, eta, wt, phi)[1]
 
     def dweights_observed(self, y, eta, wt, phi=1.0):
-        """d/dη of the observed weights: -(ℓ3 μ'^3 + 3 ℓ2 μ'^2 a + ℓ1 μ' (a^2 + da/dη))."""
+        """d/dη of the observed weights (`information_terms`)."""
         if self.fast_canonical is not None:
             return self.dweights(eta, wt, phi)
-        d, a, (l1, l2, l3) = self._eta_derivs(y, eta, wt, phi)
-        a2 = self.link.d2log_mu_eta(eta)
-        return -(l3 * d**3 + 3.0 * l2 * d * d * a + l1 * d * (a * a + a2))
+        return self.information_terms(y, eta, wt, phi)[2]
 
     def information_terms(self, y, eta, wt, phi=1.0):
         """(dℓ/dη, the observed information -d²ℓ/dη², its η-derivative) per row from one pass
         over the μ-derivatives: the Newton step of PIRLS takes the first two, the Laplace
-        gradient the first and the last (each alone would repeat that pass)."""
+        gradient the first and the last.
+
+        With ℓ1, ℓ2, ℓ3 the μ-derivatives of ℓ, a = d log|μ'|/dη (so μ'' = μ' a) and a' its
+        η-derivative: ℓ1 μ', -(ℓ2 μ'² + ℓ1 μ' a) and -(ℓ3 μ'³ + 3 ℓ2 μ'² a + ℓ1 μ' (a² + a'))."""
         if self.fast_canonical is not None:
             w, mu, d = self.working_weights(eta, wt, phi)
             return w * (y - mu) / d, w, self.dweights(eta, wt, phi)
@@ -184,14 +182,6 @@ class Family:
         l1d = l1 * d
         return (l1d, -(l2 * d * d + l1d * a),
                 -(l3 * d**3 + 3.0 * l2 * d * d * a + l1d * (a * a + a2)))
-
-    def hessian_weights(self, y, eta, wt, phi=1.0, kind: str = "observed"):
-        """(weights, their η-derivative) of the Hessian the Laplace approximation uses: the
-        observed information (the Laplace approximation proper, glmmTMB's) or the expected one
-        (Fisher scoring, lme4's glmer)."""
-        if kind == "observed":
-            return self.observed_weights(y, eta, wt, phi), self.dweights_observed(y, eta, wt, phi)
-        return self.working_weights(eta, wt, phi)[0], self.dweights(eta, wt, phi)
 
     # ------------------------------------------------------------ data
     def validate(self, y, wt, rows=None):
