@@ -104,6 +104,36 @@ def test_partial_analytic_gradient_is_used():
     assert np.allclose(r.hessian, 2 * np.eye(3), atol=1e-4)
 
 
+
+
+def _rosenbrock(x):
+    f = 100.0 * (x[1] - x[0] ** 2) ** 2 + (1.0 - x[0]) ** 2
+    g = np.array([-400.0 * x[0] * (x[1] - x[0] ** 2) - 2.0 * (1.0 - x[0]), 200.0 * (x[1] - x[0] ** 2)])
+    return f, g
+
+
+@pytest.mark.parametrize("objective, optimum, quadratic", [
+    (_rosenbrock, [1.0, 1.0], True),
+    # a quartic bottom: Newton steps gain a third at a time, so they cannot finish and L-BFGS resumes
+    (lambda x: (np.sum((x - 0.5) ** 4), 4.0 * (x - 0.5) ** 3), [0.5, 0.5], False),
+])
+def test_newton_steps_finish_what_lbfgs_leaves_and_hand_back_where_they_cannot(objective, optimum, quadratic):
+    """With a Hessian to compute anyway, L-BFGS stops once an iteration gains little and Newton
+    steps with that Hessian finish: to the optimum as tight as L-BFGS's own tolerance."""
+    r = minimize_deviance(lambda x: objective(x)[0], np.array([-1.2, 1.0]), np.array([-np.inf, 0.0]),
+                          hessian=True, value_and_grad=objective)
+    tight = minimize_deviance(lambda x: objective(x)[0], np.array([-1.2, 1.0]), np.array([-np.inf, 0.0]),
+                              hessian=False, value_and_grad=objective)
+    assert r.success
+    assert r.fun <= tight.fun + 1e-12
+    if quadratic:
+        np.testing.assert_allclose(r.x, optimum, atol=1e-7)
+        assert r.message.startswith("converged: Newton steps")
+        # forward differences of the gradient with step 1e-3: an O(1e-3) relative error
+        np.testing.assert_allclose(r.hessian, [[802.0, -400.0], [-400.0, 200.0]], rtol=3e-3)
+    else:
+        np.testing.assert_allclose(r.x, optimum, atol=2e-3)  # a quartic's flat bottom
+        assert not r.message.startswith("converged: Newton steps")
 @pytest.mark.parametrize("case", ["cbpp_herd", "cbpp_herd_obs", "verbagg_crossed", "grouseticks_nested",
                                   "contraception_urban_slope"])
 @pytest.mark.parametrize("profiled", [False, True])

@@ -163,9 +163,24 @@ def minimize_deviance(
         return fx, _fd_partial(fz, z, fx, zl, gz)
 
     trace = []
+    # where a Hessian follows anyway, L-BFGS's slow last iterations are left to Newton steps
+    # with that Hessian (each one evaluation, converging quadratically)
+    finish = hessian and value_and_grad is not None
+    stopped = {"early": False}
 
-    def cb(intermediate_result):
-        trace.append((counted.nfev, float(intermediate_result.fun)))
+    def make_cb(halt: bool):
+        gains = []
+
+        def cb(intermediate_result):
+            fk = float(intermediate_result.fun)
+            if trace:
+                gains.append(trace[-1][1] - fk)
+            trace.append((counted.nfev, fk))
+            if halt and len(gains) >= 2 and 0.0 <= gains[-1] < _FINISH_GAIN:
+                stopped["early"] = True
+                raise StopIteration
+
+        return cb
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in zl]
     z0 = np.maximum(np.zeros(d), np.where(np.isfinite(zl), zl, -np.inf))
@@ -174,14 +189,15 @@ def minimize_deviance(
         f0 = grad_z(z0)[0]  # cached: L-BFGS-B's first evaluation at z0 reuses it
         if np.isfinite(f0) and abs(f0) > fscale:
             opts["ftol"] = ftol * fscale / abs(f0)
-    res = minimize(grad_z, z0, jac=True, method="L-BFGS-B", bounds=bounds, callback=cb, options=opts)
+    res = minimize(grad_z, z0, jac=True, method="L-BFGS-B", bounds=bounds, callback=make_cb(finish), options=opts)
     z = res.x
     fx, g = grad_z(z)
     for _ in range(3):
         start = _inward_probe(fz, z, fx, zl, P)
         if start is None:
             break
-        res = minimize(grad_z, start, jac=True, method="L-BFGS-B", bounds=bounds, callback=cb, options=opts)
+        res = minimize(grad_z, start, jac=True, method="L-BFGS-B", bounds=bounds, callback=make_cb(finish),
+                       options=opts)
         z = res.x
         fx, g = grad_z(z)
     at_bound = np.isfinite(zl) & (z - zl < 1e-6)
@@ -201,9 +217,23 @@ def minimize_deviance(
         z = best["z"]
         fx, g = grad_z(z)
     H = None
+    success, message = bool(res.success) and not regressed, str(res.message)
     if hessian:
         Hz = _hessian_z(fz, grad_z, z, fx, zl, analytic=value_and_grad is not None)
-        z, fx, g = _newton_polish(grad_z, z, fx, g, Hz, zl)
+        # after an early stop, the steps go as far as L-BFGS's own tolerance would have
+        gain = min(_POLISH_MIN_GAIN, opts["ftol"] * max(abs(fx), 1.0)) if stopped["early"] else _POLISH_MIN_GAIN
+        z, fx, g, done = _newton_finish(grad_z, z, fx, g, Hz, zl, gain)
+        if stopped["early"]:
+            if not done:  # Newton did not take over from where L-BFGS stopped: let it finish
+                res = minimize(grad_z, z, jac=True, method="L-BFGS-B", bounds=bounds, callback=make_cb(False),
+                               options=opts)
+                z = res.x
+                fx, g = grad_z(z)
+                Hz = _hessian_z(fz, grad_z, z, fx, zl, analytic=True)
+                z, fx, g, done = _newton_finish(grad_z, z, fx, g, Hz, zl, gain)
+                success, message = bool(res.success) or done, str(res.message)
+            else:
+                success, message = not regressed, "converged: Newton steps with the Hessian after L-BFGS-B"
         Pinv = np.linalg.inv(P)
         H = Pinv.T @ Hz @ Pinv
     gx = np.linalg.solve(P.T, g)
@@ -220,8 +250,8 @@ def minimize_deviance(
         hessian=H,
         nfev=counted.nfev,
         nit=int(res.nit),
-        success=bool(res.success) and not regressed,
-        message=str(res.message) if not regressed else
+        success=success,
+        message=message if not regressed else
         "the optimizer's last steps raised the deviance (an objective that is not smooth); the best point evaluated is returned",
         trace=tuple(trace),
         inv_hessian_diag=ihd,
@@ -246,24 +276,36 @@ def _inward_probe(fz, z, fx, zl, P):
 
 
 _POLISH_MIN_GAIN = 1e-9  # deviance units: a Newton step predicted to gain less is not taken
+_FINISH_GAIN = 1e-7  # an L-BFGS iteration gaining less hands over to the Newton steps
+_NEWTON_STEPS = 4
 
 
-def _newton_polish(grad_z, z, fx, g, Hz, zl):
-    """One Newton step on the free coordinates: cheap given the Hessian, and it removes the
-    last digits of optimizer slack that finite-difference gradients leave."""
-    free = ~(np.isfinite(zl) & (z - zl < 1e-8) & (g > 0))
-    if not np.any(free):
-        return z, fx, g
-    try:
+def _newton_finish(grad_z, z, fx, g, Hz, zl, min_gain: float = _POLISH_MIN_GAIN):
+    """Newton steps with one Hessian on the free coordinates until the next is predicted to gain
+    less than min_gain (deviance units): (z, f, g, converged). They remove the optimizer slack that
+    finite-difference gradients leave, and finish for L-BFGS where it was stopped early. Not
+    converged: the Hessian is not positive definite there, a step did not lower the deviance,
+    or the steps ran out."""
+    for _ in range(_NEWTON_STEPS + 1):
+        free = ~(np.isfinite(zl) & (z - zl < 1e-8) & (g > 0))
+        if not np.any(free):
+            return z, fx, g, True
+        try:
+            R = np.linalg.cholesky(Hz[np.ix_(free, free)])
+        except np.linalg.LinAlgError:
+            return z, fx, g, False
         step = np.zeros(len(z))
-        step[free] = -np.linalg.solve(Hz[np.ix_(free, free)], g[free])
-    except np.linalg.LinAlgError:
-        return z, fx, g
-    if -0.5 * float(g[free] @ step[free]) < _POLISH_MIN_GAIN:
-        return z, fx, g  # converged already: the step would move by far less than an SE
-    zn = np.maximum(z + step, np.where(np.isfinite(zl), zl, -np.inf))
-    fn, gn = grad_z(zn)
-    return (zn, fn, gn) if fn < fx else (z, fx, g)
+        step[free] = -np.linalg.solve(R.T, np.linalg.solve(R, g[free]))
+        if -0.5 * float(g[free] @ step[free]) < min_gain:
+            return z, fx, g, True  # converged: the step would move by far less than an SE
+        if _ == _NEWTON_STEPS:
+            break
+        zn = np.maximum(z + step, np.where(np.isfinite(zl), zl, -np.inf))
+        fn, gn = grad_z(zn)
+        if not fn < fx:
+            return z, fx, g, False
+        z, fx, g = zn, fn, gn
+    return z, fx, g, False
 
 
 def _hessian_z(fz, grad_z, z, fx, zl, analytic: bool, h: float = 1e-3):
