@@ -402,3 +402,40 @@ def test_scalar_terms_lmm_on_cross_products_equals_the_general_path(formula, rem
     theta0 = np.ones(D.structure.ntheta)
     theta0[-1] = 0.0
     np.testing.assert_allclose(fast.value_and_grad(theta0)[1], general(theta0)[1], rtol=1e-9, atol=1e-9)
+
+
+def test_large_cholesky_gets_the_cores_inside_a_single_threaded_fit_but_not_inside_a_worker():
+    """A fit runs BLAS on one thread; one factorization or inverse of order >= THREADED_LAPACK
+    gets BLAS's own threads back, except where the cores belong to the workers."""
+    from threadpoolctl import threadpool_info
+
+    from glmmbayes.core import linalg as la
+    from glmmbayes.core import threads
+
+    def blas_threads():
+        return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+    native = threads._native_threads()
+    with threads.single_threaded_blas():
+        assert blas_threads() == 1
+        with threads.lapack_threads(threads.THREADED_LAPACK - 1):
+            assert blas_threads() == 1
+        with threads.lapack_threads(threads.THREADED_LAPACK):
+            assert blas_threads() == native
+        assert blas_threads() == 1
+    with threads.single_threaded_blas(lapack_cores=False), threads.single_threaded_blas():
+        with threads.lapack_threads(threads.THREADED_LAPACK):
+            assert blas_threads() == 1  # a fit inside a worker keeps its one thread
+    before = blas_threads()
+    with threads.lapack_threads(10 * threads.THREADED_LAPACK):  # no fit context: nothing changes
+        assert blas_threads() == before
+    # the factor is the same either way
+    rng = np.random.default_rng(1)
+    n = threads.THREADED_LAPACK + 10
+    A = rng.standard_normal((n, n))
+    S = A @ A.T + n * np.eye(n)
+    with threads.single_threaded_blas():
+        L = la.cholesky_lower(S.copy())
+        Sinv = la.cho_inverse_lower(L)
+    np.testing.assert_allclose(L @ L.T, S, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(Sinv, np.tril(np.linalg.inv(S)), rtol=1e-9, atol=1e-12)

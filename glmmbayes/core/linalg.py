@@ -20,6 +20,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrf, dpotri, dpotrs, dtrtri, dtrtrs
 
+from .threads import lapack_threads
+
 
 def lsolve(L: np.ndarray, b: np.ndarray, trans: bool = False) -> np.ndarray:
     """L^{-1} b (or L^{-T} b) for a lower-triangular L, by LAPACK directly: the scipy.linalg
@@ -36,7 +38,8 @@ def cholesky_lower(S: np.ndarray) -> np.ndarray:
     if S.shape[0] == 0:
         return S
     # S' is a Fortran-ordered view whose upper triangle is S's lower one: no copy
-    U, info = dpotrf(S.T, lower=0, clean=1, overwrite_a=1)
+    with lapack_threads(S.shape[0]):
+        U, info = dpotrf(S.T, lower=0, clean=1, overwrite_a=1)
     if info != 0:
         raise np.linalg.LinAlgError("the matrix is not positive definite")
     return U.T
@@ -48,7 +51,8 @@ def cho_inverse_lower(L: np.ndarray) -> np.ndarray:
     For the callers that gather selected entries (a, b) with a >= b."""
     # L' is the upper factor of a Fortran-ordered view; potri fills its upper triangle, which
     # is the lower one of the C-ordered transpose, and leaves L''s zeros in the other
-    return dpotri(L.T, lower=0)[0].T
+    with lapack_threads(L.shape[0]):
+        return dpotri(L.T, lower=0)[0].T
 
 
 def cho_inverse(L: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ known controller takes microseconds).
 from __future__ import annotations
 
 import contextlib
+from contextvars import ContextVar
 
 from threadpoolctl import ThreadpoolController
 
@@ -22,11 +23,60 @@ _CONTROLLER: list[ThreadpoolController] = []
 SMALL_DENSE = 2_000
 
 
-def single_threaded_blas(dense_size: int = 0):
-    """A context manager limiting BLAS to one thread -- unless the design's dense block is
-    large (crossed terms with many levels), where the threads pay for themselves."""
-    if dense_size > SMALL_DENSE:
-        return contextlib.nullcontext()
+# one Cholesky factorization or inverse of this order or more gets the cores (up to
+# _LAPACK_MAX_THREADS) inside a single-threaded fit. On 2 cores potrf + potri alone: order 400
+# 1.9 -> 1.0 ms, 600 5.7 -> 4.2 ms, 1142 33.5 -> 22.5 ms (InstEval's REML fit 1.24-1.31 ->
+# 1.10-1.17 s in paired runs); at 181 the alone-gain (306 -> 192 µs) did not show in the fit
+# of grouseticks_nested, and one of three paired runs there was slower
+THREADED_LAPACK = 400
+_LAPACK_MAX_THREADS = 4
+_LAPACK_CORES: ContextVar[int | None] = ContextVar("lapack_cores", default=None)  # None: no fit context
+
+
+def _controller() -> ThreadpoolController:
     if not _CONTROLLER:
         _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+    return _CONTROLLER[0]
+
+
+def _native_threads() -> int:
+    """BLAS's own thread count (as loaded, before any limit of ours), at most the cap."""
+    if not _NATIVE:
+        counts = [i.get("num_threads", 1) for i in _controller().info() if i.get("user_api") == "blas"]
+        _NATIVE.append(max(1, min(max(counts, default=1), _LAPACK_MAX_THREADS)))
+    return _NATIVE[0]
+
+
+_NATIVE: list[int] = []
+
+
+def single_threaded_blas(dense_size: int = 0, lapack_cores: bool = True):
+    """A context manager limiting BLAS to one thread -- unless the design's dense block is
+    large (crossed terms with many levels), where the threads pay for themselves.
+
+    lapack_cores: a large Cholesky factorization or inverse inside still gets BLAS's own
+    threads (`lapack_threads`); False where the cores are taken (one fit per worker)."""
+    if dense_size > SMALL_DENSE:
+        return contextlib.nullcontext()
+    return _single(lapack_cores)
+
+
+@contextlib.contextmanager
+def _single(lapack_cores: bool):
+    controller = _controller()
+    k, outer = (_native_threads() if lapack_cores else 1), _LAPACK_CORES.get()
+    token = _LAPACK_CORES.set(k if outer is None else min(k, outer))  # a fit inside a worker keeps 1
+    try:
+        with controller.limit(limits=1, user_api="blas"):
+            yield
+    finally:
+        _LAPACK_CORES.reset(token)
+
+
+def lapack_threads(order: int):
+    """Inside `single_threaded_blas`: BLAS's threads for one factorization or inverse of a
+    dense matrix of this order, where they pay for themselves; otherwise no change."""
+    k = _LAPACK_CORES.get()
+    if k is not None and k > 1 and order >= THREADED_LAPACK:
+        return _controller().limit(limits=k, user_api="blas")
+    return contextlib.nullcontext()

@@ -36,7 +36,7 @@ def _payload(blob: bytes):
 def _call(fn: Callable, blob: bytes, task):
     from ..core.threads import single_threaded_blas
 
-    with single_threaded_blas():  # one BLAS thread per worker: the cores are the workers'
+    with single_threaded_blas(lapack_cores=False):  # one BLAS thread per worker: the cores are the workers'
         return fn(_payload(blob), task)
 
 
