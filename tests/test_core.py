@@ -404,6 +404,42 @@ def test_scalar_terms_lmm_on_cross_products_equals_the_general_path(formula, rem
     np.testing.assert_allclose(fast.value_and_grad(theta0)[1], general(theta0)[1], rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("reml", [False, True])
+def test_scalar_terms_lmm_on_a_sparse_crossed_pattern_builds_s_from_fixed_pairs(reml):
+    """InstEval's shape, scaled down: S's lower triangle and the head's trace terms from one
+    θ-free sparse product (`linalg.FixedPairs`) give the general path's deviance and gradient,
+    and the factor equals the one built from the column pairs."""
+    from glmmbayes.core import linalg as la
+    from glmmbayes.core.lmm_scalar_terms import ScalarTermsLmm
+    from glmmbayes.design import build_design
+
+    rng = np.random.default_rng(7)
+    n = 1500
+    d = pd.DataFrame({"s": rng.integers(0, 600, n).astype(str), "t": rng.integers(0, 200, n).astype(str),
+                      "x": rng.normal(size=n), "w": rng.uniform(0.2, 3.0, n)})
+    d["dept"] = (d["t"].astype(int) % 9).astype(str)
+    d["y"] = d.x + rng.normal(size=600)[d.s.astype(int)] + rng.normal(size=200)[d.t.astype(int)] + rng.normal(size=n)
+    D = build_design(gb.Spec("y ~ x + (1 | s) + (1 | t) + (1 | dept)", weights="w", REML=reml), d)
+    prob = D.problem()
+
+    def general(theta):
+        sol = ob.lmm(prob, theta, reml)
+        return sol.deviance, ob.lmm_gradient(prob, sol, reml)
+
+    fast = ScalarTermsLmm(prob, reml, fallback=general)
+    assert fast.pairs is not None  # the route under test
+    theta = np.array([0.9, 0.4, 1.3])
+    value, grad = fast.value_and_grad(theta)
+    v0, g0 = general(theta)
+    assert value == pytest.approx(v0, rel=1e-12)
+    np.testing.assert_allclose(grad, g0, rtol=1e-9, atol=1e-9)
+    s = D.structure
+    f_fixed = fast._solve(theta)[1][0]
+    f_pairs = la.factorize(s, s.zl_values(theta), prob.wt)
+    np.testing.assert_allclose(np.tril(f_fixed.L22), f_pairs.L22, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(la.inverse_block_traces(f_fixed), la.inverse_block_traces(f_pairs), rtol=1e-11)
+
+
 def test_large_cholesky_gets_the_cores_inside_a_single_threaded_fit_but_not_inside_a_worker():
     """A fit runs BLAS on one thread; one factorization or inverse of order >= THREADED_LAPACK
     gets BLAS's own threads back, except where the cores belong to the workers."""

@@ -20,7 +20,7 @@ import math
 import numpy as np
 import scipy.sparse as sp
 
-from .linalg import factor_blocks, lsolve
+from .linalg import factor_blocks, fixed_pairs, lsolve
 from .objective import dlogdet_scalar_terms, fixed_cross_products
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -53,6 +53,7 @@ class ScalarTermsLmm:
         self.term_of_col = np.repeat(np.arange(len(s.terms)), s.q_t)
         self.sumlogw = fx.sumlogw  # rows of weight 0 carry no information (weighted_rows)
         self.fallback = fallback
+        self.pairs = fixed_pairs(s, self.g21)  # L21 L21' and the head's traces from one product
 
     def value_and_grad(self, theta: np.ndarray):
         theta = np.asarray(theta, float)
@@ -82,7 +83,9 @@ class ScalarTermsLmm:
         B = (theta[0] ** 2 * self.d0)[:, None, None]
         vals = theta[0] * t2[self.rows21] * self.g21
         A22 = self.g22 * np.outer(t2, t2)
-        f = factor_blocks(s, B, vals, A22, tcol[:, None] * self.ZX, self.XtX)
+        fp = self.pairs
+        fixed = None if fp is None else (fp, theta[0] ** 2 * t2[fp.row_a] * t2[fp.row_b])
+        f = factor_blocks(s, B, vals, A22, tcol[:, None] * self.ZX, self.XtX, fixed=fixed)
         yu = f.forward(tcol * self.Zr)
         yb = lsolve(f.RX, self.Xr - f.LX.T @ yu)
         pwrss = self.rr - float(yu @ yu) - float(yb @ yb)
