@@ -235,18 +235,24 @@ def _check_columns(data: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
 
     Returns the data with object columns that hold only numbers made numeric (as R would
     see them), so that they are not silently taken for factors."""
-    dup = data.columns[data.columns.duplicated()]
+    if not data.columns.is_unique:
+        dup = data.columns[data.columns.duplicated()]
+        for c in cols:
+            if c in dup:
+                raise DataError(f"the data have more than one column named '{c}'; rename the duplicates")
+    # the dtypes at once: a column is fetched only where its values must be read
+    dtypes = dict(zip(data.columns, data.dtypes))
     for c in cols:
-        if c in dup:
-            raise DataError(f"the data have more than one column named '{c}'; rename the duplicates")
-    for c in cols:
-        s = data[c]
-        if pd.api.types.is_datetime64_any_dtype(s.dtype) or pd.api.types.is_timedelta64_dtype(s.dtype):
+        dt = dtypes[c]
+        if _plain_dtype(dt):
+            continue
+        if pd.api.types.is_datetime64_any_dtype(dt) or pd.api.types.is_timedelta64_dtype(dt):
             raise DataError(
-                f"column '{c}' has dtype {s.dtype}; convert it to a number (e.g. days since a date) "
+                f"column '{c}' has dtype {dt}; convert it to a number (e.g. days since a date) "
                 "or to a categorical before using it in a model"
             )
-        if s.dtype == object:
+        if dt == object:
+            s = data[c]
             kinds = s.map(_value_kind)
             seen = kinds.dropna()
             if seen.nunique() > 1:
@@ -261,8 +267,26 @@ def _check_columns(data: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return data
 
 
+def _plain_dtype(dt) -> bool:
+    """numpy numbers and bools, and categoricals: nothing to check in the values' types."""
+    return isinstance(dt, pd.CategoricalDtype) or (isinstance(dt, np.dtype) and dt.kind in "biuf")
+
+
+def _missing(v: pd.Series) -> np.ndarray:
+    """Which values are missing: read off the codes or the numbers where the dtype allows
+    (pandas' isna costs more than the test at the sizes of most models)."""
+    dt = v.dtype
+    if isinstance(dt, pd.CategoricalDtype):
+        return np.asarray(v.cat.codes) < 0
+    if isinstance(dt, np.dtype) and dt.kind in "biu":
+        return np.zeros(len(v), dtype=bool)
+    if isinstance(dt, np.dtype) and dt.kind == "f":
+        return np.isnan(v.to_numpy())
+    return np.asarray(v.isna())
+
+
 def _check_missing(spec: Spec, data: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, np.ndarray, int]:
-    masks = {c: np.asarray(data[c].isna()) for c in cols}  # per column: no sub-frame copy
+    masks = {c: _missing(data[c]) for c in cols}  # per column: no sub-frame copy
     bad = np.zeros(len(data), dtype=bool)
     for m in masks.values():
         bad |= m
@@ -428,6 +452,10 @@ def _check_group_type(term: ReTerm, column: pd.Series) -> None:
 
 def _group_factor(group_vars, data: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...]]:
     """Codes and used levels of a grouping factor (interaction a:b has levels 'a1:b1', ...)."""
+    if len(group_vars) == 1:
+        v = data[group_vars[0].strip("`")]
+        if isinstance(v.dtype, pd.CategoricalDtype):
+            return _categorical_codes(v)
     per_var = []
     for g in group_vars:
         v = data[g.strip("`")]
@@ -451,6 +479,18 @@ def _group_factor(group_vars, data: pd.DataFrame) -> tuple[np.ndarray, tuple[str
     parts = [[tv[i] for i in d.tolist()] for tv, d in zip(texts, digits)]
     labels = parts[0] if len(parts) == 1 else [":".join(p) for p in zip(*parts)]
     return inverse.astype(np.int64), tuple(labels)
+
+
+def _categorical_codes(v: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A categorical's used levels in category order and the codes into them, from its codes
+    alone (the general path's unused-category removal and sort of the codes cost more than
+    the rest of a small model's design)."""
+    codes = np.asarray(v.array.codes, dtype=np.int64)
+    cats = v.dtype.categories.tolist()  # indexing an Index per level is slow
+    used = np.flatnonzero(np.bincount(codes, minlength=len(cats)))
+    rank = np.zeros(len(cats), dtype=np.int64)
+    rank[used] = np.arange(len(used))
+    return rank[codes], tuple(fm.level_text(cats[i]) for i in used.tolist())
 
 
 def _check_finite(X: np.ndarray, names, what: str, rows) -> None:

@@ -303,6 +303,28 @@ def test_unused_levels_dropped_and_zero_intercept(small):
     assert fixed_design("1", d).X.shape == (4, 1)
 
 
+@pytest.mark.parametrize("values, categories", [
+    (["b", "a", "c", "a"], ["c", "a", "b", "z"]),  # unused 'z', category order not sorted
+    ([3, 1, 2, 3], [1, 2, 3, 7]),
+    ([0.5, 1.5, 0.5, 1.5], None),
+    ([True, False, False, True], None),
+])
+def test_categorical_grouping_factor_keeps_used_levels_in_category_order(values, categories):
+    """A categorical grouping factor's levels (read off its codes) are its used categories in
+    category order, labelled as R would, the same as an interaction with a constant factor
+    (the general path)."""
+    d = pd.DataFrame({"g": pd.Categorical(values * 5, categories=categories), "k": pd.Categorical(["k"] * 20),
+                      "x": np.arange(20.0)})
+    d["y"] = np.sin(d.x) + d.g.cat.codes
+    (t,) = gb.design("y ~ x + (1 | g)", d).terms
+    (t2,) = gb.design("y ~ x + (1 | g:k)", d).terms
+    np.testing.assert_array_equal(t.codes, t2.codes)
+    assert t.levels == tuple(lv.removesuffix(":k") for lv in t2.levels)
+    used = [c for c in d.g.cat.categories if c in set(values)]
+    assert len(t.levels) == len(used)
+    assert [t.levels[c] for c in t.codes[:4]] == [gb.formula.level_text(v) for v in values]
+
+
 # ----------------------------------------------------------------------------- package layout
 
 
