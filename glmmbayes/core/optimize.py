@@ -286,7 +286,7 @@ def _newton_finish(grad_z, z, fx, g, Hz, zl, min_gain: float = _POLISH_MIN_GAIN)
     finite-difference gradients leave, and finish for L-BFGS where it was stopped early. Not
     converged: the Hessian is not positive definite there, a step did not lower the deviance,
     or the steps ran out."""
-    for _ in range(_NEWTON_STEPS + 1):
+    for k in range(_NEWTON_STEPS + 1):
         free = ~(np.isfinite(zl) & (z - zl < 1e-8) & (g > 0))
         if not np.any(free):
             return z, fx, g, True
@@ -298,8 +298,8 @@ def _newton_finish(grad_z, z, fx, g, Hz, zl, min_gain: float = _POLISH_MIN_GAIN)
         step[free] = -np.linalg.solve(R.T, np.linalg.solve(R, g[free]))
         if -0.5 * float(g[free] @ step[free]) < min_gain:
             return z, fx, g, True  # converged: the step would move by far less than an SE
-        if _ == _NEWTON_STEPS:
-            break
+        if k == _NEWTON_STEPS:
+            break  # the steps ran out
         zn = np.maximum(z + step, np.where(np.isfinite(zl), zl, -np.inf))
         fn, gn = grad_z(zn)
         if not fn < fx:
