@@ -452,45 +452,38 @@ def _check_group_type(term: ReTerm, column: pd.Series) -> None:
 
 def _group_factor(group_vars, data: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...]]:
     """Codes and used levels of a grouping factor (interaction a:b has levels 'a1:b1', ...)."""
-    if len(group_vars) == 1:
-        v = data[group_vars[0].strip("`")]
-        if isinstance(v.dtype, pd.CategoricalDtype):
-            return _categorical_codes(v)
-    per_var = []
-    for g in group_vars:
-        v = data[g.strip("`")]
-        if isinstance(v.dtype, pd.CategoricalDtype):
-            cat = v.cat.remove_unused_categories()
-        elif pd.api.types.is_numeric_dtype(v.dtype) or pd.api.types.is_bool_dtype(v.dtype):
-            cat = pd.Categorical(v, categories=np.sort(v.unique()))
-        else:
-            cat = pd.Categorical(v.astype(str), categories=sorted(v.astype(str).unique()))
-        cat = pd.Categorical(cat)
-        per_var.append(cat)
+    per_var = [_variable_codes(data[g.strip("`")]) for g in group_vars]
     # lexicographic order, first variable slowest (R's `a:b` on factors), unused combos dropped
-    sizes = [len(c.categories) for c in per_var]
+    sizes = [len(cats) for _, cats in per_var]
     codes = np.zeros(len(data), dtype=np.int64)
-    for c, s in zip(per_var, sizes):
-        codes = codes * s + np.asarray(c.codes, dtype=np.int64)
-    used, inverse = np.unique(codes, return_inverse=True)
-    # each category's text once (indexing an Index per level is slow), then one join per level
-    texts = [[fm.level_text(x) for x in c.categories.tolist()] for c in per_var]
+    for (c, _), size in zip(per_var, sizes):
+        codes = codes * size + c
+    if len(per_var) == 1:  # the used levels by a count over the categories, no sort
+        used = np.flatnonzero(np.bincount(codes, minlength=sizes[0]))
+        rank = np.zeros(sizes[0], dtype=np.int64)
+        rank[used] = np.arange(len(used))
+        inverse = rank[codes]
+    else:
+        used, inverse = np.unique(codes, return_inverse=True)
+    # each category's text once, then one join per level
+    texts = [[fm.level_text(x) for x in cats] for _, cats in per_var]
     digits = np.unravel_index(used, sizes) if sizes else ()
     parts = [[tv[i] for i in d.tolist()] for tv, d in zip(texts, digits)]
     labels = parts[0] if len(parts) == 1 else [":".join(p) for p in zip(*parts)]
     return inverse.astype(np.int64), tuple(labels)
 
 
-def _categorical_codes(v: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
-    """A categorical's used levels in category order and the codes into them, from its codes
-    alone (the general path's unused-category removal and sort of the codes cost more than
-    the rest of a small model's design)."""
-    codes = np.asarray(v.array.codes, dtype=np.int64)
-    cats = v.dtype.categories.tolist()  # indexing an Index per level is slow
-    used = np.flatnonzero(np.bincount(codes, minlength=len(cats)))
-    rank = np.zeros(len(cats), dtype=np.int64)
-    rank[used] = np.arange(len(used))
-    return rank[codes], tuple(fm.level_text(cats[i]) for i in used.tolist())
+def _variable_codes(v: pd.Series) -> tuple[np.ndarray, list]:
+    """(codes, categories) of one grouping variable: a categorical's own (its unused categories
+    are dropped with the unused combinations), numbers and logicals sorted, anything else as
+    sorted text."""
+    if isinstance(v.dtype, pd.CategoricalDtype):
+        return np.asarray(v.array.codes, dtype=np.int64), v.dtype.categories.tolist()
+    if pd.api.types.is_numeric_dtype(v.dtype) or pd.api.types.is_bool_dtype(v.dtype):
+        cat = pd.Categorical(v, categories=np.sort(v.unique()))
+    else:
+        cat = pd.Categorical(v.astype(str), categories=sorted(v.astype(str).unique()))
+    return np.asarray(cat.codes, dtype=np.int64), cat.categories.tolist()
 
 
 def _check_finite(X: np.ndarray, names, what: str, rows) -> None:

@@ -866,18 +866,19 @@ def inverse_block_traces(f: Factor) -> np.ndarray | None:
     s = f.s
     if len(s.terms) == 1 or any(k != 1 for k in s.k):
         return None
-    if isinstance(f, Factor) and f.head_pairs is not None:
-        flat, weight = f.head_pairs
-        Sinv = cho_inverse_lower(f.L22)
-        head = float(np.sum(f.L1inv[:, 0, 0] ** 2)) + float(Sinv.ravel()[flat] @ weight)
-        return np.concatenate([[head], np.add.reduceat(np.diagonal(Sinv), s.u_offsets[1:-1] - s.q1)])
-    pairs = s.column_pairs() if isinstance(f, Factor) and f.L21v is not None else None
-    if pairs is None:
+    fixed = f.head_pairs if isinstance(f, Factor) else None  # the pairs summed once (`FixedPairs`)
+    pairs = s.column_pairs() if fixed is None and isinstance(f, Factor) and f.L21v is not None else None
+    if fixed is None and pairs is None:
         diag = inverse_diagonal(f)
         return None if diag is None else np.add.reduceat(diag, s.u_offsets[:-1])
     # S^{-1}'s lower triangle (the pairs' flat indices) and diagonal are all that is read
     Sinv = cho_inverse_lower(f.L22)
-    head = float(np.sum(f.L1inv[:, 0, 0] ** 2)) + float(np.sum(_head_pair_terms(f, Sinv, pairs)))
+    if fixed is not None:
+        flat, weight = fixed
+        pair_sum = float(Sinv.ravel()[flat] @ weight)
+    else:
+        pair_sum = float(np.sum(_head_pair_terms(f, Sinv, pairs)))
+    head = float(np.sum(f.L1inv[:, 0, 0] ** 2)) + pair_sum
     tail = np.add.reduceat(np.diagonal(Sinv), s.u_offsets[1:-1] - s.q1)
     return np.concatenate([[head], tail])
 

@@ -31,6 +31,7 @@ SMALL_DENSE = 2_000
 THREADED_LAPACK = 400
 _LAPACK_MAX_THREADS = 4
 _LAPACK_CORES: ContextVar[int | None] = ContextVar("lapack_cores", default=None)  # None: no fit context
+_NATIVE: list[int] = []
 
 
 def _controller() -> ThreadpoolController:
@@ -40,14 +41,12 @@ def _controller() -> ThreadpoolController:
 
 
 def _native_threads() -> int:
-    """BLAS's own thread count (as loaded, before any limit of ours), at most the cap."""
+    """BLAS's thread count when first asked (outside our limits; inside a caller's own limit it
+    is that limit), at most the cap."""
     if not _NATIVE:
         counts = [i.get("num_threads", 1) for i in _controller().info() if i.get("user_api") == "blas"]
         _NATIVE.append(max(1, min(max(counts, default=1), _LAPACK_MAX_THREADS)))
     return _NATIVE[0]
-
-
-_NATIVE: list[int] = []
 
 
 def single_threaded_blas(dense_size: int = 0, lapack_cores: bool = True):
