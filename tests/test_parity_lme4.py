@@ -164,3 +164,20 @@ def test_no_spurious_convergence_messages():
         fit = fitted(case, 1)
         assert fit.converged, fit.messages
         assert not [m for m in fit.messages if "failed" in m], fit.messages
+
+
+@pytest.mark.parametrize("case", ["oats_nested", "oats_vector", "salamanders_crossed"])
+@pytest.mark.parametrize("reml", [False, True])
+def test_small_multi_term_lmms_match_lme4(case, reml):
+    """Nested, crossed and vector-beside-scalar terms of a small LMM (the dense cross-product
+    objective), ML and REML, against lmer (benchmarks/r/reference_small_lmm.R). The vector model
+    is singular (the slope's own θ at 0) in both."""
+    ref = load_reference("small_lmm")[f"{case}_{'reml' if reml else 'ml'}"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = gb.fit(gb.Spec(ref["formula"], family="gaussian", REML=reml), gb.datasets.load(ref["data"], derived=True))
+    assert abs(fit.deviance - ref["criterion"]) < LMM_DEVIANCE_ABS
+    assert _rel_err(fit.fixef, ref["fixef"]).max() < 1e-6
+    assert (fit.se[list(ref["se"])] / pd.Series(ref["se"]) - 1).abs().max() < 1e-4
+    assert np.max(np.abs(fit.theta.to_numpy() - np.array(ref["theta"]))) < 1e-4
+    assert fit.sigma == pytest.approx(ref["sigma"], rel=1e-5)

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..core import objective as ob
 from ..core.glm import glm_irls, moment_theta_start
+from ..core.lmm_dense import DENSE_LMM_MAX_Q, DenseLmm
 from ..core.lmm_scalar_terms import ScalarTermsLmm
 from ..core.lmm_single import SingleTermLmm
 from ..core.optimize import minimize_deviance
@@ -38,6 +39,9 @@ def run(design: Design, *, label: str = "laplace", nAGQ: int = 1) -> Estimate:
     if len(s.terms) == 1:
         one = SingleTermLmm(prob, reml)
         f, vg = one.deviance, one.value_and_grad
+    elif s.q <= DENSE_LMM_MAX_Q:
+        small = DenseLmm(prob, reml)
+        f, vg = small.deviance, small.value_and_grad
     elif all(k == 1 for k in s.k):
         crossed = ScalarTermsLmm(prob, reml, fallback=vg)
         f, vg = crossed.deviance, crossed.value_and_grad
