@@ -30,8 +30,28 @@ CASES = ["cbpp_herd", "cbpp_herd_obs", "verbagg_crossed", "contraception_urban_s
 def test_blocked_factor_matches_dense(case):
     ref = load_reference(case)
     d = gb.design(gb.Spec(ref["formula"], family=ref["family"]), reference_data(ref["data"]))
+    _check_factor_against_dense(d, np.array(list(ref["laplace"]["theta"].values())))
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_blocked_factor_of_a_vector_head_with_a_tail_matches_dense(nested):
+    """A random slope beside an intercept term: L21 from per-(tail column, head level) blocks,
+    S from a dense product (crossed: 2,500 of 6,000 level pairs) or from the column pairs
+    (nested: one tail level per head level)."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    g = rng.integers(0, 200, n)
+    h = g % 30 if nested else rng.integers(0, 30, n)
+    data = pd.DataFrame({"g": g.astype(str), "h": h.astype(str), "x": rng.normal(size=n)})
+    data["y"] = rng.poisson(np.exp(0.3 + 0.2 * data.x), n)
+    d = gb.design(gb.Spec("y ~ x + (x | g) + (1 | h)", family="poisson"), data)
+    assert d.structure.k[0] == 2 and d.structure.sparse_cross() == nested
+    assert not d.structure.dense_zl and d.structure.cross_pattern()["head_level"] is not None
+    _check_factor_against_dense(d, np.array([0.7, -0.2, 0.4, 0.5]))
+
+
+def _check_factor_against_dense(d, theta):
     rng = np.random.default_rng(0)
-    theta = np.array(list(ref["laplace"]["theta"].values()))
     ZL, V = _dense_zl(d, theta)
     w = rng.uniform(0.1, 2.0, d.n)
     A = ZL.T @ (w[:, None] * ZL) + np.eye(d.structure.q)

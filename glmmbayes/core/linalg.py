@@ -312,7 +312,8 @@ class ReStructure:
             indptr21 = np.concatenate([[0], np.cumsum(np.bincount(rows21, minlength=self.q2))])
             idx22 = (tc[:, :, None] * self.q2 + tc[:, None, :]).ravel()
             pat = {"inv21": inv21, "cols21": cols21, "rows21": rows21, "indptr21": indptr21,
-                   "nnz21": len(uniq), "idx22": idx22, "width": width, "k0": k0}
+                   "nnz21": len(uniq), "idx22": idx22, "width": width, "k0": k0,
+                   "head_level": _head_level_of_blocks(rows21, cols21, k0)}
             self.__dict__["_cross_pattern"] = pat
         return pat
 
@@ -390,6 +391,19 @@ class ReStructure:
         return pat["projection"]
 
 
+def _head_level_of_blocks(rows21: np.ndarray, cols21: np.ndarray, k0: int) -> np.ndarray | None:
+    """For a vector head (k0 > 1): the head level of each block of k0 consecutive pattern
+    entries, where the pattern is such blocks (a row's columns j k0, ..., j k0 + k0 - 1 of one
+    level j, in order: every data row touches all k0 columns of its level); else None."""
+    if k0 == 1 or len(cols21) % k0:
+        return None
+    c, r = cols21.reshape(-1, k0), rows21.reshape(-1, k0)
+    level = c[:, 0] // k0
+    if not (np.all(c == level[:, None] * k0 + np.arange(k0)) and np.all(r == r[:, :1])):
+        return None
+    return level
+
+
 def _batched_chol(B: np.ndarray) -> np.ndarray:
     if B.shape[1] == 1:
         if not np.all(B > 0):  # negative observed information can make a block indefinite
@@ -432,27 +446,38 @@ class Factor(_Bordered):
     L22: np.ndarray | None
     LX: np.ndarray | None = None  # L^{-1} Λ'Z'WX, (q, p)
     RX: np.ndarray | None = None  # lower Cholesky of X'WX - LX'LX, (p, p)
-    L21v: np.ndarray | None = None  # L21's values on the A21 pattern (first term scalar)
+    L21p: np.ndarray | None = None  # L21's values on the A21 pattern (it has A21's pattern)
     head_pairs: tuple | None = None  # (positions in S, weights): the head's trace terms (`FixedPairs`)
+    L21d: np.ndarray | None = None  # L21 whole (q2, q1) where A21's pattern is dense
+
+    @property
+    def L21v(self) -> np.ndarray | None:
+        """L21's values on the pattern where the head term is scalar (the selected-inverse
+        routines that read one value per head column), else None."""
+        return self.L21p if self.s.k[0] == 1 else None
 
     @property
     def L21(self) -> sp.csr_matrix | None:
-        if self.L21_csr is None and self.L21v is not None:
+        if self.L21_csr is None and self.L21p is not None:
             pat = self.s.cross_pattern()
-            self.L21_csr = sp.csr_matrix((self.L21v, pat["cols21"], pat["indptr21"]),
+            self.L21_csr = sp.csr_matrix((self.L21p, pat["cols21"], pat["indptr21"]),
                                          shape=(self.s.q2, self.s.q1))
         return self.L21_csr
 
     def _l21_mult(self, y1: np.ndarray) -> np.ndarray:
-        if self.L21v is not None:  # no sparse-matrix object on the hot path
+        if self.L21d is not None:
+            return self.L21d @ y1
+        if self.L21p is not None:  # no sparse-matrix object on the hot path
             pat = self.s.cross_pattern()
-            return pattern_product(pat["rows21"], pat["cols21"], self.L21v, y1, self.s.q2)
+            return pattern_product(pat["rows21"], pat["cols21"], self.L21p, y1, self.s.q2)
         return self.L21 @ y1
 
     def _l21t_mult(self, x2: np.ndarray) -> np.ndarray:
-        if self.L21v is not None:
+        if self.L21d is not None:
+            return self.L21d.T @ x2
+        if self.L21p is not None:
             pat = self.s.cross_pattern()
-            return pattern_product(pat["cols21"], pat["rows21"], self.L21v, x2, self.s.q1)
+            return pattern_product(pat["cols21"], pat["rows21"], self.L21p, x2, self.s.q1)
         return self.L21.T @ x2
 
     @property
@@ -722,14 +747,16 @@ def factor_blocks(s: ReStructure, B: np.ndarray, vals: np.ndarray | None, A22: n
     L1 = _batched_chol(B)
     logdet_L1 = float(np.sum(np.log(np.diagonal(L1, axis1=1, axis2=2))))
     L1inv = _batched_inv_lower(L1)
-    L21 = L22 = L21v = head_pairs = None
+    L21 = L22 = L21v = head_pairs = L21d = None
     if len(s.terms) > 1:
         pat = s.cross_pattern()
         A22[np.diag_indices_from(A22)] += 1.0
         dense = not s.sparse_cross()
-        pairs = None if (dense or k0 != 1 or fixed is not None) else s.column_pairs()
+        pairs = None if (dense or fixed is not None) else s.column_pairs()
         if k0 == 1:  # L21 = A21 L11^{-T}: a column scaling
             L21v = vals * L1inv[pat["cols21"], 0, 0]
+        elif pat["head_level"] is not None:  # per (tail column, head level) block: A21_rj L1_j^{-T}
+            L21v = np.einsum("pa,pba->pb", vals.reshape(-1, k0), L1inv[pat["head_level"]]).ravel()
         else:
             A21 = sp.csr_matrix((vals, pat["cols21"], pat["indptr21"]), shape=(s.q2, s.q1))
             L21 = (A21 @ _blockdiag(np.transpose(L1inv, (0, 2, 1)))).tocsr()
@@ -755,7 +782,7 @@ def factor_blocks(s: ReStructure, B: np.ndarray, vals: np.ndarray | None, A22: n
                 L21 = sp.csr_matrix((L21v, pat["cols21"], pat["indptr21"]), shape=(s.q2, s.q1))
             S = A22 - (L21 @ L21.T).toarray()
         L22 = cholesky_lower(S)
-    f = Factor(s, L1inv, logdet_L1, L21, L22, L21v=L21v, head_pairs=head_pairs)
+    f = Factor(s, L1inv, logdet_L1, L21, L22, L21p=L21v, head_pairs=head_pairs, L21d=L21d)
     if C is not None:
         f.LX = f.forward(C)
         f.RX = np.linalg.cholesky(XtWX - f.LX.T @ f.LX)
@@ -790,7 +817,7 @@ def row_projections(f: Factor, V) -> tuple[np.ndarray, np.ndarray | None]:
         ML = np.asarray((f.L21.T @ M).T)
         Q = np.asarray(f.L21.multiply(ML).sum(axis=0)).reshape(s.m[0], 1, 1)
     else:
-        L21d = f.L21.toarray()  # (q2, q1)
+        L21d = f.L21d if f.L21d is not None else f.L21.toarray()  # (q2, q1)
         ML = M @ L21d
         Q = np.einsum("rja,rjb->jab", L21d.reshape(s.q2, s.m[0], k0), ML.reshape(s.q2, s.m[0], k0))
     Q = Q.copy()  # per head level: L21_j' M L21_j, plus I below
