@@ -255,6 +255,37 @@ def posterior_re(design, idata, theta, re_scale):
     return np.concatenate(us) if us else np.zeros(0), tuple(cvs)
 
 
+def pointwise_loglik(design, idata):
+    """ArviZ's log_likelihood group: log p(y_i | draw) for every draw and row (variable "y",
+    dims chain, draw, obs), the family's numpy log density at η = offset + Xβ + Σ_t Z_t b_t of
+    each draw. The model's likelihood is built from the same family code (`pymc_model`), so
+    this is its density, without a second PyTensor graph to compile and run per fit."""
+    import xarray as xr
+
+    post, fam, n = idata.posterior, design.family, design.n
+    disp = fam.dispersion
+    n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
+    out = np.empty((n_chain, n_draw, n))
+    step = max(1, 2_000_000 // max(n, 1))  # draws per block: bounded temporaries on large data
+    beta = post["beta"].values if design.p else None
+    bs = [post[f"b_{t.group_name}"].values for t in design.terms]
+    phis = disp.from_param(post[disp.name].values) if disp is not None and disp.name in post else None
+    for c in range(n_chain):
+        for a in range(0, n_draw, step):
+            sl = slice(a, min(a + step, n_draw))
+            eta = np.repeat(design.offset[None, :], sl.stop - sl.start, axis=0)
+            if beta is not None:
+                eta += beta[c, sl] @ design.X.T
+            for t, b in zip(design.terms, bs):
+                eta += np.einsum("dnk,nk->dn", b[c, sl][:, t.codes, :], t.X)
+            phi = design.fixed_phi if phis is None else phis[c, sl][:, None]
+            with np.errstate(all="ignore"):
+                out[c, sl] = fam.loglik(design.y, eta, design.wt, phi)
+    return xr.Dataset({"y": (("chain", "draw", "obs"), out)},
+                      coords={"chain": post["chain"].values, "draw": post["draw"].values,
+                              "obs": [int(r) for r in design.rows]})
+
+
 def posterior_summary(fit) -> pd.DataFrame:
     """The posterior summary table of an hmc fit (mean, median, sd, HDI `lower`/`upper`,
     equal-tailed `eti_lower`/`eti_upper` with the same mass, R-hat, ESS, MAP, ML);

@@ -26,7 +26,8 @@ import pandas as pd
 from ..design import Design
 from ..errors import SpecError
 from ..estimate import Estimate, MAPEstimate, SamplerReport
-from ..posterior import MAP_PARAMETERIZATION, diagnostics, find_map, posterior_re, public_first, summary_rows
+from ..posterior import (MAP_PARAMETERIZATION, diagnostics, find_map, pointwise_loglik, posterior_re, public_first,
+                         summary_rows)
 from ..posterior import draws as posterior_draws
 from ..priors import Priors, resolve_priors
 from .options import Option, anything, boolean, choice, integer, number, optional
@@ -207,7 +208,7 @@ def run(
         t_sample = time.perf_counter()
         kw: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, cores=cores, random_seed=seed,
                                   progressbar=progressbar, compute_convergence_checks=False,
-                                  idata_kwargs={"log_likelihood": True})
+                                  idata_kwargs={"log_likelihood": False})
         with model:
             if sampler == "pymc":
                 idata, map_pt, map_msg = _nuts(model, info, design, start_pt, initvals, kw, target_accept,
@@ -215,9 +216,7 @@ def run(
             else:
                 idata, map_pt, map_msg = pm_sample_nutpie(kw, target_accept), None, None
             if "log_likelihood" not in idata.groups():
-                import pymc as pm
-
-                pm.compute_log_likelihood(idata, progressbar=False)
+                idata.add_groups(log_likelihood=pointwise_loglik(design, idata))
         sample_seconds = time.perf_counter() - t_sample
         settings = {"sampler": sampler, "draws": draws, "tune": tune, "chains": chains, "seed": seed,
                     "target_accept": target_accept, "basis": bas.kind, "hdi_prob": hdi_prob,
