@@ -125,7 +125,22 @@ def insteval() -> tuple[str, str, pd.DataFrame, dict]:
     return "y ~ service + (1 | s) + (1 | d) + (1 | dept)", "gaussian", gb.datasets.load("InstEval"), {"REML": True}
 
 
+def _shipped_lmm(data: str, formula: str):
+    """A small LMM of several terms on shipped data (REML, lmer's default)."""
+
+    def case() -> tuple[str, str, pd.DataFrame, dict]:
+        import glmmbayes as gb
+
+        return formula, "gaussian", gb.datasets.load(data, derived=True), {"REML": True}
+
+    case.__doc__ = f"{data}: {formula} (REML; shipped data, not simulated)"
+    return case
+
+
 SIMULATED = {
+    "oats_nested_lmm": _shipped_lmm("Oats", "yield ~ nitro + (1 | Block/Variety)"),
+    "oats_vector_lmm": _shipped_lmm("Oats", "yield ~ nitro + (nitro | Block) + (1 | Block:Variety)"),
+    "salamanders_crossed_lmm": _shipped_lmm("Salamanders", "count ~ mined + cover + (1 | site) + (1 | spp)"),
     "insteval_reml": insteval,
     "sim_binary_100k": binary_100k,
     "sim_binary_slope_100k": binary_slope_100k,

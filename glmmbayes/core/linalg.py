@@ -200,6 +200,14 @@ class ReStructure:
         # below a few thousand rows scipy's per-call overhead outweighs the streaming products
         return ZLValues(values, lams, self.n >= _SPARSE_PRODUCTS_MIN_ROWS, dense)
 
+    def z_dense(self) -> np.ndarray:
+        """Z (Λ = I) as one dense (n, q) array."""
+        Z = np.zeros((self.n, self.q))
+        rows = np.arange(self.n)[:, None]
+        for i, t in enumerate(self.terms):
+            Z[rows, self.u_offsets[i] + self._col_index[i]] = t.X
+        return Z
+
     def z_transpose(self, i: int) -> sp.csc_matrix:
         """Z_t' as a (m k, n) CSC matrix (one column per row of the data): its products with
         vectors and (n, p) matrices stream over the rows once, scattering into the small

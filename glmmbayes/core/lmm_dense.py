@@ -33,6 +33,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 # crossed intercepts (equal at q = 120 on 2,000 rows; 2.2 times as fast at q = 50); with a
 # vector term the row-wise path they replace loses up to q = 200
 DENSE_LMM_MAX_Q = 120
+_DENSE_GRAM_MAX_WORK = 20_000_000  # n (q + p + 1)² flops: the Gram matrix by one dense product
 
 
 class DenseLmm:
@@ -44,9 +45,8 @@ class DenseLmm:
         X, w = prob.X, prob.wt
         q, p = s.q, X.shape[1]
         N = q + p + 1
-        V = s.zl_values(s.theta_start())  # Λ = I: the raw Z, whole where the design is small
-        if V.dense is not None:
-            B = np.hstack([V.dense, X, fx.r[:, None]])
+        if s.n * N * N <= _DENSE_GRAM_MAX_WORK:  # one BLAS product; else the sparse Z'
+            B = np.hstack([s.z_dense(), X, fx.r[:, None]])
             G = B.T @ (w[:, None] * B)
         else:
             Zt = sp.vstack([s.z_transpose(i) for i in range(len(s.terms))]).tocsr()  # (q, n)

@@ -78,18 +78,28 @@ def fit_variable(expr: str, data: pd.DataFrame) -> tuple[Variable, np.ndarray]:
         return Variable(expr, name, None, suffixes, "numbers", call, state), M
     v = evaluate(expr, data)
     origin = describe_values(v)
+    if isinstance(v, pd.Categorical):
+        levels, codes = _categorical_levels(v)
+        return Variable(expr, name, levels, (), origin, ordered=bool(v.ordered)), codes
     levels = _fitted_levels(v, name, origin)
-    ordered = isinstance(v, pd.Categorical) and bool(v.ordered)
-    var = Variable(expr, name, levels, () if levels is not None else ("",), origin, ordered=ordered)
+    var = Variable(expr, name, levels, () if levels is not None else ("",), origin)
     if levels is None:
         return var, np.asarray(v, dtype=np.float64).reshape(-1, 1)
     return var, _codes_by_value(v, levels)
 
 
+def _categorical_levels(v: pd.Categorical) -> tuple[tuple, np.ndarray]:
+    """(the used categories in their order, each row's index among them, -1 where missing):
+    lme4's drop.unused.levels, read off the codes (no lookup of the values)."""
+    codes = np.asarray(v.codes, dtype=np.int64)
+    used = np.bincount(codes[codes >= 0], minlength=len(v.categories)) > 0
+    rank = np.append(np.cumsum(used) - 1, -1)  # a missing value's code -1 picks the last: -1
+    return tuple(v.categories[used]), rank[codes]
+
+
 def _fitted_levels(v, name: str, origin: str) -> tuple | None:
-    """Factor levels as lme4's model.frame makes them (None for numbers)."""
-    if isinstance(v, pd.Categorical):
-        return tuple(v.remove_unused_categories().categories)  # drop.unused.levels = TRUE
+    """Factor levels as lme4's model.frame makes them (None for numbers; not for a
+    Categorical, `_categorical_levels`)."""
     if origin == "logical values":
         return (False, True)  # R's model.matrix: logicals are factor(x, levels = c(FALSE, TRUE))
     if origin in ("integers", "numbers"):
@@ -101,9 +111,6 @@ def _fitted_levels(v, name: str, origin: str) -> tuple | None:
 
 def _codes_by_value(v, levels: tuple) -> np.ndarray:
     """Level index of each value (-1 where missing or not a level)."""
-    if isinstance(v, pd.Categorical):  # map the categories, not every row's value
-        pos = pd.Index(list(levels), dtype=object).get_indexer(np.asarray(v.categories, dtype=object))
-        return np.where(v.codes >= 0, np.append(pos, -1)[v.codes], -1).astype(np.int64)
     raw = np.asarray(v, dtype=object)
     index = pd.Index(list(levels), dtype=object)
     codes = index.get_indexer(raw)
