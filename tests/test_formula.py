@@ -325,6 +325,22 @@ def test_categorical_grouping_factor_keeps_used_levels_in_category_order(values,
     assert [t.levels[c] for c in t.codes[:4]] == [gb.formula.level_text(v) for v in values]
 
 
+@pytest.mark.parametrize("values, categories", [(["b", "a", "b", "c"], ["c", "z", "b", "a"]),
+                                                ([3, 1, 3, 2], [2, 5, 3, 1])])
+def test_categorical_fixed_factor_keeps_used_levels_in_category_order(values, categories):
+    """A Categorical in the fixed part (levels and codes read off its codes): its used
+    categories in category order, the first the reference, the indicator columns named and
+    filled as for the same values given as a factor of exactly those levels."""
+    d = pd.DataFrame({"f": pd.Categorical(values * 5, categories=categories), "x": np.arange(20.0)})
+    d["y"] = np.sin(d.x)
+    used = [c for c in categories if c in set(values)]
+    d2 = d.assign(f=pd.Categorical(values * 5, categories=used))
+    X, X2 = fixed_design("f + x", d), fixed_design("f + x", d2)
+    assert X.names == X2.names == ("(Intercept)",) + tuple(f"f{gb.formula.level_text(c)}" for c in used[1:]) + ("x",)
+    np.testing.assert_array_equal(X.X, X2.X)
+    np.testing.assert_array_equal(X.X[:, 1], np.array(values * 5) == used[1])
+
+
 # ----------------------------------------------------------------------------- package layout
 
 
