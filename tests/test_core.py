@@ -108,6 +108,35 @@ def test_optimizer_keeps_a_true_boundary_optimum():
     assert r.x[0] == 0.0 and abs(r.x[1]) < 1e-6
 
 
+@pytest.mark.parametrize("interior", [False, True])
+def test_restart_at_a_bound_only_where_the_probe_leads_further_in(interior):
+    """At an optimum on the bound the optimizer probes 0.2 inside. Where the probe lies uphill
+    with its slope back to the bound, it does not restart (no L-BFGS-B walk from the probe);
+    where the deviance falls further in from the probe (a lower interior minimum behind a
+    boundary local minimum: t (t - 0.6)² - 0.1 t², minimum -0.042 at t = 0.694), it restarts
+    and finds it."""
+    calls = []
+
+    def vg(x):
+        calls.append(x.copy())
+        t, y = x
+        if interior:
+            return t * (t - 0.6) ** 2 - 0.1 * t * t + (y - 1) ** 2, np.array(
+                [(t - 0.6) * (3 * t - 0.6) - 0.2 * t, 2 * (y - 1)])
+        # coupled: from the probe, L-BFGS-B would take several steps back along the bound
+        return (t + 0.3) ** 2 + (y - 1 - t) ** 2, np.array([2 * (t + 0.3) - 2 * (y - 1 - t), 2 * (y - 1 - t)])
+
+    r = minimize_deviance(lambda x: vg(x)[0], np.array([0.05, 0.0]), np.array([0.0, -np.inf]),
+                          value_and_grad=vg, restart_at_bound=True)
+    probe = max(i for i, c in enumerate(calls) if abs(c[0] - 0.2) < 1e-12)  # the restart's probe
+    if interior:
+        assert abs(r.x[0] - (2.6 + np.sqrt(2.44)) / 6) < 1e-5 and abs(r.x[1] - 1) < 1e-5
+        assert any(0.2 < c[0] < 1.0 for c in calls[probe:])  # L-BFGS went on from the probe
+    else:
+        assert r.x[0] == 0.0 and abs(r.x[1] - 1) < 1e-6
+        assert len(calls) == probe + 2 and calls[-1][0] == 0.0  # one evaluation back at the bound
+
+
 def test_partial_analytic_gradient_is_used():
     f = lambda x: np.sum((x - np.array([0.5, -2.0, 3.0])) ** 2)  # noqa: E731
 
@@ -122,8 +151,6 @@ def test_partial_analytic_gradient_is_used():
                           hessian=True, value_and_grad=vg)
     assert np.allclose(r.x, [0.5, -2.0, 3.0], atol=1e-6)
     assert np.allclose(r.hessian, 2 * np.eye(3), atol=1e-4)
-
-
 
 
 def _rosenbrock(x):
@@ -154,6 +181,8 @@ def test_newton_steps_finish_what_lbfgs_leaves_and_hand_back_where_they_cannot(o
     else:
         np.testing.assert_allclose(r.x, optimum, atol=2e-3)  # a quartic's flat bottom
         assert not r.message.startswith("converged: Newton steps")
+
+
 @pytest.mark.parametrize("case", ["cbpp_herd", "cbpp_herd_obs", "verbagg_crossed", "grouseticks_nested",
                                   "contraception_urban_slope"])
 @pytest.mark.parametrize("profiled", [False, True])

@@ -203,12 +203,18 @@ def minimize_deviance(
     at_bound = np.isfinite(zl) & (z - zl < 1e-6)
     if restart_at_bound and np.any(at_bound) and np.isfinite(fx):
         start = np.where(at_bound, zl + 0.2 / np.abs(np.diag(P)), z)
-        trial = minimize(grad_z, start, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
-        ft, gt = grad_z(trial.x)
-        if ft < fx - 1e-7 * (1.0 + abs(fx)):
-            res, z, fx, g = trial, trial.x, ft, gt
-        else:
-            fx, g = grad_z(z)  # the boundary point stays the answer
+        fs, gs = grad_z(start)
+        # restart from the probe where it lies lower or the deviance still falls further in
+        # from it; from an uphill probe whose slope points back to the bound, L-BFGS-B only
+        # walks back (a singular Oats LMM: 9 evaluations to the same point)
+        moved = False
+        if fs < fx or float(np.dot(gs, start - z)) < 0.0:
+            trial = minimize(grad_z, start, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
+            ft, gt = grad_z(trial.x)
+            if ft < fx - 1e-7 * (1.0 + abs(fx)):
+                res, z, fx, g, moved = trial, trial.x, ft, gt, True
+        if not moved:
+            fx, g = grad_z(z)  # the boundary point stays the answer (and the last one evaluated)
     regressed = best["z"] is not None and np.isfinite(fx) and fx > best["f"] + 1e-6 * (1.0 + abs(best["f"]))
     if regressed:
         # an objective that is not smooth (PIRLS failing to converge, so the value depends on
