@@ -97,7 +97,7 @@ def laplace_weights(prob: Problem, eta, phi, hessian: str) -> np.ndarray:
 def _factor(s, V, w, X):
     """The factor, or None where it does not exist numerically (a failed evaluation is an
     infinite deviance for the optimizer, never a crash)."""
-    if not np.all(np.isfinite(w)):
+    if not np.isfinite(w).all():
         return None
     try:
         return factorize(s, V, w, X)

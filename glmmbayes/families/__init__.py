@@ -64,10 +64,12 @@ class Family:
 
     def linkinv(self, eta, ops=NUMPY):
         mu = self.link.linkinv(eta, ops)
-        if ops is NUMPY:
+        if ops is NUMPY:  # two ufuncs: np.clip's dispatch costs more than the clipping
             lo, hi = self.dist.mu_bounds
-            if np.isfinite(lo) or np.isfinite(hi):
-                mu = np.clip(mu, lo, hi)
+            if lo > -np.inf:
+                mu = np.maximum(mu, lo)
+            if hi < np.inf:
+                mu = np.minimum(mu, hi)
         return mu
 
     def mu_eta(self, eta, ops=NUMPY):
