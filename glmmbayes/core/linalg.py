@@ -755,23 +755,23 @@ def factor_blocks(s: ReStructure, B: np.ndarray, vals: np.ndarray | None, A22: n
     L1 = _batched_chol(B)
     logdet_L1 = float(np.sum(np.log(np.diagonal(L1, axis1=1, axis2=2))))
     L1inv = _batched_inv_lower(L1)
-    L21 = L22 = L21v = head_pairs = L21d = None
+    L21 = L22 = L21p = head_pairs = L21d = None
     if len(s.terms) > 1:
         pat = s.cross_pattern()
         A22[np.diag_indices_from(A22)] += 1.0
         dense = not s.sparse_cross()
         pairs = None if (dense or fixed is not None) else s.column_pairs()
         if k0 == 1:  # L21 = A21 L11^{-T}: a column scaling
-            L21v = vals * L1inv[pat["cols21"], 0, 0]
+            L21p = vals * L1inv[pat["cols21"], 0, 0]
         elif pat["head_level"] is not None:  # per (tail column, head level) block: A21_rj L1_j^{-T}
-            L21v = np.einsum("pa,pba->pb", vals.reshape(-1, k0), L1inv[pat["head_level"]]).ravel()
+            L21p = np.einsum("pa,pba->pb", vals.reshape(-1, k0), L1inv[pat["head_level"]]).ravel()
         else:
             A21 = sp.csr_matrix((vals, pat["cols21"], pat["indptr21"]), shape=(s.q2, s.q1))
             L21 = (A21 @ _blockdiag(np.transpose(L1inv, (0, 2, 1)))).tocsr()
         if dense:
             L21d = np.zeros((s.q2, s.q1))
-            if L21v is not None:
-                L21d[pat["rows21"], pat["cols21"]] = L21v
+            if L21p is not None:
+                L21d[pat["rows21"], pat["cols21"]] = L21p
             else:
                 L21d = L21.toarray()
             S = A22 - L21d @ L21d.T
@@ -782,15 +782,15 @@ def factor_blocks(s: ReStructure, B: np.ndarray, vals: np.ndarray | None, A22: n
             S = A22
             S.ravel()[fp.flat] -= scale * Kd[:, 0]  # S's lower triangle, all the Cholesky reads
             head_pairs = (fp.flat, fp.mult * scale * Kd[:, 1])
-        elif pairs is not None:  # half the pairs: S's lower triangle is all the Cholesky reads
+        elif pairs is not None and L21p is not None:  # half the pairs: S's lower triangle is all the Cholesky reads
             p1, p2, flat, _ = pairs
-            S = A22 - np.bincount(flat, weights=L21v[p1] * L21v[p2], minlength=s.q2 * s.q2).reshape(s.q2, s.q2)
+            S = A22 - np.bincount(flat, weights=L21p[p1] * L21p[p2], minlength=s.q2 * s.q2).reshape(s.q2, s.q2)
         else:
             if L21 is None:
-                L21 = sp.csr_matrix((L21v, pat["cols21"], pat["indptr21"]), shape=(s.q2, s.q1))
+                L21 = sp.csr_matrix((L21p, pat["cols21"], pat["indptr21"]), shape=(s.q2, s.q1))
             S = A22 - (L21 @ L21.T).toarray()
         L22 = cholesky_lower(S)
-    f = Factor(s, L1inv, logdet_L1, L21, L22, L21p=L21v, head_pairs=head_pairs, L21d=L21d)
+    f = Factor(s, L1inv, logdet_L1, L21, L22, L21p=L21p, head_pairs=head_pairs, L21d=L21d)
     if C is not None:
         f.LX = f.forward(C)
         f.RX = np.linalg.cholesky(XtWX - f.LX.T @ f.LX)
