@@ -157,7 +157,8 @@ def _peak_rss_mb() -> float:
 
 def write_markdown(rows: list[dict], command: str, path: Path, nagq: int = 1) -> None:
     src = {r["source"] for r in rows}
-    what = ("Maximum-likelihood fits (Laplace unless the case says nAGQ; the sleepstudy LMM by ML)" if nagq == 1
+    what = ("Maximum-likelihood fits (Laplace unless the case says nAGQ; the sleepstudy LMM by ML; the "
+            "`*_reml` cases and the other `*_lmm` sets by REML, lmer's default)" if nagq == 1
             else f"Adaptive Gauss-Hermite maximum likelihood with {nagq} knots (`method=\"agq\"`, lme4 "
                  f"`glmer(nAGQ = {nagq})`; glmmTMB has no AGQ)")
     lines = [

@@ -1,21 +1,24 @@
 # lme4 fits of data sets beyond the reference suite (lme4, nlme, mlmRev, MASS and three simulated
 # sets), for benchmarks/compare_more_data.py. Usage: Rscript benchmarks/r/lme4_more_data.R <dir>
 # Writes <dir>/<data>.csv and <dir>/fits.json (formula, family, link, nAGQ, logLik, fixef, se, theta,
-# factor levels in R's order).
+# factor levels in R's order, the median of five timed fits).
 suppressMessages({library(lme4); library(jsonlite); library(mlmRev); library(MASS)})
 dir <- commandArgs(trailingOnly = TRUE)[1]
 dir.create(dir, showWarnings = FALSE)
 out <- list()
 add <- function(name, data, formula, family = NULL, nAGQ = 1, key = name) {
   write.csv(data, file.path(dir, paste0(name, ".csv")), row.names = FALSE)
-  f <- if (is.null(family)) lmer(as.formula(formula), data = data, REML = FALSE)
-       else glmer(as.formula(formula), data = data, family = family, nAGQ = nAGQ)
+  fit <- function() if (is.null(family)) lmer(as.formula(formula), data = data, REML = FALSE)
+                    else glmer(as.formula(formula), data = data, family = family, nAGQ = nAGQ)
+  f <- fit()
+  secs <- median(sapply(1:5, function(i) system.time(suppressWarnings(fit()))[["elapsed"]]))
   lv <- lapply(Filter(is.factor, data), function(x) list(levels = levels(x), ordered = is.ordered(x)))
   out[[key]] <<- list(data = name, formula = formula,
                       family = if (is.null(family)) "gaussian" else family$family,
                       link = if (is.null(family)) "identity" else family$link, nAGQ = nAGQ,
                       logLik = as.numeric(logLik(f)), fixef = as.list(fixef(f)),
-                      se = as.numeric(sqrt(diag(vcov(f)))), theta = as.numeric(getME(f, "theta")), levels = lv)
+                      se = as.numeric(sqrt(diag(vcov(f)))), theta = as.numeric(getME(f, "theta")), levels = lv,
+                      median_s = secs)
 }
 add("Dyestuff", Dyestuff, "Yield ~ 1 + (1|Batch)")
 add("Penicillin", Penicillin, "diameter ~ 1 + (1|plate) + (1|sample)")
