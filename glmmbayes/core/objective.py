@@ -354,16 +354,19 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     d log|A| = 2 tr(A^{-1} Λ'Z'W Z dΛ) + Σ_i W'(η_i) s_i dη_i, with s_i the leverages and dη
     from the implicit derivative of the mode, dû = -A^{-1}(...) (bordered by X when β is
     profiled, as in the nAGQ = 0 criterion). The implicit derivative needs A to be the Hessian
-    in u: true for the observed-information Laplace (any link) and for canonical links; lme4's
-    expected-information variant with another link returns (None, None) and the caller
-    differentiates numerically. The selected inverse blocks make the cost O(n + q2² q1) per
+    in u: true for the observed-information Laplace (any link) and for canonical links (for
+    lme4's expected-information variant with another link, see below). The selected inverse blocks make the cost O(n + q2² q1) per
     component. With `warm`, the derivatives of the mode it needs are also kept there
     (`WarmStart.record_slopes`) to start the next evaluation's PIRLS.
+
+    lme4's expected-information Laplace with a non-canonical link: log|A| is that of the
+    Fisher weights (the traces, leverages and W' above), but the mode moves with the Hessian in
+    u, the observed information, which is factored once more for the implicit derivatives.
     """
     fam = prob.family
-    if not st.converged or st.factor is None or (st.hessian == "expected" and not fam.is_canonical):
+    if not st.converged or st.factor is None:
         return (None, None, None) if logphi else (None, None)
-    from .linalg import colwise_tril, leverages, row_projections
+    from .linalg import colwise_tril, factorize, leverages, row_projections
 
     s = prob.structure
     X, V, eta, w = prob.X, st.V, st.eta, st.weights
@@ -371,6 +374,15 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
         score, _, dW = fam.information_terms(prob.y, eta, prob.wt, phi)
     else:
         score, dW = fam.score(prob.y, eta, prob.wt, phi), fam.dweights(eta, prob.wt, phi)
+    fo, wo = st.factor, w  # the Hessian in u and its weights: what the mode's derivatives solve with
+    if st.hessian == "expected" and not fam.is_canonical:
+        wo = fam.observed_weights(prob.y, eta, prob.wt, phi)
+        try:
+            fo = factorize(s, V, wo, X if profiled_beta else None) if np.isfinite(wo).all() else None
+        except np.linalg.LinAlgError:
+            fo = None
+        if fo is None:
+            return (None, None, None) if logphi else (None, None)
     g = -2.0 * score  # -2 dℓ/dη
     proj = row_projections(st.factor, V)
     Ph, Pt = proj
@@ -380,15 +392,15 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     def d_eta(h, rhs_u, rhs_b):
         """(dη, dû, dβ̂) for a perturbation with direct part h and stationarity right-hand side."""
         if profiled_beta:
-            du, db = st.factor.solve_joint(-rhs_u, -rhs_b)
+            du, db = fo.solve_joint(-rhs_u, -rhs_b)
             return h + s.zl_mult(V, du) + X @ db, du, db
-        du = st.factor.solve(-rhs_u)
+        du = fo.solve(-rhs_u)
         return h + s.zl_mult(V, du), du, None
 
     g_beta = du_beta = None
     if beta and not profiled_beta:
-        C = s.zl_tmult_matrix(V, w[:, None] * X)
-        du_beta = -st.factor.solve(C)
+        C = s.zl_tmult_matrix(V, wo[:, None] * X)
+        du_beta = -fo.solve(C)
         deta = X + s.zl_mult_matrix(V, du_beta)
         g_beta = X.T @ g + deta.T @ wl
     g_logphi = du_phi = db_phi = None
@@ -420,14 +432,14 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
                 t.codes, weights=xr * g * 0.5, minlength=t.nlevels)
         if ti > 0:
             tail_off += t.k
-    wH = w[:, None] * H
+    wH = wo[:, None] * H
     R += s.zl_tmult_matrix(V, wH)
     db_theta = None
     if profiled_beta:
-        du_theta, db_theta = st.factor.solve_joint(-R, -(X.T @ wH))
+        du_theta, db_theta = fo.solve_joint(-R, -(X.T @ wH))
         deta = H + s.zl_mult_matrix(V, du_theta) + X @ db_theta
     else:
-        du_theta = st.factor.solve(-R)
+        du_theta = fo.solve(-R)
         deta = H + s.zl_mult_matrix(V, du_theta)
     g_theta = g @ H + traces + wl @ deta
     if warm is not None:
