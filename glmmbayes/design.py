@@ -277,7 +277,7 @@ def _missing(v: pd.Series) -> np.ndarray:
     (pandas' isna costs more than the test at the sizes of most models)."""
     dt = v.dtype
     if isinstance(dt, pd.CategoricalDtype):
-        return np.asarray(v.cat.codes) < 0
+        return np.asarray(v.array.codes) < 0
     if isinstance(dt, np.dtype) and dt.kind in "biu":
         return np.zeros(len(v), dtype=bool)
     if isinstance(dt, np.dtype) and dt.kind == "f":
@@ -459,10 +459,7 @@ def _group_factor(group_vars, data: pd.DataFrame) -> tuple[np.ndarray, tuple[str
     for (c, _), size in zip(per_var, sizes):
         codes = codes * size + c
     if len(per_var) == 1:  # the used levels by a count over the categories, no sort
-        used = np.flatnonzero(np.bincount(codes, minlength=sizes[0]))
-        rank = np.zeros(sizes[0], dtype=np.int64)
-        rank[used] = np.arange(len(used))
-        inverse = rank[codes]
+        used, inverse = fm.used_codes(codes, sizes[0])
     else:
         used, inverse = np.unique(codes, return_inverse=True)
     # each category's text once, then one join per level

@@ -255,33 +255,41 @@ def posterior_re(design, idata, theta, re_scale):
     return np.concatenate(us) if us else np.zeros(0), tuple(cvs)
 
 
+def predictor_draws(design, post, sl: slice = slice(None)):
+    """(η, φ) at the posterior draws, flattened over (chain, draw) and cut to `sl`: η =
+    offset + Xβ + Σ_t Z_t b_t, shape (S, n), and φ from the draws of the dispersion, shape
+    (S,), or None where the family's φ is fixed (`design.fixed_phi`)."""
+    nc, nd = post.sizes["chain"], post.sizes["draw"]
+    eta = np.repeat(design.offset[None, :], len(range(nc * nd)[sl]), axis=0)
+    if design.p:
+        eta += post["beta"].values.reshape(nc * nd, -1)[sl] @ design.X.T
+    for t in design.terms:
+        b = post[f"b_{t.group_name}"].values.reshape(nc * nd, t.nlevels, t.k)[sl]
+        eta += np.einsum("snk,nk->sn", b[:, t.codes, :], t.X)
+    disp = design.family.dispersion
+    if disp is None or disp.name not in post:
+        return eta, None
+    return eta, disp.from_param(post[disp.name].values.reshape(-1)[sl])
+
+
 def pointwise_loglik(design, idata):
     """ArviZ's log_likelihood group: log p(y_i | draw) for every draw and row (variable "y",
-    dims chain, draw, obs), the family's numpy log density at η = offset + Xβ + Σ_t Z_t b_t of
-    each draw. The model's likelihood is built from the same family code (`pymc_model`), so
-    this is its density, without a second PyTensor graph to compile and run per fit."""
+    dims chain, draw, obs), the family's numpy log density at each draw's η. The model's
+    likelihood is built from the same family code (`pymc_model`), so this is its density,
+    without a second PyTensor graph to compile and run per fit."""
     import xarray as xr
 
-    post, fam, n = idata.posterior, design.family, design.n
-    disp = fam.dispersion
+    post, n = idata.posterior, design.n
     n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
-    out = np.empty((n_chain, n_draw, n))
+    out = np.empty((n_chain * n_draw, n))
     step = max(1, 2_000_000 // max(n, 1))  # draws per block: bounded temporaries on large data
-    beta = post["beta"].values if design.p else None
-    bs = [post[f"b_{t.group_name}"].values for t in design.terms]
-    phis = disp.from_param(post[disp.name].values) if disp is not None and disp.name in post else None
-    for c in range(n_chain):
-        for a in range(0, n_draw, step):
-            sl = slice(a, min(a + step, n_draw))
-            eta = np.repeat(design.offset[None, :], sl.stop - sl.start, axis=0)
-            if beta is not None:
-                eta += beta[c, sl] @ design.X.T
-            for t, b in zip(design.terms, bs):
-                eta += np.einsum("dnk,nk->dn", b[c, sl][:, t.codes, :], t.X)
-            phi = design.fixed_phi if phis is None else phis[c, sl][:, None]
-            with np.errstate(all="ignore"):
-                out[c, sl] = fam.loglik(design.y, eta, design.wt, phi)
-    return xr.Dataset({"y": (("chain", "draw", "obs"), out)},
+    for a in range(0, n_chain * n_draw, step):
+        sl = slice(a, min(a + step, n_chain * n_draw))
+        eta, phi = predictor_draws(design, post, sl)
+        with np.errstate(all="ignore"):
+            out[sl] = design.family.loglik(design.y, eta, design.wt,
+                                           design.fixed_phi if phi is None else phi[:, None])
+    return xr.Dataset({"y": (("chain", "draw", "obs"), out.reshape(n_chain, n_draw, n))},
                       coords={"chain": post["chain"].values, "draw": post["draw"].values,
                               "obs": [int(r) for r in design.rows]})
 

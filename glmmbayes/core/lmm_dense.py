@@ -79,7 +79,6 @@ class DenseLmm:
                 Q.append(levels + c)
                 seg.append(np.full(m, toff + j))
         self.P, self.Q, self.seg = np.concatenate(P), np.concatenate(Q), np.concatenate(seg)
-        self.has_scalar = bool(np.any(self.scalar_theta >= 0))
         self.diag_q = np.arange(q) * (N + 1)  # flat positions of A's diagonal in M
 
     def value_and_grad(self, theta: np.ndarray):
@@ -94,21 +93,15 @@ class DenseLmm:
         except np.linalg.LinAlgError:
             return np.inf
 
-    def _scale(self, theta: np.ndarray, lams) -> np.ndarray:
-        """Λ̃'GΛ̃."""
-        M = self.G
-        if self.has_scalar:
-            d = np.ones(len(M))
-            sc = self.scalar_theta >= 0
-            d[: self.q][sc] = theta[self.scalar_theta[sc]]
-            M = M * np.outer(d, d)
-        else:
-            M = M.copy()
+    def _lam_rows(self, theta: np.ndarray, lams, M: np.ndarray) -> np.ndarray:
+        """Λ̃'M, a copy: Λ' applied to the rows of M that belong to u, the others as they are."""
+        R = M.copy()
+        sc = self.scalar_theta >= 0
+        R[: self.q][sc] *= theta[self.scalar_theta[sc]][:, None]
         for i, off, m, k in self.vector_terms:
-            cols = slice(off, off + m * k)
-            M[:, cols] = (M[:, cols].reshape(-1, m, k) @ lams[i]).reshape(-1, m * k)
-            M[cols, :] = np.einsum("ba,mbn->man", lams[i], M[cols, :].reshape(m, k, -1)).reshape(m * k, -1)
-        return M
+            rows = slice(off, off + m * k)
+            R[rows] = np.einsum("ba,mbn->man", lams[i], R[rows].reshape(m, k, -1)).reshape(m * k, -1)
+        return R
 
     def _lam_u(self, theta: np.ndarray, lams, u: np.ndarray) -> np.ndarray:
         """Λ u."""
@@ -121,7 +114,7 @@ class DenseLmm:
 
     def _solve(self, theta):
         lams = self.s.lambdas(theta)
-        M = self._scale(theta, lams)
+        M = self._lam_rows(theta, lams, self._lam_rows(theta, lams, self.G).T)  # Λ̃'GΛ̃ (G symmetric)
         M.ravel()[self.diag_q] += 1.0
         L = cholesky_lower(M)  # LinAlgError where not positive definite (also pwrss <= 0)
         piv = np.log(np.diagonal(L))
@@ -145,7 +138,7 @@ class DenseLmm:
         x = lsolve(Lb, L[-1, :-1], trans=True)  # [u; β - β0]
         u, db = x[:q], x[q:]
         s_res = G[:q, -1] - G[:q, q:-1] @ db - G[:q, :q] @ self._lam_u(theta, lams, u)  # Z'W r at the solution
-        R = self._left_scale(theta, lams)  # Λ̃'G, not Λ̃'GΛ̃ (Λ may be singular)
+        R = self._lam_rows(theta, lams, G[:-1, :q])  # Λ̃'G's u columns, not Λ̃'GΛ̃ (Λ may be singular)
         if self.reml:  # the bordered inverse's rows of u
             Minv = cho_inverse(Lb)[:q]
         else:
@@ -153,14 +146,3 @@ class DenseLmm:
         trace = np.einsum("ni,in->n", Minv[self.Q], R[:, self.P])  # (M⁻¹Λ̃'G)[Q, P]
         terms = 2.0 * trace - 2.0 * (dof / pwrss) * s_res[self.P] * u[self.Q]
         return dev, np.bincount(self.seg, weights=terms, minlength=self.s.ntheta)
-
-    def _left_scale(self, theta, lams) -> np.ndarray:
-        """(Λ̃'G)[:q+p, :q]: G's Z columns with Λ' applied to the Z rows only."""
-        q = self.q
-        R = self.G[:-1, :q].copy()
-        sc = self.scalar_theta >= 0
-        R[:q][sc] *= theta[self.scalar_theta[sc]][:, None]
-        for i, off, m, k in self.vector_terms:
-            rows = slice(off, off + m * k)
-            R[rows] = np.einsum("ba,mbn->man", lams[i], R[rows].reshape(m, k, -1)).reshape(m * k, -1)
-        return R

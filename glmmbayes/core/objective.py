@@ -355,9 +355,10 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     from the implicit derivative of the mode, dû = -A^{-1}(...) (bordered by X when β is
     profiled, as in the nAGQ = 0 criterion). The implicit derivative needs A to be the Hessian
     in u: true for the observed-information Laplace (any link) and for canonical links (for
-    lme4's expected-information variant with another link, see below). The selected inverse blocks make the cost O(n + q2² q1) per
-    component. With `warm`, the derivatives of the mode it needs are also kept there
-    (`WarmStart.record_slopes`) to start the next evaluation's PIRLS.
+    lme4's expected-information variant with another link, see below). The selected inverse
+    blocks make the cost O(n + q2² q1) per component. With `warm`, the derivatives of the mode
+    it needs are also kept there (`WarmStart.record_slopes`) to start the next evaluation's
+    PIRLS.
 
     lme4's expected-information Laplace with a non-canonical link: log|A| is that of the
     Fisher weights (the traces, leverages and W' above), but the mode moves with the Hessian in

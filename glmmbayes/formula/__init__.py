@@ -33,7 +33,7 @@ from .fixed import (
 )
 from .naming import level_text, r_deparse
 from .rexpr import column_values, evaluate, r_to_python, referenced_columns
-from .variables import describe_values
+from .variables import describe_values, used_codes
 
 __all__ = [
     "RandomTerm",
@@ -46,6 +46,7 @@ __all__ = [
     "evaluate",
     "column_values",
     "describe_values",
+    "used_codes",
     "level_text",
     "referenced_columns",
     "formula_columns",

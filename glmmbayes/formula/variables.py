@@ -23,7 +23,7 @@ from .rexpr import as_factor, as_number, evaluate, r_to_python
 from .scan import NAME_RE
 from .transforms import StatefulCall, apply_stateful, parse_stateful
 
-__all__ = ["Variable", "fit_variable", "variable_values", "describe_values"]
+__all__ = ["Variable", "fit_variable", "variable_values", "describe_values", "used_codes"]
 
 
 @dataclass(frozen=True)
@@ -88,13 +88,20 @@ def fit_variable(expr: str, data: pd.DataFrame) -> tuple[Variable, np.ndarray]:
     return var, _codes_by_value(v, levels)
 
 
-def _categorical_levels(v: pd.Categorical) -> tuple[tuple, np.ndarray]:
-    """(the used categories in their order, each row's index among them, -1 where missing):
-    lme4's drop.unused.levels, read off the codes (no lookup of the values)."""
-    codes = np.asarray(v.codes, dtype=np.int64)
-    used = np.bincount(codes[codes >= 0], minlength=len(v.categories)) > 0
+def used_codes(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the used ones of `size` categories in their order, each code's index among them; -1
+    stays -1 for a missing value): lme4's drop.unused.levels by a count, no sort and no
+    lookup of values."""
+    codes = np.asarray(codes, dtype=np.int64)
+    used = np.bincount(codes[codes >= 0], minlength=size) > 0
     rank = np.append(np.cumsum(used) - 1, -1)  # a missing value's code -1 picks the last: -1
-    return tuple(v.categories[used]), rank[codes]
+    return np.flatnonzero(used), rank[codes]
+
+
+def _categorical_levels(v: pd.Categorical) -> tuple[tuple, np.ndarray]:
+    """(the used categories in their order, each row's index among them, -1 where missing)."""
+    used, codes = used_codes(v.codes, len(v.categories))
+    return tuple(v.categories[used]), codes
 
 
 def _fitted_levels(v, name: str, origin: str) -> tuple | None:

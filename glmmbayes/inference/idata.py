@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..posterior import predictor_draws
 from . import params
 
 APPROX_DRAWS = 1000
@@ -37,15 +38,8 @@ def _predictive(fit, post, seed):
     d = fit.design
     rng = np.random.default_rng(seed)
     nc, nd = post.sizes["chain"], post.sizes["draw"]
-    beta = post["beta"].values.reshape(nc * nd, -1) if d.p else np.zeros((nc * nd, 0))
-    eta = beta @ d.X.T + d.offset
-    for t in d.terms:
-        B = post[f"b_{t.group_name}"].values.reshape(nc * nd, t.nlevels, t.k)
-        eta += np.einsum("ik,sik->si", t.X, B[:, t.codes, :])
-    disp = d.family.dispersion
-    if disp is not None and disp.name in post:
-        phi = disp.from_param(post[disp.name].values.reshape(-1))
-    else:
+    eta, phi = predictor_draws(d, post)
+    if phi is None:
         phi = np.full(nc * nd, d.fixed_phi)
     counts = d.family.dist.binary_response and np.any(d.wt > 1)
     ys = np.empty_like(eta)
