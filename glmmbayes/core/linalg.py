@@ -61,6 +61,15 @@ def cho_inverse(L: np.ndarray) -> np.ndarray:
     return low + np.tril(low, -1).T
 
 
+def term_diag_blocks(Ainv: np.ndarray, s) -> list[np.ndarray]:
+    """Per term, the (m, k, k) diagonal blocks of a dense A⁻¹ (q, q) in u's order."""
+    out = []
+    for i, (k, m) in enumerate(zip(s.k, s.m)):
+        idx = s.u_offsets[i] + np.arange(m)[:, None, None] * k + np.arange(k)
+        out.append(Ainv[idx, np.transpose(idx, (0, 2, 1))])
+    return out
+
+
 def theta_to_lower(theta_t: np.ndarray, k: int) -> np.ndarray:
     """k x k lower-triangular factor from θ stacked column-wise (lme4's order)."""
     T = np.zeros((k, k))
@@ -604,12 +613,7 @@ class DenseFactor(_Bordered):
         return self._inv
 
     def inverse_diag_blocks(self) -> list[np.ndarray]:
-        Ainv, s = self.inverse(), self.s
-        out = []
-        for i, (k, m) in enumerate(zip(s.k, s.m)):
-            idx = s.u_offsets[i] + np.arange(m)[:, None, None] * k + np.arange(k)
-            out.append(Ainv[idx, np.transpose(idx, (0, 2, 1))])
-        return out
+        return term_diag_blocks(self.inverse(), self.s)
 
     def row_projections(self, V) -> tuple[np.ndarray, np.ndarray | None]:
         s = self.s

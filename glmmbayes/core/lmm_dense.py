@@ -14,7 +14,8 @@ log-determinant is log|A| + log|RX|²):
 T_j = dΛ/dθ_j (envelope theorem for pwrss). Any term structure -- crossed, nested, vector
 valued -- costs the same few dozen numpy calls per evaluation and no pass over the rows, where
 the blocked factor of `ScalarTermsLmm` or the row-wise `objective.lmm` take several times as
-many. The solution the fit reports is computed once by `objective.lmm` (tested to agree).
+many. The fit reports the solution from the same factor (`summary`; tested against
+`objective.lmm`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import math
 import numpy as np
 import scipy.sparse as sp
 
-from .linalg import cho_inverse, cholesky_lower, colwise_tril, lsolve
-from .objective import fixed_cross_products
+from .linalg import cho_inverse, cholesky_lower, colwise_tril, lsolve, term_diag_blocks
+from .objective import FixedCrossProducts, LmmSummary, fixed_cross_products
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -39,9 +40,9 @@ _DENSE_GRAM_MAX_WORK = 20_000_000  # n (q + p + 1)² flops: the Gram matrix by o
 class DenseLmm:
     """value_and_grad(θ) of the ML deviance or REML criterion of an LMM with q <= DENSE_LMM_MAX_Q."""
 
-    def __init__(self, prob, reml: bool):
+    def __init__(self, prob, reml: bool, fx: FixedCrossProducts | None = None):
         s = prob.structure
-        fx = fixed_cross_products(prob)
+        fx = fixed_cross_products(prob) if fx is None else fx
         X, w = prob.X, prob.wt
         q, p = s.q, X.shape[1]
         N = q + p + 1
@@ -62,7 +63,7 @@ class DenseLmm:
             G[q:, :q] = G[:q, q:].T
             G[-1, q:-1] = fx.Xr
         self.G, self.s, self.q, self.p = G, s, q, p
-        self.n, self.sumlogw, self.reml = fx.n, fx.sumlogw, reml
+        self.n, self.sumlogw, self.reml, self.beta0 = fx.n, fx.sumlogw, reml, fx.beta0
         # scalar terms scale their columns by θ_t (one outer product); vector terms by λ_t
         self.scalar_theta = np.full(q, -1)
         self.vector_terms = []
@@ -92,6 +93,25 @@ class DenseLmm:
             return self._solve(np.asarray(theta, float))[0]
         except np.linalg.LinAlgError:
             return np.inf
+
+    def summary(self, theta: np.ndarray) -> LmmSummary | None:
+        """The fit's report at θ from the same factor (None where the criterion is not finite:
+        the caller asks the general path, which says why). LinAlgError where M cannot be
+        factored."""
+        dev, state = self._solve(np.asarray(theta, float))
+        if state is None:
+            return None
+        L, _, pwrss, dof = state
+        q = self.q
+        u, db = self._modes(L)
+        RX = L[q:-1, q:-1]
+        return LmmSummary(dev, self.beta0 + db, u, pwrss / dof, cho_inverse(RX) if self.p else RX.copy(),
+                          tuple(term_diag_blocks(cho_inverse(L[:q, :q]), self.s)))
+
+    def _modes(self, L: np.ndarray):
+        """(u, β - β0) from the factor: the last row of L is the solution's right-hand side."""
+        x = lsolve(L[:-1, :-1], L[-1, :-1], trans=True)
+        return x[: self.q], x[self.q :]
 
     def _lam_rows(self, theta: np.ndarray, lams, M: np.ndarray) -> np.ndarray:
         """Λ̃'M, a copy: Λ' applied to the rows of M that belong to u, the others as they are."""
@@ -135,8 +155,7 @@ class DenseLmm:
         L, lams, pwrss, dof = state
         q, G = self.q, self.G
         Lb = L[:-1, :-1]
-        x = lsolve(Lb, L[-1, :-1], trans=True)  # [u; β - β0]
-        u, db = x[:q], x[q:]
+        u, db = self._modes(L)
         s_res = G[:q, -1] - G[:q, q:-1] @ db - G[:q, :q] @ self._lam_u(theta, lams, u)  # Z'W r at the solution
         R = self._lam_rows(theta, lams, G[:-1, :q])  # Λ̃'G's u columns, not Λ̃'GΛ̃ (Λ may be singular)
         if self.reml:  # the bordered inverse's rows of u

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .linalg import factor_blocks, fixed_pairs, lsolve
-from .objective import dlogdet_scalar_terms, fixed_cross_products
+from .objective import FixedCrossProducts, dlogdet_scalar_terms, fixed_cross_products
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -31,10 +31,10 @@ class ScalarTermsLmm:
     terms; `fallback(θ)` -> (value, gradient) for points where the cross-product gradient does
     not apply (a θ_t near 0)."""
 
-    def __init__(self, prob, reml: bool, fallback):
+    def __init__(self, prob, reml: bool, fallback, fx: FixedCrossProducts | None = None):
         s = prob.structure
         X, w = prob.X, prob.wt
-        fx = fixed_cross_products(prob)
+        fx = fixed_cross_products(prob) if fx is None else fx
         V1 = s.zl_values(np.ones(s.ntheta))  # Λ = I: the raw Z
         pat = s.cross_pattern()
         x0 = V1[0][:, 0]

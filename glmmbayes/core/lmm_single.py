@@ -8,8 +8,8 @@ handful of batched numpy calls. r is the response less the offset and its weight
 least-squares fit on X, so the penalized residual sum of squares, which comes out as a
 difference, loses no digits to a large mean (`objective.fixed_cross_products`).
 
-The optimizer uses this objective; the solution it reports is then computed once by the
-general `objective.lmm`, so both paths must agree (tested to 1e-9).
+The optimizer uses this objective and the fit reports its solution (`summary`); both must
+agree with the general `objective.lmm` (tested).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-from .objective import fixed_cross_products
-from .linalg import colwise_tril, lsolve, pattern_product, theta_to_lower
+from .linalg import cho_inverse, colwise_tril, lsolve, pattern_product, theta_to_lower
+from .objective import FixedCrossProducts, LmmSummary, fixed_cross_products
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -27,18 +27,18 @@ _LOG_2PI = math.log(2.0 * math.pi)
 class SingleTermLmm:
     """value_and_grad(θ) of the ML deviance or REML criterion of a one-term LMM."""
 
-    def __init__(self, prob, reml: bool):
+    def __init__(self, prob, reml: bool, fx: FixedCrossProducts | None = None):
         (t,) = prob.structure.terms
         X, w = prob.X, prob.wt
         n, p = X.shape
         m, k = t.nlevels, t.k
-        fx = fixed_cross_products(prob)
+        fx = fixed_cross_products(prob) if fx is None else fx
         Zw = t.X * w[:, None]  # (n, k)
         outer = (Zw[:, :, None] * t.X[:, None, :]).reshape(n, k * k)
         self.B0 = _level_sums(t.codes, outer, m).reshape(m, k, k)
         self.ZX = _level_sums(t.codes, (Zw[:, :, None] * X[:, None, :]).reshape(n, k * p), m).reshape(m, k, p)
         self.zr = _level_sums(t.codes, Zw * fx.r[:, None], m)
-        self.XtX, self.Xr, self.rr = fx.XtX, fx.Xr, fx.rr
+        self.XtX, self.Xr, self.rr, self.beta0 = fx.XtX, fx.Xr, fx.rr, fx.beta0
         # rows of weight 0 carry no information: neither observations nor in Σ log w
         self.n, self.sumlogw = fx.n, fx.sumlogw
         self.k, self.p, self.reml = k, p, reml
@@ -53,7 +53,19 @@ class SingleTermLmm:
     def deviance(self, theta: np.ndarray) -> float:
         return self.value_and_grad(theta)[0]
 
-    def _value_and_grad(self, theta):
+    def summary(self, theta: np.ndarray) -> LmmSummary | None:
+        """The fit's report at θ from the same per-level factors (None where the criterion is
+        not finite: the caller asks the general path, which says why). LinAlgError where A or
+        the Schur complement cannot be factored."""
+        st = self._solve(np.asarray(theta, float))
+        if st is None:
+            return None
+        dev, _, _, _, Linv, _, RX, pwrss, dof, db, u = st
+        return LmmSummary(dev, self.beta0 + db, u.ravel(), pwrss / dof, cho_inverse(RX) if self.p else RX,
+                          (np.transpose(Linv, (0, 2, 1)) @ Linv,))
+
+    def _solve(self, theta):
+        """The criterion and the pieces of the solution at θ; None where it is not finite."""
         k, n, p = self.k, self.n, self.p
         lam = theta_to_lower(theta, k)
         B0L = self.B0 @ lam  # (m, k, k): B0_j Λ
@@ -71,15 +83,22 @@ class SingleTermLmm:
         pwrss = self.rr - float(np.sum(lu * lu)) - float(yb @ yb)
         dof = n - p if self.reml else n
         if dof <= 0 or not pwrss > 0:
-            return np.inf, None
+            return None
         dev = ldA + dof * (1.0 + _LOG_2PI + math.log(pwrss / dof)) - self.sumlogw
-        ldRX = 2.0 * float(np.sum(np.log(np.diag(RX)))) if p else 0.0
-        if self.reml:
-            dev += ldRX
-        # gradient: d pwrss = -2 (Z'Wr)' dΛ û (envelope theorem), d log|A| [+ log|RX|²] from
-        # the per-level diagonal blocks of the inverse of A [bordered by X for REML]
+        if self.reml and p:
+            dev += 2.0 * float(np.sum(np.log(np.diag(RX))))
         db = lsolve(RX, yb, trans=True)  # β - β0
         u = np.einsum("jba,jb->ja", Linv, lu - LC @ db)  # L_j^{-T}(...)
+        return dev, lam, B0L, C, Linv, LC, RX, pwrss, dof, db, u
+
+    def _value_and_grad(self, theta):
+        st = self._solve(theta)
+        if st is None:
+            return np.inf, None
+        dev, lam, B0L, C, Linv, LC, RX, pwrss, dof, db, u = st
+        p = self.p
+        # gradient: d pwrss = -2 (Z'Wr)' dΛ û (envelope theorem), d log|A| [+ log|RX|²] from
+        # the per-level diagonal blocks of the inverse of A [bordered by X for REML]
         s = self.zr - np.einsum("jab,jb->ja", B0L, u) - self.ZX @ db  # Z_j'W r at the solution
         T3 = s.T @ u  # Σ_j s_j û_j'
         Ainv = np.transpose(Linv, (0, 2, 1)) @ Linv

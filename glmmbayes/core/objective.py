@@ -160,6 +160,27 @@ class LmmSolution:
     V: list
 
 
+@dataclass(frozen=True)
+class LmmSummary:
+    """What an LMM fit reports at its θ: the criterion, β, the spherical modes u, σ², the
+    unscaled covariance of β ((RX RX')⁻¹) and the per-term diagonal blocks of A⁻¹ (the
+    conditional covariances of u), from whichever objective factored the system."""
+
+    deviance: float
+    beta: np.ndarray
+    u: np.ndarray
+    sigma2: float
+    rx_inverse: np.ndarray
+    u_condvar: tuple
+
+
+def lmm_summary(prob: Problem, theta: np.ndarray, reml: bool = False) -> LmmSummary:
+    """`LmmSummary` by the general path (LinAlgError where A cannot be factored)."""
+    sol = lmm(prob, theta, reml)
+    return LmmSummary(sol.deviance, sol.beta, sol.u, sol.sigma2, sol.factor.rx_inverse(),
+                      tuple(sol.factor.inverse_diag_blocks()))
+
+
 def lmm_deviance(prob: Problem, theta: np.ndarray, reml: bool = False, fixed_sigma_w=None) -> float:
     """The LMM deviance at θ for an optimizer: infinite where the system cannot be factored
     (an evaluation failure is a bad point, not a crash). With `fixed_sigma_w` (the weights) the
@@ -195,10 +216,11 @@ def weighted_rows(w: np.ndarray) -> tuple[int, float]:
 @dataclass(frozen=True)
 class FixedCrossProducts:
     """The θ-free pieces of the LMM on cross-products: Xw = WX, X'WX, the response less the
-    offset and its weighted least-squares fit on X (r; the penalized residual sum of squares is
-    then a difference that keeps its digits under a large mean), X'Wr, r'Wr, and the rows with
-    a positive weight with their Σ log w (`weighted_rows`)."""
+    offset and its weighted least-squares fit on X (beta0, r = y - offset - X beta0; the
+    penalized residual sum of squares is then a difference that keeps its digits under a large
+    mean), X'Wr, r'Wr, and the rows with a positive weight with their Σ log w (`weighted_rows`)."""
 
+    beta0: np.ndarray
     Xw: np.ndarray
     XtX: np.ndarray
     r: np.ndarray
@@ -218,7 +240,7 @@ def fixed_cross_products(prob: Problem) -> FixedCrossProducts:
     except np.linalg.LinAlgError:
         beta0 = np.linalg.lstsq(X * np.sqrt(w)[:, None], y0 * np.sqrt(w), rcond=None)[0]
     r = y0 - X @ beta0
-    return FixedCrossProducts(Xw, XtX, r, Xw.T @ r, float(r @ (w * r)), *weighted_rows(w))
+    return FixedCrossProducts(beta0, Xw, XtX, r, Xw.T @ r, float(r @ (w * r)), *weighted_rows(w))
 
 
 def lmm(prob: Problem, theta: np.ndarray, reml: bool = False) -> LmmSolution:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core import objective as ob
-from ..core.glm import glm_irls, moment_theta_start
+from ..core.glm import moment_theta_start
 from ..core.lmm_dense import DENSE_LMM_MAX_Q, DenseLmm
 from ..core.lmm_scalar_terms import ScalarTermsLmm
 from ..core.lmm_single import SingleTermLmm
@@ -35,27 +35,29 @@ def run(design: Design, *, label: str = "laplace", nAGQ: int = 1) -> Estimate:
             return np.inf, None
         return sol.deviance, ob.lmm_gradient(prob, sol, reml)
 
+    summary = None  # the solution by the objective the optimizer used, where it has one
     # the same deviance and gradient on cross-products: no pass over the rows per evaluation
+    fx = ob.fixed_cross_products(prob)
     if len(s.terms) == 1:
-        one = SingleTermLmm(prob, reml)
-        f, vg = one.deviance, one.value_and_grad
+        one = SingleTermLmm(prob, reml, fx)
+        f, vg, summary = one.deviance, one.value_and_grad, one.summary
     elif s.q <= DENSE_LMM_MAX_Q:
-        small = DenseLmm(prob, reml)
-        f, vg = small.deviance, small.value_and_grad
+        small = DenseLmm(prob, reml, fx)
+        f, vg, summary = small.deviance, small.value_and_grad, small.summary
     elif all(k == 1 for k in s.k):
-        crossed = ScalarTermsLmm(prob, reml, fallback=vg)
+        crossed = ScalarTermsLmm(prob, reml, fallback=vg, fx=fx)
         f, vg = crossed.deviance, crossed.value_and_grad
     unit = _theta_unit(design)
-    opt = minimize_deviance(f, _theta_start(design, unit), s.theta_lower, np.diag(unit),
+    opt = minimize_deviance(f, _theta_start(design, unit, fx), s.theta_lower, np.diag(unit),
                             hessian=True, value_and_grad=vg, restart_at_bound=True)
     theta = opt.x
-    sol = _solution(design, prob, theta, reml)
+    sol = _solution(design, prob, theta, reml, summary)
     report = OptimizerReport(stages={"stage1": StageReport(opt.nfev, opt.nit, opt.trace)},
                              gradient=opt.grad, hessian=opt.hessian, n_checked=len(opt.x),
                              success=opt.success, message=opt.message)
     return Estimate(
-        method=label, estimate_kind="ml", beta=sol.beta, vcov_beta=sol.sigma2 * sol.factor.rx_inverse(),
-        theta=theta, phi=sol.sigma2, u=sol.u, u_condvar=tuple(sol.factor.inverse_diag_blocks()),
+        method=label, estimate_kind="ml", beta=sol.beta, vcov_beta=sol.sigma2 * sol.rx_inverse,
+        theta=theta, phi=sol.sigma2, u=sol.u, u_condvar=sol.u_condvar,
         loglik=-0.5 * sol.deviance, likelihood="reml" if reml else "exact", nAGQ=nAGQ,
         reml_criterion=sol.deviance if reml else None, optimizer=report,
     )
@@ -77,14 +79,17 @@ def _theta_unit(design: Design) -> np.ndarray:
     return design.structure.theta_scale() / np.sqrt(_weight_scale(design))
 
 
-def _theta_start(design: Design, unit: np.ndarray) -> np.ndarray:
+def _theta_start(design: Design, unit: np.ndarray, fx) -> np.ndarray:
     """lme4's θ = 1 in θ's units, lowered per scalar intercept term to its method-of-moments sd
     relative to the residual sd of the least-squares fit (InstEval: 16 → 12 quasi-Newton
-    iterations)."""
+    iterations). The least-squares fit is `fx`'s (`objective.fixed_cross_products`), its
+    residual variance the gaussian family's start (Σ w r² over the residual degrees of
+    freedom, as `glm_irls` gives it)."""
     s = design.structure
     if not any(k == 1 for k in s.k):
         return s.theta_start() * unit  # the moments serve scalar terms only
-    beta0, phi0 = glm_irls(design.X, design.y, design.wt, design.offset, design.family)
+    beta0 = fx.beta0
+    phi0 = design.family.dispersion.start(fx.r, np.zeros_like(fx.r), design.wt, len(design.y) - design.p)
     if not (np.isfinite(phi0) and phi0 > 0):
         return s.theta_start() * unit
     # φ is the variance of a row of weight 1: the moment sd in θ's units (an intercept's unit
@@ -94,14 +99,15 @@ def _theta_start(design: Design, unit: np.ndarray) -> np.ndarray:
     return in_units * unit
 
 
-def _solution(design: Design, prob, theta, reml: bool):
+def _solution(design: Design, prob, theta, reml: bool, summary=None) -> ob.LmmSummary:
     """The LMM solution at the optimizer's θ, or a FitError saying why there is none: where the
     random effects reproduce the response, the residual variance goes to 0 and θ to infinity.
     Where the optimizer stops on that road depends on rounding -- at a system that can no
     longer be factored, or at a huge θ that still can -- so both ends are named alike: a
     residual sd below 1e-6 of the response's spread is that road, never a fit."""
     try:
-        sol = ob.lmm(prob, theta, reml)
+        sol = summary(theta) if summary is not None else None
+        sol = ob.lmm_summary(prob, theta, reml) if sol is None else sol
     except np.linalg.LinAlgError:
         raise _no_finite_maximum(design, theta, "the penalized least-squares system is singular") from None
     pos = design.wt > 0
