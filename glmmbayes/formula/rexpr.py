@@ -274,6 +274,8 @@ def column_values(s: pd.Series):
         if s.isna().any():
             return s.to_numpy(dtype=object, na_value=None)
         return s.to_numpy(dtype=bool, copy=True)
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf":  # no missing marker but NaN
+        return np.array(s.to_numpy(), dtype=np.float64)
     if pd.api.types.is_numeric_dtype(s.dtype):
         return s.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     return s.to_numpy(dtype=object, copy=True)
@@ -320,16 +322,16 @@ def _function(name: str, expr: str):
 def _environment(tree: ast.Expression, called: set[str], expr: str, data: pd.DataFrame) -> dict:
     """The names `tree` may see: whitelisted functions, the data's columns, R constants."""
     env: dict = {}
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Name) or node.id in env:
+    for name in _tree_names(tree):
+        if name in env:
             continue
-        r = demangle(node.id)
-        if node.id in called:
-            env[node.id] = _function(r, expr)
+        r = demangle(name)
+        if name in called:
+            env[name] = _function(r, expr)
         elif r in data.columns:
-            env[node.id] = column_values(data[r])
+            env[name] = column_values(data[r])
         elif r in _CONSTS:
-            env[node.id] = _CONSTS[r]
+            env[name] = _CONSTS[r]
         else:
             cols = [str(c) for c in data.columns]
             more = f", ... ({len(cols)} in all)" if len(cols) > 20 else ""
@@ -339,6 +341,12 @@ def _environment(tree: ast.Expression, called: set[str], expr: str, data: pd.Dat
             )
     env["__builtins__"] = {}
     return env
+
+
+@lru_cache(maxsize=512)
+def _tree_names(tree: ast.Expression) -> tuple[str, ...]:
+    """The names a (cached, never edited) checked tree mentions, in walk order."""
+    return tuple(node.id for node in ast.walk(tree) if isinstance(node, ast.Name))
 
 
 def _not_numeric_message(expr: str, env: dict, what: str) -> str:
