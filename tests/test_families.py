@@ -333,3 +333,26 @@ def test_aliases():
     assert get_family("negative_binomial").name == "nbinom2" and get_family("nb1").name == "nbinom1"
     assert get_family("gamma").name == "Gamma"
     assert get_family("normal").name == "gaussian"
+
+
+@pytest.mark.parametrize("n", [3, 63, 64, 5000])
+def test_numpy_logistic_functions_equal_scipys_in_both_tails(n):
+    """expit, log(expit) and log(1 + e^x) on arrays long enough for the vectorized numpy forms
+    (and short ones, which call scipy) agree with scipy's to rounding, out to the tails,
+    infinities and NaN; no overflow warning escapes."""
+    import warnings
+
+    from scipy import special
+
+    from glmmbayes.families.ops import NUMPY
+
+    rng = np.random.default_rng(4)
+    edges = np.array([-1e308, -800.0, -40.0, -1e-300, 0.0, 1e-300, 40.0, 800.0, 1e308, np.inf, -np.inf, np.nan])
+    x = np.concatenate([rng.normal(0, 30, max(n - len(edges), 0)), edges])[-n:] if n >= len(edges) else rng.normal(0, 30, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = {"expit": NUMPY.expit(x), "log_expit": NUMPY.log_expit(x), "log1pexp": NUMPY.log1pexp(x)}
+    with np.errstate(all="ignore"):
+        want = {"expit": special.expit(x), "log_expit": special.log_expit(x), "log1pexp": np.logaddexp(0.0, x)}
+    for name in got:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-15, atol=0, equal_nan=True, err_msg=name)

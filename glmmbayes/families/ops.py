@@ -15,6 +15,34 @@ def _np_log_ndtr(x):
     return special.log_ndtr(x)
 
 
+# below this many values scipy's single ufunc call is the faster; above it numpy's vectorized
+# exp and log1p (1e6 values: log(expit) 4.6 against scipy's 18 ms, log(1 + e^x) 4.6 against
+# logaddexp's 22 ms, expit 3.2 against 4.1 ms; 5,000 values: 13 against 60 µs, 7 against 20 µs)
+_SHORT = 64
+
+
+def _np_expit(x):
+    x = np.asarray(x)
+    if x.size < _SHORT:
+        return special.expit(x)
+    with np.errstate(over="ignore"):  # e^-x = inf far left: 1 / inf = 0, the limit
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def _np_log_expit(x):
+    """log(1 / (1 + e^-x)) = min(x, 0) - log(1 + e^-|x|), stable in both tails."""
+    x = np.asarray(x)
+    if x.size < _SHORT:
+        return special.log_expit(x)
+    return np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x)))
+
+
+def _np_log1pexp(x):
+    """log(1 + e^x) = max(x, 0) + log(1 + e^-|x|) (faster than logaddexp at every length)."""
+    x = np.asarray(x)
+    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+
+
 # summing terms over j < y costs about 20 ns a term, a gammaln or polygamma 0.1-1 µs a row: the
 # sums are taken up to a mean count of 32 (and 4e6 terms in all)
 _COUNT_TERMS_MAX = 4_000_000
@@ -56,13 +84,13 @@ NUMPY = SimpleNamespace(
     log1p=np.log1p,
     expm1=np.expm1,
     sqrt=np.sqrt,
-    expit=special.expit,
-    log_expit=special.log_expit,
+    expit=_np_expit,
+    log_expit=_np_log_expit,
     ndtr=special.ndtr,
     log_ndtr=_np_log_ndtr,
     gammaln=special.gammaln,
     lgamma_ratio=_np_lgamma_ratio,
-    log1pexp=lambda x: np.logaddexp(0.0, x),
+    log1pexp=_np_log1pexp,
     clip=np.clip,
     where=np.where,
     logaddexp=np.logaddexp,
