@@ -420,12 +420,13 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
         du = fo.solve(-rhs_u)
         return h + s.zl_mult(V, du), du, None
 
+    # wl' dη for dη = h + ZΛ du (+ X dβ) is wl'h + (Λ'Z'wl)' du (+ (X'wl)' dβ): no n-row product
+    zwl = s.zl_tmult(V, wl)
     g_beta = du_beta = None
     if beta and not profiled_beta:
         C = s.zl_tmult_matrix(V, wo[:, None] * X)
         du_beta = -fo.solve(C)
-        deta = X + s.zl_mult_matrix(V, du_beta)
-        g_beta = X.T @ g + deta.T @ wl
+        g_beta = X.T @ (g + wl) + du_beta.T @ zwl
     g_logphi = du_phi = db_phi = None
     if logphi:
         dl, ds, dWp = _phi_partials(prob, eta, phi, st.hessian, score, w)
@@ -458,13 +459,13 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     wH = wo[:, None] * H
     R += s.zl_tmult_matrix(V, wH)
     db_theta = None
+    g_theta = (g + wl) @ H + traces
     if profiled_beta:
         du_theta, db_theta = fo.solve_joint(-R, -(X.T @ wH))
-        deta = H + s.zl_mult_matrix(V, du_theta) + X @ db_theta
+        g_theta += zwl @ du_theta + (X.T @ wl) @ db_theta
     else:
         du_theta = fo.solve(-R)
-        deta = H + s.zl_mult_matrix(V, du_theta)
-    g_theta = g @ H + traces + wl @ deta
+        g_theta += zwl @ du_theta
     if warm is not None:
         warm.record_slopes(st, du_theta, db_theta, du_beta, du_phi if logphi else None,
                            db_phi if logphi else None)

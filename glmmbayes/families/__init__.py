@@ -128,7 +128,12 @@ class Family:
     def dweights(self, eta, wt, phi=1.0):
         """dW/dη of the working weights W = wt μ'(η)² / var_y(μ) (analytic):
         W (2 d log|μ'|/dη - μ'(η) d log var_y/dμ)."""
-        w, mu, d = self.working_weights(eta, wt, phi)
+        return self._dweights(eta, phi, *self.working_weights(eta, wt, phi))
+
+    def _dweights(self, eta, phi, w, mu, d):
+        fast = self.fast_canonical
+        if fast is not None:
+            return w * fast.dvariance(mu)
         return w * (2.0 * self.link.dlog_mu_eta(eta) - d * self.dist.dlog_var(mu, phi))
 
     def score(self, y, eta, wt, phi=1.0):
@@ -178,7 +183,7 @@ class Family:
         η-derivative: ℓ1 μ', -(ℓ2 μ'² + ℓ1 μ' a) and -(ℓ3 μ'³ + 3 ℓ2 μ'² a + ℓ1 μ' (a² + a'))."""
         if self.fast_canonical is not None:
             w, mu, d = self.working_weights(eta, wt, phi)
-            return w * (y - mu) / d, w, self.dweights(eta, wt, phi)
+            return w * (y - mu) / d, w, self._dweights(eta, phi, w, mu, d)
         d, a, (l1, l2, l3) = self._eta_derivs(y, eta, wt, phi)
         a2 = self.link.d2log_mu_eta(eta)
         l1d = l1 * d

@@ -371,6 +371,7 @@ class CanonicalForm:
 
     kernel_and_score: Callable  # (y, eta, wt) -> (kernel, dℓ/dη)
     cumulant_from_exp: Callable  # (t = e^η, out) -> out = A(η), t = μ (in place)
+    dvariance: Callable  # mu -> V'(μ): the weights W = wt V(μ) have dW/dη = W V'(μ) (μ' = V)
 
 
 @dataclass(frozen=True)
@@ -453,7 +454,7 @@ DISTRIBUTIONS: dict[str, Distribution] = {
         kernel=_binomial_kernel, constant=_binomial_const, unit_deviance=_binomial_deviance,
         validate=_binomial_validate, mustart=lambda y, wt: (wt * y + 0.5) / (wt + 1.0),
         simulate=_binomial_simulate, mu_bounds=(_EPS, 1.0 - _EPS),
-        canonical=CanonicalForm(_binomial_canonical, _binomial_cumulant_from_exp), binary_response=True,
+        canonical=CanonicalForm(_binomial_canonical, _binomial_cumulant_from_exp, lambda mu: 1.0 - 2.0 * mu), binary_response=True,
     ),
     "poisson": Distribution(
         "poisson", links=("log",), canonical_link="log",
@@ -461,7 +462,7 @@ DISTRIBUTIONS: dict[str, Distribution] = {
         dlog_var=lambda mu, phi: 1.0 / mu, d2log_var=lambda mu, phi: -1.0 / (mu * mu),
         kernel=_poisson_kernel, constant=_poisson_const, unit_deviance=_poisson_deviance,
         validate=_poisson_validate, mustart=lambda y, wt: y + 0.1, simulate=_poisson_simulate,
-        mu_bounds=(_EPS, np.inf), canonical=CanonicalForm(_poisson_canonical, _poisson_cumulant_from_exp),
+        mu_bounds=(_EPS, np.inf), canonical=CanonicalForm(_poisson_canonical, _poisson_cumulant_from_exp, lambda mu: 1.0),
     ),
     "gaussian": Distribution(
         "gaussian", links=("identity", "log", "inverse"), canonical_link="identity",
