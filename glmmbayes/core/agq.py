@@ -325,8 +325,9 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     # β: df = X, dV = 0; all p columns at once (per-level sums by one sparse product)
     ind = _level_indicator(prob)
     du_beta = -(ind @ ((W0 * V)[:, None] * X)) / Aj[:, None]  # (m, p)
-    deta0 = X + V[:, None] * du_beta[codes]
-    dA = ind @ ((dW0 * V * V)[:, None] * deta0)
+    # dA_j = Σ_i c_i dη_i with c = W' V² and dη = X + V du_beta[j]: the du part is per level
+    cV2 = dW0 * V * V
+    dA = ind @ (cV2[:, None] * X) + bsum(cV2 * V)[:, None] * du_beta
     g_beta = -2.0 * (lay.X.T @ r + a @ du_beta - (b / (2.0 * Lj**3) + 1.0 / (2.0 * Aj)) @ dA)
     # θ: df = 0, dV = x
     du_hat = (-bsum(W0 * V * x) * uhat + bsum(dl0 * x)) / Aj

@@ -164,7 +164,9 @@ class ReStructure:
         cache = self.__dict__.setdefault("_level_order", {})
         if i not in cache:
             t = self.terms[i]
-            order = np.argsort(t.codes, kind="stable")
+            # numpy sorts 16-bit integers by radix (1e6 rows: 14 ms against 100 ms for int64)
+            key = t.codes.astype(np.uint16) if t.nlevels <= 1 << 16 else t.codes
+            order = np.argsort(key, kind="stable")
             counts = np.bincount(t.codes, minlength=t.nlevels)
             cache[i] = (order, counts, np.cumsum(counts) - counts)
         return cache[i]
