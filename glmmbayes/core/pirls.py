@@ -85,13 +85,14 @@ def _newton_weights(prob: Problem, eta, phi):
         return w, score
 
 
-def laplace_weights(prob: Problem, eta, phi, hessian: str) -> np.ndarray:
+def laplace_weights(prob: Problem, eta, phi, hessian: str, mu=None) -> np.ndarray:
     """The weights of the Hessian in u whose log-determinant enters the Laplace approximation:
-    the observed information (the Laplace approximation proper) or the expected one (lme4)."""
+    the observed information (the Laplace approximation proper) or the expected one (lme4).
+    `mu`: linkinv(η) where the caller has it."""
     fam = prob.family
     if hessian == "observed":
-        return fam.observed_weights(prob.y, eta, prob.wt, phi)
-    return fam.working_weights(eta, prob.wt, phi)[0]
+        return fam.observed_weights(prob.y, eta, prob.wt, phi, mu)
+    return fam.working_weights(eta, prob.wt, phi, mu)[0]
 
 
 def _factor(s, V, w, X):
@@ -193,7 +194,7 @@ def _pirls(prob, theta, beta, u0, fit_beta, phi, tol, maxit, hessian, predicted=
             break
     mu = prob.family.linkinv(eta)
     with np.errstate(all="ignore"):
-        w = laplace_weights(prob, eta, phi, hessian)
+        w = laplace_weights(prob, eta, phi, hessian, mu)
     factor = _factor(s, V, w, X)
     if factor is None:
         return PirlsState(u, beta, eta, mu, w, None, np.inf, it, False, V, hessian)

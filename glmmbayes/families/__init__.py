@@ -114,10 +114,11 @@ class Family:
         return self.dist.constant(y, wt, phi, ops)
 
     # ------------------------------------------------------------ derivatives in eta
-    def working_weights(self, eta, wt, phi=1.0):
+    def working_weights(self, eta, wt, phi=1.0, mu=None):
         """IRLS weights wt μ'(η)² / var_y(μ) (Fisher scoring, as lme4; for NB1, which is not an
-        exponential family, its quasi-likelihood weights); also μ and μ'(η)."""
-        mu = self.linkinv(eta)
+        exponential family, its quasi-likelihood weights); also μ and μ'(η). `mu`: linkinv(η)
+        where the caller has it already."""
+        mu = self.linkinv(eta) if mu is None else mu
         if self.fast_canonical is not None:
             # canonical link: mu_eta = V(mu), so one transcendental pass gives everything
             d = np.maximum(self.dist.variance(mu, phi), _EPS)
@@ -155,18 +156,18 @@ class Family:
             return fast.kernel_and_score(y, eta, wt)
         return self.loglik_kernel(y, eta, wt, phi), self.score(y, eta, wt, phi)
 
-    def _eta_derivs(self, y, eta, wt, phi):
+    def _eta_derivs(self, y, eta, wt, phi, mu=None):
         """(μ'(η), a = d log|μ'|/dη, and the three μ-derivatives of ℓ) at η."""
-        mu = self.linkinv(eta)
+        mu = self.linkinv(eta) if mu is None else mu
         d = self.mu_eta(eta)
         return d, self.link.dlog_mu_eta(eta), self.dist.derivatives(y, mu, wt, phi)
 
-    def observed_weights(self, y, eta, wt, phi=1.0):
+    def observed_weights(self, y, eta, wt, phi=1.0, mu=None):
         """-d²ℓ/dη² per row, the observed information that the Laplace approximation proper uses
         (`information_terms`). It equals the Fisher weights for a canonical link."""
         if self.fast_canonical is not None:
-            return self.working_weights(eta, wt, phi)[0]
-        return self.information_terms(y, eta, wt, phi)[1]
+            return self.working_weights(eta, wt, phi, mu)[0]
+        return self.information_terms(y, eta, wt, phi, mu)[1]
 
     def dweights_observed(self, y, eta, wt, phi=1.0):
         """d/dη of the observed weights (`information_terms`)."""
@@ -174,7 +175,7 @@ class Family:
             return self.dweights(eta, wt, phi)
         return self.information_terms(y, eta, wt, phi)[2]
 
-    def information_terms(self, y, eta, wt, phi=1.0):
+    def information_terms(self, y, eta, wt, phi=1.0, mu=None):
         """(dℓ/dη, the observed information -d²ℓ/dη², its η-derivative) per row from one pass
         over the μ-derivatives: the Newton step of PIRLS takes the first two, the Laplace
         gradient the first and the last.
@@ -182,9 +183,9 @@ class Family:
         With ℓ1, ℓ2, ℓ3 the μ-derivatives of ℓ, a = d log|μ'|/dη (so μ'' = μ' a) and a' its
         η-derivative: ℓ1 μ', -(ℓ2 μ'² + ℓ1 μ' a) and -(ℓ3 μ'³ + 3 ℓ2 μ'² a + ℓ1 μ' (a² + a'))."""
         if self.fast_canonical is not None:
-            w, mu, d = self.working_weights(eta, wt, phi)
+            w, mu, d = self.working_weights(eta, wt, phi, mu)
             return w * (y - mu) / d, w, self._dweights(eta, phi, w, mu, d)
-        d, a, (l1, l2, l3) = self._eta_derivs(y, eta, wt, phi)
+        d, a, (l1, l2, l3) = self._eta_derivs(y, eta, wt, phi, mu)
         a2 = self.link.d2log_mu_eta(eta)
         l1d = l1 * d
         return (l1d, -(l2 * d * d + l1d * a),
