@@ -512,20 +512,22 @@ def test_scalar_terms_lmm_on_cross_products_equals_the_general_path(formula, rem
 
 
 @pytest.mark.parametrize("reml", [False, True])
-@pytest.mark.parametrize("rows, gram", [(120, "dense"), (4000, "dense"), (4000, "sparse")])
+@pytest.mark.parametrize("rows, gram, lam", [(120, "dense", "dense"), (120, "dense", "rows"), (4000, "dense", "dense"),
+                                             (4000, "sparse", "rows")])
 @pytest.mark.parametrize("formula", ["y ~ x + (1 | a) + (1 | b)", "y ~ x + (1 | b/a)",
                                      "y ~ x + (x | b) + (1 | a)", "y ~ 0 + (x | b) + (x + z || c)"])
-def test_dense_lmm_on_one_gram_matrix_equals_the_general_path(formula, rows, gram, reml, monkeypatch):
+def test_dense_lmm_on_one_gram_matrix_equals_the_general_path(formula, rows, gram, lam, reml, monkeypatch):
     """The small-q LMM objective on the dense Gram matrix of [Z, X, r] gives the general path's
     deviance and θ-gradient for crossed, nested and vector terms (the Gram matrix by a dense
-    product or from the sparse Z'), with weights, a large mean, no X, REML, and a θ at 0 (Λ
-    singular)."""
+    product or from the sparse Z'; Λ̃'GΛ̃ with a dense Λ̃ or by Λ' on G's rows), with weights, a
+    large mean, no X, REML, and a θ at 0 (Λ singular)."""
     from glmmbayes.core import lmm_dense
     from glmmbayes.core.lmm_dense import DENSE_LMM_MAX_Q, DenseLmm
     from glmmbayes.design import build_design
 
     if gram == "sparse":
         monkeypatch.setattr(lmm_dense, "_DENSE_GRAM_MAX_WORK", 0)
+    monkeypatch.setattr(lmm_dense, "_DENSE_LAMBDA_MAX", 10**6 if lam == "dense" else 0)
 
     rng = np.random.default_rng(3)
     d = pd.DataFrame({"a": rng.integers(0, 12, rows).astype(str), "b": rng.integers(0, 5, rows).astype(str),
