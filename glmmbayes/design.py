@@ -499,6 +499,12 @@ def _drop_rank_deficient(X: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndar
     if X.shape[1] == 0:
         return X, names, ()
     scale = np.linalg.norm(X, axis=0)
+    # the usual full-rank case by one Householder QR: |R_jj| is column j's distance from the
+    # span of the earlier ones, the loop's test below; with a margin of 10 against rounding
+    if X.shape[0] >= X.shape[1] and np.all(scale > 0):
+        r = np.abs(np.diagonal(np.linalg.qr(X, mode="r")))
+        if np.all(r > 1e-6 * scale):
+            return np.ascontiguousarray(X), tuple(names), ()
     keep: list[int] = []
     Q = np.zeros((X.shape[0], 0))
     for j in range(X.shape[1]):

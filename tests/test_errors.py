@@ -290,6 +290,29 @@ def test_rank_deficient_X_drops_named_column_like_lme4(cbpp):
     np.testing.assert_allclose(fit.predict(d), fit.predict(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("offset, dropped", [(3e-6, False), (3e-7, False), (3e-9, True)])
+def test_nearly_collinear_column_kept_or_dropped_at_rs_tolerance(offset, dropped):
+    """R's qr tolerance 1e-7 on a column's distance from the span of the earlier ones, relative
+    to its norm: the same decision by the one-QR shortcut (distance well above it) and by the
+    column-by-column check it defers to near the tolerance."""
+    from glmmbayes.design import _drop_rank_deficient
+
+    rng = np.random.default_rng(5)
+    X = np.column_stack([np.ones(200), rng.normal(size=200), rng.normal(size=200)])
+    e = rng.normal(size=200)
+    e -= X @ np.linalg.lstsq(X, e, rcond=None)[0]  # orthogonal to the columns
+    x3 = X[:, 1] + 0.5 * X[:, 2]
+    X = np.column_stack([X, x3 + offset * np.linalg.norm(x3) * e / np.linalg.norm(e)])
+    names = ("a", "b", "c", "d")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        Xk, kept, out = _drop_rank_deficient(X, names)
+    assert out == (("d",) if dropped else ())
+    assert kept == (names[:3] if dropped else names)
+    assert any(issubclass(w.category, RankDeficiencyWarning) for w in rec) == dropped
+    np.testing.assert_array_equal(Xk, X[:, :3] if dropped else X)
+
+
 def test_duplicated_column_name_in_formula(cbpp):
     d = cbpp.assign(period_copy=cbpp.period)
     with pytest.warns(RankDeficiencyWarning, match="period_copy2, period_copy3, period_copy4"):
