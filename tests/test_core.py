@@ -95,6 +95,25 @@ def test_laplace_beta_gradient_matches_finite_differences(case):
     assert np.allclose(g, fd, rtol=1e-5, atol=1e-4)
 
 
+def test_warm_start_answers_a_repeated_question_with_its_last_state(cbpp):
+    """The optimum is asked for again after the optimizer evaluated it last: the same state,
+    not a second PIRLS; any other θ, β, φ, information or a state put in from outside re-solves."""
+    d = gb.design(gb.Spec("cbind(incidence, size - incidence) ~ period + (1 | herd)", family="binomial"), cbpp)
+    prob = d.problem()
+    warm = ob.WarmStart(d.structure.q, np.zeros(d.p))
+    theta, beta = np.array([0.7]), np.array([-1.4, -1.0, -1.1, -1.6])
+    st = warm.solve(prob, theta, fit_beta=True)
+    assert warm.solve(prob, theta.copy(), fit_beta=True) is st and warm.evaluations == 1
+    assert warm.solve(prob, theta, fit_beta=True, hessian="expected") is not st
+    st2 = warm.solve(prob, theta, beta)
+    assert warm.solve(prob, theta, beta.copy()) is st2
+    assert warm.solve(prob, theta, beta + 1e-9) is not st2
+    st3 = warm.solve(prob, theta + 1e-9, beta)
+    warm.update(st2)
+    assert warm.solve(prob, theta + 1e-9, beta) is not st3
+    assert warm.evaluations == 7  # five solves, the update, one more solve
+
+
 def test_optimizer_escapes_a_stationary_boundary():
     """Even in θ with its optimum inside: a start at the bound 0 (gradient 0) must move."""
     f = lambda x: (x[0] ** 2 - 0.16) ** 2 + (x[1] - 1) ** 2  # noqa: E731

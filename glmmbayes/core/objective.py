@@ -40,6 +40,7 @@ class WarmStart:
         self.pirls_failures = 0
         self.slopes: Sensitivity | None = None  # of the remembered modes, from the last gradient
         self.at: tuple | None = None  # (θ, φ) of the last solve: where the slopes are taken
+        self.key: tuple | None = None  # what the last solve was asked: (θ, fit_beta, β, φ, hessian)
 
     def solve(self, prob: Problem, theta, beta=None, *, fit_beta: bool = False, phi: float = 1.0,
               hessian: str = "observed") -> PirlsState:
@@ -48,6 +49,12 @@ class WarmStart:
         previous trial far out leaves modes PIRLS cannot come back from), PIRLS is rerun from
         u = 0 and the converged (else the lower) state is kept: the value must not depend on
         the path of the optimizer."""
+        # the same point as the last solve (the optimum, asked for again by the caller once the
+        # optimizer has evaluated it last): its converged state, not a second PIRLS
+        key = (np.asarray(theta, float).tobytes(), fit_beta,
+               None if fit_beta else np.asarray(beta, float).tobytes(), float(phi), hessian)
+        if key == self.key and self.last is not None and self.last.converged:
+            return self.last
         b = self.beta if beta is None else beta
         pred = None if self.slopes is None else self.slopes.predict(theta, b, phi, fit_beta)
         self.at = (np.array(theta, dtype=float), float(phi))
@@ -57,6 +64,7 @@ class WarmStart:
             if cold.converged or (np.isfinite(cold.pdev) and not cold.pdev >= st.pdev):
                 st = cold
         self.update(st)
+        self.key = key
         return st
 
     def record_slopes(self, st: PirlsState, du_theta, db_theta=None, du_beta=None, du_logphi=None,
@@ -69,6 +77,7 @@ class WarmStart:
 
     def update(self, st: PirlsState) -> None:
         self.evaluations += 1
+        self.key = None  # a state from elsewhere: no longer the answer to the last question
         self.slopes = None  # they belong to the previous modes
         if st.converged and np.all(np.isfinite(st.u)):
             self.u = st.u
