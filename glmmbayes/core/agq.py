@@ -89,7 +89,7 @@ class _Layout:
     counts: np.ndarray  # rows per level (m,)
     y: np.ndarray
     wt: np.ndarray
-    X: np.ndarray
+    X_rows: np.ndarray  # the design's X in its own row order (sorted on first use: `X`)
     x: np.ndarray  # the term's covariate (d = 1)
     level_constant_x: bool  # the covariate is constant within each level (an intercept term)
     unit_x: bool  # the covariate is 1 everywhere
@@ -100,6 +100,19 @@ class _Layout:
         (K, n) array of knots: (m, K))."""
         flat = np.add.reduceat(a.reshape(-1, a.shape[-1]), self.starts, axis=1)  # (rest, m)
         return flat.T.reshape((len(self.starts),) + a.shape[:-1])
+
+    @property
+    def X(self) -> np.ndarray:
+        """X's rows sorted by level (an (n, p) gather, made where a caller needs it)."""
+        if "X" not in self._work:
+            self._work["X"] = np.ascontiguousarray(self.X_rows[self.order])
+        return self._work["X"]
+
+    def unsorted(self, a: np.ndarray) -> np.ndarray:
+        """A vector over the sorted rows back in the design's row order."""
+        out = np.empty_like(a)
+        out[self.order] = a
+        return out
 
     def spread(self, a: np.ndarray) -> np.ndarray:
         """(m, K) per level -> (K, n) for the sorted rows."""
@@ -132,7 +145,7 @@ def _layout(prob: Problem) -> _Layout:
         xs = np.ascontiguousarray(t.X[order, 0])
         cache["layout"] = _Layout(
             order=order, codes=t.codes[order], starts=starts, counts=counts,
-            y=prob.y[order], wt=prob.wt[order], X=np.ascontiguousarray(prob.X[order]),
+            y=prob.y[order], wt=prob.wt[order], X_rows=prob.X,
             x=xs, level_constant_x=bool(np.all(xs == np.repeat(xs[starts], counts))),
             unit_x=bool(np.all(xs == 1.0)),
         )
@@ -328,7 +341,7 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     # dA_j = Σ_i c_i dη_i with c = W' V² and dη = X + V du_beta[j]: the du part is per level
     cV2 = dW0 * V * V
     dA = ind @ (cV2[:, None] * X) + bsum(cV2 * V)[:, None] * du_beta
-    g_beta = -2.0 * (lay.X.T @ r + a @ du_beta - (b / (2.0 * Lj**3) + 1.0 / (2.0 * Aj)) @ dA)
+    g_beta = -2.0 * (X.T @ lay.unsorted(r) + a @ du_beta - (b / (2.0 * Lj**3) + 1.0 / (2.0 * Aj)) @ dA)
     # θ: df = 0, dV = x
     du_hat = (-bsum(W0 * V * x) * uhat + bsum(dl0 * x)) / Aj
     deta0 = x * uhat[codes] + V * du_hat[codes]
