@@ -259,24 +259,40 @@ def test_scalar_agq_gradient_matches_finite_differences(kind):
     fd = [(dev(theta + h * e, beta) - dev(theta - h * e, beta)) / (2 * h) for e in np.eye(1)]
     fd += [(dev(theta, beta + h * e) - dev(theta, beta - h * e)) / (2 * h) for e in np.eye(2)]
     np.testing.assert_allclose(np.concatenate([g_theta, g_beta]), fd, rtol=1e-6, atol=1e-6)
+    # from the second call on, X is sorted by level once instead of the rows put back per call
+    assert agq._layout(prob).XT_when_reused() is not None
+    d2, g_theta2, g_beta2 = agq.agq_scalar_gradient(prob, st, rule)
+    assert d2 == d
+    np.testing.assert_allclose(np.concatenate([g_theta2, g_beta2]), np.concatenate([g_theta, g_beta]),
+                               rtol=1e-12, atol=1e-12)
 
 
-def test_factored_knot_loglik_equals_the_general_one():
-    """The intercept-term shortcut exp(η̂ + c z) = exp(η̂) exp(c z) changes nothing but the cost."""
+@pytest.mark.parametrize("kind", ["bernoulli", "trials", "poisson"])
+@pytest.mark.parametrize("shift", [0.0, 150.0])
+def test_factored_knot_loglik_equals_the_general_one(kind, shift):
+    """The intercept-term shortcut exp(η̂ + c z) = exp(η̂) exp(c z), and with unit weights the
+    binomial's per-level sum of log(1 + e^η) as the log of a product, change nothing but the cost;
+    η̂ shifted by 150 makes the products overflow, and the sums are then taken term by term."""
     import dataclasses
 
-    formula, df, family, theta, beta = _gradient_case("trials")
+    formula, df, family, theta, beta = _gradient_case(kind)
     prob = gb.design(formula, df, family=family).problem()
     st = pirls(prob, np.array(theta), np.array(beta))
     lay = agq._layout(prob)
+    assert lay.unit_wt == (kind != "trials")
     z = make_rule(25, 1).z[:, 0]
     Lj = 1.0 / st.factor.L1inv[:, 0, 0]
-    Vs = st.V[0][lay.order, 0]
-    S_fast, dl_fast = agq._knot_loglik(prob, lay, st, Vs, z, Lj, 1.0)
+    c = st.V[0][lay.order, 0] / Lj[lay.codes]
+    eta0 = st.eta[lay.order] + shift
+    S_fast, Q, k = agq._knot_loglik(prob, lay, eta0, c, z, 1.0)
     general = dataclasses.replace(lay, level_constant_x=False)
-    S_gen, dl_gen = agq._knot_loglik(prob, general, st, Vs, z, Lj, 1.0)
+    S_gen, Q_gen, k_gen = agq._knot_loglik(prob, general, eta0, c, z, 1.0)
+    assert k_gen is None
+    if kind == "bernoulli" and shift:
+        with np.errstate(over="ignore"):
+            assert not np.all(np.isfinite(lay.level_products(1.0 + np.exp(eta0))))
     np.testing.assert_allclose(S_fast, S_gen, rtol=1e-12, atol=1e-10)
-    np.testing.assert_allclose(dl_fast, dl_gen, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(k - Q, -Q_gen, rtol=1e-10, atol=1e-12)
 
 
 def _sim_vector(seed=11, m=10):

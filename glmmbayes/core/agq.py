@@ -93,12 +93,20 @@ class _Layout:
     x: np.ndarray  # the term's covariate (d = 1)
     level_constant_x: bool  # the covariate is constant within each level (an intercept term)
     unit_x: bool  # the covariate is 1 everywhere
+    unit_wt: bool  # every prior weight is 1
     _work: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def level_sums(self, a: np.ndarray) -> np.ndarray:
         """(..., n) over the sorted rows -> (m, ...): the sum over each level's rows (for a
         (K, n) array of knots: (m, K))."""
-        flat = np.add.reduceat(a.reshape(-1, a.shape[-1]), self.starts, axis=1)  # (rest, m)
+        return self._reduce(np.add, a)
+
+    def level_products(self, a: np.ndarray) -> np.ndarray:
+        """As `level_sums`, the product over each level's rows."""
+        return self._reduce(np.multiply, a)
+
+    def _reduce(self, ufunc, a: np.ndarray) -> np.ndarray:
+        flat = ufunc.reduceat(a.reshape(-1, a.shape[-1]), self.starts, axis=1)  # (rest, m)
         return flat.T.reshape((len(self.starts),) + a.shape[:-1])
 
     @property
@@ -107,6 +115,14 @@ class _Layout:
         if "X" not in self._work:
             self._work["X"] = np.ascontiguousarray(self.X_rows[self.order])
         return self._work["X"]
+
+    def XT_when_reused(self) -> np.ndarray | None:
+        """X' with its columns sorted by level, (p, n), from the second caller on: a one-off
+        (n, p) gather pays for itself over an optimizer's gradients, not for a single check."""
+        calls = self._work["XT calls"] = self._work.get("XT calls", 0) + 1
+        if "XT" not in self._work and calls >= 2:
+            self._work["XT"] = np.ascontiguousarray(self.X_rows[self.order].T)
+        return self._work.get("XT")
 
     def unsorted(self, a: np.ndarray) -> np.ndarray:
         """A vector over the sorted rows back in the design's row order."""
@@ -117,6 +133,14 @@ class _Layout:
     def spread(self, a: np.ndarray) -> np.ndarray:
         """(m, K) per level -> (K, n) for the sorted rows."""
         return np.repeat(np.ascontiguousarray(a.T), self.counts, axis=1)
+
+    def response_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(k = y wt per sorted row, Σ k and Σ k x per level): the canonical families' linear
+        part, fixed for the fit."""
+        if "k" not in self._work:
+            k = self.y * self.wt
+            self._work["k"] = (k, self.level_sums(k), self.level_sums(k * self.x))
+        return self._work["k"]
 
     def workspace(self, K: int) -> np.ndarray:
         """A (K, n) scratch array kept for the fit (the kernel's, summed as soon as it is made)."""
@@ -147,7 +171,7 @@ def _layout(prob: Problem) -> _Layout:
             order=order, codes=t.codes[order], starts=starts, counts=counts,
             y=prob.y[order], wt=prob.wt[order], X_rows=prob.X,
             x=xs, level_constant_x=bool(np.all(xs == np.repeat(xs[starts], counts))),
-            unit_x=bool(np.all(xs == 1.0)),
+            unit_x=bool(np.all(xs == 1.0)), unit_wt=bool(np.all(prob.wt == 1.0)),
         )
     return cache["layout"]
 
@@ -230,18 +254,18 @@ def agq_deviance(prob: Problem, theta, beta, nAGQ: int = 25, *, grid: str | None
 _EXP_SAFE = 700.0  # |η| below which exp(η) and 1 + exp(η) are finite
 
 
-def _knot_loglik(prob: Problem, lay: _Layout, st: PirlsState, Vs, z, Lj, phi):
-    """(Σ over each level's rows of the log-likelihood kernel at every knot (m, K),
-    dℓ/dη at every knot and sorted row (K, n)) for one scalar term.
+def _knot_loglik(prob: Problem, lay: _Layout, eta0: np.ndarray, c: np.ndarray, z: np.ndarray, phi: float):
+    """(S, Q, k) for one scalar term at the knots z, over the rows sorted by level: S (m, K) the
+    sum over each level's rows of the log-likelihood kernel at every knot, and dℓ/dη = k - Q
+    (K, n) at every knot and row (k None: dℓ/dη = -Q).
 
-    η_iz = η̂_i + c_i z with c_i = V_i / L_j. For an intercept term c is constant within a
-    level, so with the canonical binomial and Poisson links exp(η_iz) = exp(η̂_i) exp(c_j z)
-    costs a product instead of an exponential, and the linear part Σ_i k_i η_iz is a per-level
-    sum: what remains per row and knot is one log (binomial) or nothing (Poisson).
+    η_iz = η̂_i + c_i z. For an intercept term c is constant within a level, so with the canonical
+    binomial and Poisson links exp(η_iz) = exp(η̂_i) exp(c_j z) costs a product instead of an
+    exponential, the linear part Σ_i k_i η_iz is a per-level sum, and dℓ/dη = k - wt μ: what
+    remains per row and knot is a division (binomial) or nothing (Poisson). With unit weights the
+    binomial's Σ_i log(1 + e^η_iz) is the log of a per-level product.
     """
     fam = prob.family
-    eta0 = st.eta[lay.order]
-    c = Vs / Lj[lay.codes]
     canon = fam.fast_canonical
     fast = (lay.level_constant_x and canon is not None
             and float(np.max(np.abs(eta0))) + float(np.max(np.abs(c))) * float(np.max(np.abs(z)))
@@ -250,23 +274,32 @@ def _knot_loglik(prob: Problem, lay: _Layout, st: PirlsState, Vs, z, Lj, phi):
         eta = z[:, None] * c[None, :]
         eta += eta0
         ker, dl = fam.kernel_and_score(lay.y, eta, lay.wt, phi)
-        return lay.level_sums(ker), dl
-    k, wt = lay.y * lay.wt, lay.wt
-    unit = bool(np.all(wt == 1.0))
+        return lay.level_sums(ker), np.negative(dl, out=dl), None
+    k, ksum, _ = lay.response_sums()
+    wt, unit = lay.wt, lay.unit_wt
     cj = c[lay.starts]  # c per level
-    lin = np.bincount(lay.codes, weights=k * eta0, minlength=len(cj))[:, None] + np.outer(
-        cj * np.bincount(lay.codes, weights=k, minlength=len(cj)), z)
+    lin = lay.level_sums(k * eta0)[:, None] + np.outer(cj * ksum, z)
     ker = lay.workspace(len(z))
     t = lay.spread(np.exp(np.outer(cj, z)))
     t *= np.exp(eta0)  # exp(η) at every knot and row
-    canon.cumulant_from_exp(t, ker)  # ker = A(η) (binomial log(1 + e^η), Poisson e^η), t = μ
-    if not unit:
-        ker *= wt
-    S = lin - lay.level_sums(ker)
+    A = None  # Σ_i wt_i A(η_iz) per level and knot
+    if unit and canon.exp_cumulant_from_exp is not None:
+        canon.exp_cumulant_from_exp(t, ker)  # ker = e^A(η) >= 1, t = μ
+        with np.errstate(over="ignore"):
+            P = lay.level_products(ker)
+        if np.all(np.isfinite(P)):  # no product beyond e^709
+            A = np.log(P)
+        else:
+            np.log(ker, out=ker)
+    else:
+        canon.cumulant_from_exp(t, ker)  # ker = A(η) (binomial log(1 + e^η), Poisson e^η), t = μ
+    if A is None:
+        if not unit:
+            ker *= wt
+        A = lay.level_sums(ker)
     if not unit:
         t *= wt
-    np.subtract(k, t, out=t)  # dℓ/dη = k - wt μ
-    return S, t
+    return lin - A, t, k
 
 
 def agq_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 1.0, warm=None):
@@ -284,26 +317,25 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     log L_j = log Σ_z w_z exp g_j(z) - log L_j, each parameter p moves g_j(z) directly (through
     η = Xβ + V u, V = xθ) and through the knots: du_jz = dû_j - z dA_j / (2 L_j³), with dû_j from
     the stationarity of the mode and dA_j through the weights W(η) at the mode. Canonical links
-    only (A is then the Hessian in u); otherwise (f, None, None).
+    only (A is then the Hessian in u); otherwise (f, None, None). Every row quantity is over the
+    rows sorted by level, so that each per-level sum is a contiguous reduction.
     """
     fam = prob.family
-    s = prob.structure
-    t = s.terms[0]
+    t = prob.structure.terms[0]
     if t.k != 1 or not fam.is_canonical or not st.converged:
         return deviance_at_state(prob, st, rule, phi), None, None
-    m, codes, X = t.nlevels, t.codes, prob.X
-    p = X.shape[1]
+    m = t.nlevels
     lay = _layout(prob)
     z, lw = rule.z[:, 0], np.log(np.maximum(rule.w, 1e-300))
     Lj = 1.0 / st.factor.L1inv[:, 0, 0]
     Aj = Lj * Lj
-    V = st.V[0][:, 0]
-    x = t.X[:, 0]
+    theta = float(st.V.lambdas[0][0, 0])  # V = x θ
+    x = lay.x
+    V = x * theta
     uhat = st.u[:m]
     uz = uhat[:, None] + z[None, :] / Lj[:, None]  # (m, K)
-    # every (knots, rows) array is over the rows sorted by level
-    Vs = V[lay.order]
-    S, dl = _knot_loglik(prob, lay, st, Vs, z, Lj, phi)
+    eta0 = st.eta[lay.order]
+    S, Q, k = _knot_loglik(prob, lay, eta0, np.repeat(theta / Lj, lay.counts) * x, z, phi)
     g = S + level_constants(prob, phi)[:, None] - 0.5 * uz * uz + 0.5 * z[None, :] ** 2
     h = g + lw[None, :]
     hmax = h.max(axis=1, keepdims=True)
@@ -314,38 +346,46 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     pi = e / tot[:, None]
     # Σ_z π_jz dg_j(z) splits into row sums and knot sums per group, so no (K, n) array is
     # built per parameter:  Σ_i df_i r_i + Σ_jz π_jz u_jz dθ Gx_jz + a_j dû_j - b_j dA_j / (2 L_j³)
-    r = np.zeros(dl.shape[1])  # Σ_z π dℓ/dη, sorted rows: knot by knot, no (K, n) copy of π
+    piQ = np.zeros(len(x))  # Σ_z π Q per row: knot by knot, no (K, n) copy of π
     for zi, pz in enumerate(np.ascontiguousarray(pi.T)):
-        r += np.repeat(pz, lay.counts) * dl[zi]
+        piQ += np.repeat(pz, lay.counts) * Q[zi]
+    r = -piQ if k is None else k - piQ  # Σ_z π dℓ/dη
     if not lay.unit_x:  # an intercept term's x is 1: no pass over rows x knots
-        dl *= lay.x
-    Gx = lay.level_sums(dl)  # Σ_i x_i dℓ/dη per level and knot
-    del dl
-    theta = float(st.V.lambdas[0][0, 0])  # V = x θ
+        Q *= x
+    Gx = -lay.level_sums(Q)  # Σ_i x_i dℓ/dη per level and knot
+    if k is not None:
+        Gx += lay.response_sums()[2][:, None]
+    del Q
     G = theta * Gx - uz  # ∂g/∂u at each knot
     a = np.sum(pi * G, axis=1)
     b = np.sum(pi * G * z[None, :], axis=1)
-    # quantities at the mode
-    W0 = st.weights
-    dl0, _, dW0 = fam.information_terms(prob.y, st.eta, prob.wt, phi)  # canonical: observed = expected
-
-    def bsum(v):  # Σ over the rows of each group
-        return np.bincount(codes, weights=v, minlength=m)
+    # quantities at the mode (canonical: observed = expected information)
+    dl0, W0, dW0 = fam.information_terms(lay.y, eta0, lay.wt, phi, mu=st.mu[lay.order])
+    WV = W0 * V
 
     def dlogL_rest(du_hat, dA):
         return a * du_hat - b * dA / (2.0 * Lj**3) - dA / (2.0 * Aj)
 
-    # β: df = X, dV = 0; all p columns at once (per-level sums by one sparse product)
-    ind = _level_indicator(prob)
-    du_beta = -(ind @ ((W0 * V)[:, None] * X)) / Aj[:, None]  # (m, p)
-    # dA_j = Σ_i c_i dη_i with c = W' V² and dη = X + V du_beta[j]: the du part is per level
+    # β: df = X, dV = 0; all p columns at once
     cV2 = dW0 * V * V
-    dA = ind @ (cV2[:, None] * X) + bsum(cV2 * V)[:, None] * du_beta
-    g_beta = -2.0 * (X.T @ lay.unsorted(r) + a @ du_beta - (b / (2.0 * Lj**3) + 1.0 / (2.0 * Aj)) @ dA)
+    XT = lay.XT_when_reused()
+    if XT is not None:
+        du_beta = -lay.level_sums(XT * WV) / Aj[:, None]  # (m, p)
+        dA_X = lay.level_sums(XT * cV2)
+        Xr = XT @ r
+    else:  # a single call: the rows back in the design's order instead of a sorted X
+        ind = _level_indicator(prob)
+        X = prob.X
+        du_beta = -(ind @ (lay.unsorted(WV)[:, None] * X)) / Aj[:, None]
+        dA_X = ind @ (lay.unsorted(cV2)[:, None] * X)
+        Xr = X.T @ lay.unsorted(r)
+    # dA_j = Σ_i c_i dη_i with c = W' V² and dη = X + V du_beta[j]: the du part is per level
+    dA = dA_X + lay.level_sums(cV2 * V)[:, None] * du_beta
+    g_beta = -2.0 * (Xr + a @ du_beta - (b / (2.0 * Lj**3) + 1.0 / (2.0 * Aj)) @ dA)
     # θ: df = 0, dV = x
-    du_hat = (-bsum(W0 * V * x) * uhat + bsum(dl0 * x)) / Aj
-    deta0 = x * uhat[codes] + V * du_hat[codes]
-    dA = bsum(dW0 * deta0 * V * V + 2.0 * W0 * V * x)
+    du_hat = (-lay.level_sums(WV * x) * uhat + lay.level_sums(dl0 * x)) / Aj
+    deta0 = x * np.repeat(uhat, lay.counts) + V * np.repeat(du_hat, lay.counts)
+    dA = lay.level_sums(dW0 * deta0 * V * V + 2.0 * WV * x)
     g_theta = np.array([-2.0 * (float(np.sum(pi * uz * Gx)) + np.sum(dlogL_rest(du_hat, dA)))])
     if warm is not None:
         warm.record_slopes(st, du_hat[:, None], du_beta=du_beta)

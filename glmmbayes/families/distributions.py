@@ -191,9 +191,15 @@ def _gamma_simulate(rng, mu, wt, phi):
 
 def _binomial_cumulant_from_exp(t, out):
     """A(η) = log(1 + e^η) into `out`, and μ = e^η / (1 + e^η) into `t`, given t = e^η."""
+    _binomial_exp_cumulant_from_exp(t, out)
+    np.log(out, out=out)
+
+
+def _binomial_exp_cumulant_from_exp(t, out):
+    """e^A(η) = 1 + e^η into `out`, and μ into `t`, given t = e^η: A summed over rows is the log
+    of a product, one logarithm per sum instead of one per row."""
     np.add(t, 1.0, out=out)
     t /= out
-    np.log(out, out=out)
 
 
 def _poisson_cumulant_from_exp(t, out):
@@ -372,6 +378,7 @@ class CanonicalForm:
     kernel_and_score: Callable  # (y, eta, wt) -> (kernel, dℓ/dη)
     cumulant_from_exp: Callable  # (t = e^η, out) -> out = A(η), t = μ (in place)
     dvariance: Callable  # mu -> V'(μ): the weights W = wt V(μ) have dW/dη = W V'(μ) (μ' = V)
+    exp_cumulant_from_exp: Callable | None = None  # (t, out) -> out = e^A(η), t = μ, where e^A is cheap
 
 
 @dataclass(frozen=True)
@@ -454,7 +461,8 @@ DISTRIBUTIONS: dict[str, Distribution] = {
         kernel=_binomial_kernel, constant=_binomial_const, unit_deviance=_binomial_deviance,
         validate=_binomial_validate, mustart=lambda y, wt: (wt * y + 0.5) / (wt + 1.0),
         simulate=_binomial_simulate, mu_bounds=(_EPS, 1.0 - _EPS),
-        canonical=CanonicalForm(_binomial_canonical, _binomial_cumulant_from_exp, lambda mu: 1.0 - 2.0 * mu), binary_response=True,
+        canonical=CanonicalForm(_binomial_canonical, _binomial_cumulant_from_exp, lambda mu: 1.0 - 2.0 * mu,
+                                _binomial_exp_cumulant_from_exp), binary_response=True,
     ),
     "poisson": Distribution(
         "poisson", links=("log",), canonical_link="log",
