@@ -76,6 +76,50 @@ def _check_factor_against_dense(d, theta):
             assert np.allclose(B[j], Ainv[sl, sl], atol=1e-10)
 
 
+def test_a_diagonal_lead_of_the_tail_is_eliminated_first():
+    """S = A22 - L21 L21' whose leading block is diagonal (a nested design's middle level under
+    an observation-level first term): its factor and the lower triangle of its inverse by blocks
+    equal LAPACK's, reading S's lower triangle only; the design detects the lead (none where the
+    middle level is crossed with the first), and the blocked factor of such a design agrees
+    with the dense A in every product, solve, inverse block and projection."""
+    from glmmbayes.core import linalg as la
+
+    rng = np.random.default_rng(4)
+    n, d = 150, 100
+    L0 = np.tril(rng.normal(size=(n, n)), -1) * 0.3
+    L0[:d, :d] = 0.0
+    L0[np.arange(n), np.arange(n)] = rng.uniform(0.5, 2.0, n)
+    S = L0 @ L0.T
+    assert np.count_nonzero(S[:d, :d] - np.diag(np.diag(S[:d, :d]))) == 0
+    lower_only = np.where(np.tril(np.ones((n, n))) > 0, S, np.nan)
+    L = la.lead_cholesky(lower_only, d)
+    np.testing.assert_allclose(L, np.linalg.cholesky(S), rtol=1e-12, atol=1e-12)
+    inv = la.lead_inverse_lower(L, d)
+    ref = np.linalg.inv(S)  # S's condition number is 8e4: entries agree to rounding of the largest
+    np.testing.assert_allclose(inv, np.tril(ref), rtol=0, atol=1e-12 * np.abs(ref).max())
+    assert np.abs(S @ (inv + np.tril(inv, -1).T) - np.eye(n)).max() < 1e-11
+    with pytest.raises(np.linalg.LinAlgError):
+        la.lead_cholesky(-S, d)
+    D = np.diag(rng.uniform(0.5, 2.0, n))  # all lead: a two-level nested design's tail
+    np.testing.assert_allclose(la.lead_cholesky(D.copy(), n), np.sqrt(D), rtol=1e-15)
+    np.testing.assert_allclose(la.lead_inverse_lower(np.sqrt(D), n), np.linalg.inv(D), rtol=1e-15)
+
+    rows = 600
+    loc = rng.integers(0, 25, rows)
+    brood = loc * 4 + rng.integers(0, 4, rows)  # 100 broods, each in one location
+    data = pd.DataFrame({"obs": np.arange(rows).astype(str), "brood": brood.astype(str),
+                         "loc": loc.astype(str), "x": rng.normal(size=rows)})
+    data["y"] = rng.poisson(np.exp(0.5 + 0.3 * data.x))
+    nested = gb.design(gb.Spec("y ~ x + (1 | obs) + (1 | brood) + (1 | loc)", family="poisson"), data)
+    s = nested.structure
+    assert s.q2 >= la._LEAD_MIN and s.diagonal_lead() == s.terms[1].nlevels
+    _check_factor_against_dense(nested, np.array([0.6, 0.9, 0.4]))
+    data["brood"] = rng.integers(0, 100, rows).astype(str)  # broods crossed with the observations' locations
+    data["obs"] = (np.arange(rows) // 2).astype(str)  # two rows per first-term level
+    crossed = gb.design(gb.Spec("y ~ x + (1 | obs) + (1 | brood) + (1 | loc)", family="poisson"), data)
+    assert crossed.structure.diagonal_lead() == 0
+
+
 @pytest.mark.parametrize("case", ["cbpp_herd", "verbagg_crossed", "grouseticks_nested"])
 def test_laplace_beta_gradient_matches_finite_differences(case):
     ref = load_reference(case)
