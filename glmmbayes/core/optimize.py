@@ -133,14 +133,17 @@ def minimize_deviance(
     def fz(z):
         return counted(to_x(z))
 
-    last = {}  # L-BFGS ends on a point it has evaluated; the polish and Hessian start there
+    # the last two points evaluated: L-BFGS ends on a point it has evaluated, and the polish and
+    # Hessian start there; a probe from a boundary point that is not taken leaves it one back
+    last = {}
 
     best = {"f": np.inf, "z": None}  # the lowest deviance seen by the gradient path
 
     def grad_z(z, fx=None):
         key = np.asarray(z, float).tobytes()
         if key not in last:
-            last.clear()
+            if len(last) == 2:
+                del last[next(iter(last))]
             last[key] = _grad_z(z, fx)
             if last[key][0] < best["f"]:
                 best["f"], best["z"] = last[key][0], np.array(z, float)
@@ -214,7 +217,7 @@ def minimize_deviance(
             if ft < fx - 1e-7 * (1.0 + abs(fx)):
                 res, z, fx, g, moved = trial, trial.x, ft, gt, True
         if not moved:
-            fx, g = grad_z(z)  # the boundary point stays the answer (and the last one evaluated)
+            fx, g = grad_z(z)  # the boundary point stays the answer
     regressed = best["z"] is not None and np.isfinite(fx) and fx > best["f"] + 1e-6 * (1.0 + abs(best["f"]))
     if regressed:
         # an objective that is not smooth (PIRLS failing to converge, so the value depends on
