@@ -265,16 +265,28 @@ def test_scalar_agq_gradient_matches_finite_differences(kind):
     assert d2 == d
     np.testing.assert_allclose(np.concatenate([g_theta2, g_beta2]), np.concatenate([g_theta, g_beta]),
                                rtol=1e-12, atol=1e-12)
+    # rows x knots in blocks of knots (dℓ/dη computed again in the second pass): the same
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(agq, "_BLOCK", 3 * len(df))
+        d3, g_theta3, g_beta3 = agq.agq_scalar_gradient(prob, st, rule)
+    assert d3 == pytest.approx(d, rel=1e-14)
+    np.testing.assert_allclose(np.concatenate([g_theta3, g_beta3]), np.concatenate([g_theta, g_beta]),
+                               rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["bernoulli", "trials", "poisson"])
 @pytest.mark.parametrize("shift", [0.0, 150.0])
-def test_factored_knot_loglik_equals_the_general_one(kind, shift):
+@pytest.mark.parametrize("block", [None, 250])
+def test_factored_knot_loglik_equals_the_general_one(kind, shift, block, monkeypatch):
     """The intercept-term shortcut exp(η̂ + c z) = exp(η̂) exp(c z), and with unit weights the
     binomial's per-level sum of log(1 + e^η) as the log of a product, change nothing but the cost;
-    η̂ shifted by 150 makes the products overflow, and the sums are then taken term by term."""
+    η̂ shifted by 150 makes the products overflow, and the sums are then taken term by term.
+    block: rows x knots over 250 go in blocks of knots, dℓ/dη computed again in the second pass
+    (43 rows: the 25 knots in blocks of 5): the same sums and scores as in one block."""
     import dataclasses
 
+    if block is not None:
+        monkeypatch.setattr(agq, "_BLOCK", block)
     formula, df, family, theta, beta = _gradient_case(kind)
     prob = gb.design(formula, df, family=family).problem()
     st = pirls(prob, np.array(theta), np.array(beta))
@@ -284,15 +296,24 @@ def test_factored_knot_loglik_equals_the_general_one(kind, shift):
     Lj = 1.0 / st.factor.L1inv[:, 0, 0]
     c = st.V[0][lay.order, 0] / Lj[lay.codes]
     eta0 = st.eta[lay.order] + shift
-    S_fast, Q, k = agq._knot_loglik(prob, lay, eta0, c, z, 1.0)
+
+    step = 25 if block is None else block // len(eta0)
+    assert 1 <= step <= 25 and (block is None or step < 25)
+
+    def scores(blocks, k):  # dℓ/dη at every knot and row, from the blocks
+        parts = [(a, b, np.array(Q)) for a, b, Q in blocks()]
+        assert [a for a, _, _ in parts] == list(range(0, 25, step))
+        return np.concatenate([(0.0 if k is None else k) - Q for _, _, Q in parts])
+
+    S_fast, blocks_fast, k = agq._knot_loglik(prob, lay, eta0, c, z, 1.0)
     general = dataclasses.replace(lay, level_constant_x=False)
-    S_gen, Q_gen, k_gen = agq._knot_loglik(prob, general, eta0, c, z, 1.0)
-    assert k_gen is None
+    S_gen, blocks_gen, k_gen = agq._knot_loglik(prob, general, eta0, c, z, 1.0)
+    assert k_gen is None and k is not None
     if kind == "bernoulli" and shift:
         with np.errstate(over="ignore"):
             assert not np.all(np.isfinite(lay.level_products(1.0 + np.exp(eta0))))
     np.testing.assert_allclose(S_fast, S_gen, rtol=1e-12, atol=1e-10)
-    np.testing.assert_allclose(k - Q, -Q_gen, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(scores(blocks_fast, k), scores(blocks_gen, None), rtol=1e-10, atol=1e-12)
 
 
 def _sim_vector(seed=11, m=10):

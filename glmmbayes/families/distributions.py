@@ -191,15 +191,15 @@ def _gamma_simulate(rng, mu, wt, phi):
 
 def _binomial_cumulant_from_exp(t, out):
     """A(η) = log(1 + e^η) into `out`, and μ = e^η / (1 + e^η) into `t`, given t = e^η."""
-    _binomial_exp_cumulant_from_exp(t, out)
+    _binomial_mean_from_exp(t, out)
     np.log(out, out=out)
 
 
-def _binomial_exp_cumulant_from_exp(t, out):
-    """e^A(η) = 1 + e^η into `out`, and μ into `t`, given t = e^η: A summed over rows is the log
-    of a product, one logarithm per sum instead of one per row."""
-    np.add(t, 1.0, out=out)
-    t /= out
+def _binomial_mean_from_exp(t, work):
+    """μ = e^η / (1 + e^η) into `t`, given t = e^η; `work` is left holding 1 + e^η = e^A(η), so
+    that A summed over rows is the log of a product (one logarithm per sum, not per row)."""
+    np.add(t, 1.0, out=work)
+    t /= work
 
 
 def _poisson_cumulant_from_exp(t, out):
@@ -378,7 +378,8 @@ class CanonicalForm:
     kernel_and_score: Callable  # (y, eta, wt) -> (kernel, dℓ/dη)
     cumulant_from_exp: Callable  # (t = e^η, out) -> out = A(η), t = μ (in place)
     dvariance: Callable  # mu -> V'(μ): the weights W = wt V(μ) have dW/dη = W V'(μ) (μ' = V)
-    exp_cumulant_from_exp: Callable | None = None  # (t, out) -> out = e^A(η), t = μ, where e^A is cheap
+    mean_from_exp: Callable  # (t = e^η, work) -> t = μ (in place), work scratch
+    leaves_exp_cumulant: bool = False  # mean_from_exp leaves e^A(η) in `work` (binomial: 1 + e^η)
 
 
 @dataclass(frozen=True)
@@ -462,7 +463,7 @@ DISTRIBUTIONS: dict[str, Distribution] = {
         validate=_binomial_validate, mustart=lambda y, wt: (wt * y + 0.5) / (wt + 1.0),
         simulate=_binomial_simulate, mu_bounds=(_EPS, 1.0 - _EPS),
         canonical=CanonicalForm(_binomial_canonical, _binomial_cumulant_from_exp, lambda mu: 1.0 - 2.0 * mu,
-                                _binomial_exp_cumulant_from_exp), binary_response=True,
+                                _binomial_mean_from_exp, leaves_exp_cumulant=True), binary_response=True,
     ),
     "poisson": Distribution(
         "poisson", links=("log",), canonical_link="log",
@@ -470,7 +471,8 @@ DISTRIBUTIONS: dict[str, Distribution] = {
         dlog_var=lambda mu, phi: 1.0 / mu, d2log_var=lambda mu, phi: -1.0 / (mu * mu),
         kernel=_poisson_kernel, constant=_poisson_const, unit_deviance=_poisson_deviance,
         validate=_poisson_validate, mustart=lambda y, wt: y + 0.1, simulate=_poisson_simulate,
-        mu_bounds=(_EPS, np.inf), canonical=CanonicalForm(_poisson_canonical, _poisson_cumulant_from_exp, lambda mu: 1.0),
+        mu_bounds=(_EPS, np.inf), canonical=CanonicalForm(_poisson_canonical, _poisson_cumulant_from_exp, lambda mu: 1.0,
+                                                        lambda t, work: None),
     ),
     "gaussian": Distribution(
         "gaussian", links=("identity", "log", "inverse"), canonical_link="identity",
