@@ -335,6 +335,25 @@ def test_aliases():
     assert get_family("normal").name == "gaussian"
 
 
+def test_binomial_constant_of_unit_weights_skips_lgamma_and_equals_it():
+    """log C(wt, wt y): with every weight 1 (Bernoulli rows) it is 0 without three lgamma passes,
+    equal to the formula; trials keep the formula."""
+    from scipy.special import gammaln
+
+    from glmmbayes.families import distributions as dd
+    from glmmbayes.families.ops import NUMPY
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 500).astype(float)
+    one = np.ones_like(y)
+    np.testing.assert_array_equal(dd._binomial_const(y, one, 1.0, NUMPY),
+                                  gammaln(2.0) - gammaln(y + 1.0) - gammaln(2.0 - y))
+    wt = rng.integers(1, 9, 500).astype(float)
+    k = rng.integers(0, 9, 500) % (wt + 1)
+    np.testing.assert_allclose(dd._binomial_const(k / wt, wt, 1.0, NUMPY),
+                               gammaln(wt + 1) - gammaln(k + 1) - gammaln(wt - k + 1), rtol=1e-13, atol=1e-13)
+
+
 @pytest.mark.parametrize("n", [3, 63, 64, 5000])
 def test_numpy_logistic_functions_equal_scipys_in_both_tails(n):
     """expit, log(expit) and log(1 + e^x) on arrays long enough for the vectorized numpy forms
