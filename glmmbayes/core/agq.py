@@ -164,6 +164,13 @@ def _level_indicator(prob: Problem) -> sp.csc_matrix:
     return cache["indicator"]
 
 
+def _weighted_level_sums(prob: Problem, w: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Σ over the rows of each level of w_i X_i, (m, p): the level indicator with w as its values
+    times X, so that no (n, p) product is made."""
+    ind = _level_indicator(prob)
+    return sp.csc_matrix((w, ind.indices, ind.indptr), shape=ind.shape, copy=False) @ X
+
+
 def _layout(prob: Problem) -> _Layout:
     cache = prob.__dict__.setdefault("_agq_cache", {})
     if "layout" not in cache:
@@ -415,10 +422,9 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
         dA_X = lay.level_sums(XT * cV2)
         Xr = XT @ r
     else:  # a single call: the rows back in the design's order instead of a sorted X
-        ind = _level_indicator(prob)
         X = prob.X
-        du_beta = -(ind @ (lay.unsorted(WV)[:, None] * X)) / Aj[:, None]
-        dA_X = ind @ (lay.unsorted(cV2)[:, None] * X)
+        du_beta = -_weighted_level_sums(prob, lay.unsorted(WV), X) / Aj[:, None]
+        dA_X = _weighted_level_sums(prob, lay.unsorted(cV2), X)
         Xr = X.T @ lay.unsorted(r)
     # dA_j = Σ_i c_i dη_i with c = W' V² and dη = X + V du_beta[j]: the du part is per level
     dA = dA_X + lay.level_sums(cV2 * V)[:, None] * du_beta
