@@ -265,13 +265,33 @@ def test_scalar_agq_gradient_matches_finite_differences(kind):
     assert d2 == d
     np.testing.assert_allclose(np.concatenate([g_theta2, g_beta2]), np.concatenate([g_theta, g_beta]),
                                rtol=1e-12, atol=1e-12)
-    # rows x knots in blocks of knots (dℓ/dη computed again in the second pass): the same
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(agq, "_BLOCK", 3 * len(df))
-        d3, g_theta3, g_beta3 = agq.agq_scalar_gradient(prob, st, rule)
-    assert d3 == pytest.approx(d, rel=1e-14)
-    np.testing.assert_allclose(np.concatenate([g_theta3, g_beta3]), np.concatenate([g_theta, g_beta]),
-                               rtol=1e-12, atol=1e-12)
+    # rows x knots in blocks of knots (dℓ/dη computed again in the second pass), and levels in
+    # blocks of about 3 and 12 rows (a larger level alone): the same
+    for name, value in [("_BLOCK", 3 * len(df)), ("_CACHE_BLOCK", 3 * 11), ("_CACHE_BLOCK", 12 * 11)]:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(agq, name, value)
+            d3, g_theta3, g_beta3 = agq.agq_scalar_gradient(prob, st, rule)
+        assert d3 == pytest.approx(d, rel=1e-14)
+        np.testing.assert_allclose(np.concatenate([g_theta3, g_beta3]), np.concatenate([g_theta, g_beta]),
+                                   rtol=1e-12, atol=1e-12)
+
+
+def test_level_blocks_partition_the_sorted_rows():
+    """Blocks of consecutive levels with at most the row budget each (a larger level alone), in
+    order, covering every row and level once; each block's layout has its own local starts."""
+    formula, df, family, _, _ = _gradient_case("trials")
+    lay = agq._layout(gb.design(formula, df, family=family).problem())
+    n, m = len(lay.codes), len(lay.starts)
+    assert lay.level_blocks(n) == [(0, n, 0, m, lay)]
+    for budget in (1, 4, 7, 20):
+        blocks = lay.level_blocks(budget)
+        assert [b[0] for b in blocks][0] == 0 and blocks[-1][1] == n and blocks[-1][3] == m
+        for (r0, r1, l0, l1, sub), nxt in zip(blocks, blocks[1:] + [(n, None, m)]):
+            assert r1 == nxt[0] and l1 == nxt[2] and l1 > l0
+            assert r1 - r0 <= budget or l1 - l0 == 1
+            np.testing.assert_array_equal(sub.starts + r0, lay.starts[l0:l1])
+            np.testing.assert_array_equal(sub.y, lay.y[r0:r1])
+            assert sub.counts.sum() == r1 - r0
 
 
 @pytest.mark.parametrize("kind", ["bernoulli", "trials", "poisson"])

@@ -37,6 +37,7 @@ _CHUNK = 2_000_000  # rows x knots evaluated at once
 # the scalar gradient's rows x knots in one block (32 MB): a fresh array of more comes from the
 # system page by page, at ~10 µs a page here (1M rows x 9 knots: 0.4 s of a 2.6 s fit)
 _BLOCK = 4_000_000
+_CACHE_BLOCK = 1 << 18  # rows x knots of one block of levels in the scalar gradient (2 MB arrays)
 
 
 # --------------------------------------------------------------------------- checks
@@ -126,6 +127,33 @@ class _Layout:
         if "XT" not in self._work and calls >= 2:
             self._work["XT"] = np.ascontiguousarray(self.X_rows[self.order].T)
         return self._work.get("XT")
+
+    def level_blocks(self, rows: int) -> list:
+        """[(first row, end row, first level, end level, the block's layout)]: consecutive
+        levels with about `rows` rows together (a larger level alone); one block, this layout,
+        where every row fits."""
+        key = ("blocks", rows)
+        if key not in self._work:
+            n, m = len(self.codes), len(self.starts)
+            if n <= rows:
+                self._work[key] = [(0, n, 0, m, self)]
+            else:
+                ends = np.append(self.starts[1:], n)
+                cuts = [0]
+                while cuts[-1] < m:  # the first level whose end passes the block's row budget
+                    start = self.starts[cuts[-1]]
+                    cuts.append(max(cuts[-1] + 1, int(np.searchsorted(ends, start + rows, side="right"))))
+                self._work[key] = [self._block(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+        return self._work[key]
+
+    def _block(self, l0: int, l1: int):
+        r0 = int(self.starts[l0])
+        r1 = int(self.starts[l1]) if l1 < len(self.starts) else len(self.codes)
+        rows = slice(r0, r1)
+        sub = dataclasses.replace(self, order=self.order[rows], codes=self.codes[rows] - l0,
+                                  starts=self.starts[l0:l1] - r0, counts=self.counts[l0:l1],
+                                  y=self.y[rows], wt=self.wt[rows], x=self.x[rows])
+        return r0, r1, l0, l1, sub
 
     def unsorted(self, a: np.ndarray) -> np.ndarray:
         """A vector over the sorted rows back in the design's row order."""
@@ -381,29 +409,35 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
     uhat = st.u[:m]
     uz = uhat[:, None] + z[None, :] / Lj[:, None]  # (m, K)
     eta0 = st.eta[lay.order]
-    S, blocks, k = _knot_loglik(prob, lay, eta0, np.repeat(theta / Lj, lay.counts) * x, z, phi)
-    g = S + level_constants(prob, phi)[:, None] - 0.5 * uz * uz + 0.5 * z[None, :] ** 2
-    h = g + lw[None, :]
-    hmax = h.max(axis=1, keepdims=True)
-    e = np.exp(h - hmax)
-    tot = e.sum(axis=1)
-    logL = np.log(tot) + hmax[:, 0] - np.log(Lj)
-    dev = float(-2.0 * np.sum(logL))
-    pi = e / tot[:, None]
+    c = np.repeat(theta / Lj, lay.counts) * x
+    const = level_constants(prob, phi)
+    K = len(z)
+    logL, pi, Gx = np.empty(m), np.empty((m, K)), np.empty((m, K))
+    r = np.empty(len(x))  # Σ_z π dℓ/dη per row
     # Σ_z π_jz dg_j(z) splits into row sums and knot sums per group, so no (K, n) array is
-    # built per parameter:  Σ_i df_i r_i + Σ_jz π_jz u_jz dθ Gx_jz + a_j dû_j - b_j dA_j / (2 L_j³)
-    piQ = np.zeros(len(x))  # Σ_z π Q per row: knot by knot, no (K, n) copy of π
-    Gx = np.empty_like(pi)  # Σ_i x_i dℓ/dη per level and knot
-    piT = np.ascontiguousarray(pi.T)
-    for a, b, Q in blocks():
-        for zi in range(a, b):
-            piQ += np.repeat(piT[zi], lay.counts) * Q[zi - a]
-        if not lay.unit_x:  # an intercept term's x is 1: no pass over rows x knots
-            Q *= x
-        Gx[:, a:b] = -lay.level_sums(Q)
-    r = -piQ if k is None else k - piQ  # Σ_z π dℓ/dη
-    if k is not None:
-        Gx += lay.response_sums()[2][:, None]
+    # built per parameter:  Σ_i df_i r_i + Σ_jz π_jz u_jz dθ Gx_jz + a_j dû_j - b_j dA_j / (2 L_j³).
+    # Levels are independent: a block of them at a time, its rows x knots in cache
+    for r0, r1, l0, l1, sub in lay.level_blocks(max(1, _CACHE_BLOCK // K)):
+        lv = slice(l0, l1)
+        S, blocks, k = _knot_loglik(prob, sub, eta0[r0:r1], c[r0:r1], z, phi)
+        g = S + const[lv, None] - 0.5 * uz[lv] * uz[lv] + 0.5 * z[None, :] ** 2
+        h = g + lw[None, :]
+        hmax = h.max(axis=1, keepdims=True)
+        e = np.exp(h - hmax)
+        tot = e.sum(axis=1)
+        logL[lv] = np.log(tot) + hmax[:, 0] - np.log(Lj[lv])
+        pb = pi[lv]
+        np.divide(e, tot[:, None], out=pb)
+        piQ = 0.0
+        for a, b, Q in blocks():
+            # Σ_i x_i Q_iz per level (an intercept term's x is 1: no pass), then Σ_z π Q per row
+            Gx[lv, a:b] = -sub.level_sums(Q if lay.unit_x else Q * sub.x)
+            Q *= sub.spread(pb[:, a:b])
+            piQ = piQ + Q.sum(axis=0)
+        r[r0:r1] = -piQ if k is None else k - piQ
+        if k is not None:
+            Gx[lv] += sub.response_sums()[2][:, None]
+    dev = float(-2.0 * np.sum(logL))
     G = theta * Gx - uz  # ∂g/∂u at each knot
     a = np.sum(pi * G, axis=1)
     b = np.sum(pi * G * z[None, :], axis=1)
