@@ -34,8 +34,8 @@ from .quadrature import Rule, default_grid, make_rule
 
 MAX_NODES = 200_000  # a product grid larger than this is refused (use grid="sparse" or a lower nAGQ)
 _CHUNK = 2_000_000  # rows x knots evaluated at once
-# the scalar gradient's rows x knots in one block (32 MB): a fresh array of more comes from the
-# system page by page, at ~10 µs a page here (1M rows x 9 knots: 0.4 s of a 2.6 s fit)
+# at most this many rows x knots at once (32 MB), even for one level with very many rows: a fresh
+# array of more comes from the system page by page, at ~10 µs a page here
 _BLOCK = 4_000_000
 _CACHE_BLOCK = 1 << 18  # rows x knots of one block of levels in the scalar gradient (2 MB arrays)
 
@@ -174,7 +174,8 @@ class _Layout:
         return self._work["k"]
 
     def workspace(self, K: int) -> np.ndarray:
-        """A (K, n) scratch array kept for the fit (the kernel's, summed as soon as it is made)."""
+        """A (K, n) scratch array kept for the fit (the kernel's, summed as soon as it is made);
+        K knots, or the knots of one block."""
         if self._work.get("K") != K:
             self._work.update(K=K, array=np.empty((K, len(self.codes))))
         return self._work["array"]
@@ -429,10 +430,10 @@ def agq_scalar_gradient(prob: Problem, st: PirlsState, rule: Rule, phi: float = 
         pb = pi[lv]
         np.divide(e, tot[:, None], out=pb)
         piQ = 0.0
-        for a, b, Q in blocks():
+        for z0, z1, Q in blocks():
             # Σ_i x_i Q_iz per level (an intercept term's x is 1: no pass), then Σ_z π Q per row
-            Gx[lv, a:b] = -sub.level_sums(Q if lay.unit_x else Q * sub.x)
-            Q *= sub.spread(pb[:, a:b])
+            Gx[lv, z0:z1] = -sub.level_sums(Q if lay.unit_x else Q * sub.x)
+            Q *= sub.spread(pb[:, z0:z1])
             piQ = piQ + Q.sum(axis=0)
         r[r0:r1] = -piQ if k is None else k - piQ
         if k is not None:
