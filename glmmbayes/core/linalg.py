@@ -566,6 +566,12 @@ class Factor(_Bordered):
         """S^{-1} = (L22 L22')^{-1}, its lower triangle (zeros above)."""
         return lead_inverse_lower(self.L22, self.s.diagonal_lead())
 
+    def tail_inverse(self) -> np.ndarray:
+        """S^{-1}, both triangles."""
+        low = self.tail_inverse_lower()
+        low += np.tril(low, -1).T
+        return low
+
     @property
     def ldL2(self) -> float:
         """log |L|^2 = log det A."""
@@ -625,8 +631,7 @@ class Factor(_Bordered):
         if pairs is not None:
             # scalar head on a sparse pattern: L11_j^{-2} G_j' S^{-1} G_j per level from the
             # column pairs that built S (no dense q2 x q1 product)
-            Sinv = self.tail_inverse_lower()
-            Sinv += np.tril(Sinv, -1).T
+            Sinv = self.tail_inverse()
             cols = s.cross_pattern()["cols21"]
             quad = np.bincount(cols[pairs[0]], weights=_head_pair_terms(self, Sinv, pairs), minlength=m0)
             out[0] = first + quad[:, None, None]
@@ -893,8 +898,7 @@ def row_projections(f: Factor, V) -> tuple[np.ndarray, np.ndarray | None]:
     if f.L22 is None:
         Y = np.einsum("nij,nj->ni", Linv, xh)
         return np.einsum("nji,nj->ni", Linv, Y), None
-    M = f.tail_inverse_lower()
-    M += np.tril(M, -1).T
+    M = f.tail_inverse()
     if k0 == 1 and s.sparse_cross():
         # sparse L21 (nested designs: one nonzero per column): M L21 costs q2 * nnz, not q2² q1
         ML = np.asarray((f.L21.T @ M).T)
