@@ -119,6 +119,21 @@ def test_a_diagonal_lead_of_the_tail_is_eliminated_first():
     assert crossed.structure.diagonal_lead() == 0
 
 
+def test_the_inverse_from_a_factor_has_both_triangles_exactly():
+    """cho_inverse fills the upper triangle from potri's lower one bit for bit (the diagonal is
+    doubled and halved, which is exact), and the result is the inverse."""
+    from glmmbayes.core import linalg as la
+
+    rng = np.random.default_rng(7)
+    for n in (1, 5, 40):
+        A = rng.standard_normal((n, n))
+        S = A @ A.T + n * np.eye(n)
+        low = la.cho_inverse_lower(la.cholesky_lower(S.copy()))
+        full = la.cho_inverse(la.cholesky_lower(S.copy()))
+        assert np.array_equal(np.tril(full), low) and np.array_equal(full, full.T)
+        np.testing.assert_allclose(full @ S, np.eye(n), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("case", ["cbpp_herd", "verbagg_crossed", "grouseticks_nested"])
 def test_laplace_beta_gradient_matches_finite_differences(case):
     ref = load_reference(case)

@@ -58,8 +58,16 @@ def cho_inverse_lower(L: np.ndarray) -> np.ndarray:
 
 def cho_inverse(L: np.ndarray) -> np.ndarray:
     """(L L')^{-1}, both triangles, from its lower Cholesky factor L."""
-    low = cho_inverse_lower(L)
-    return low + np.tril(low, -1).T
+    return symmetrized_lower(cho_inverse_lower(L))
+
+
+def symmetrized_lower(low: np.ndarray) -> np.ndarray:
+    """The symmetric matrix whose lower triangle is that of `low` (zeros above), as a new array:
+    low + low' with the diagonal halved -- exact (doubling and halving are), and a third of the
+    time of np.tril's masked copy on the small orders of a fit's evaluations."""
+    out = low + low.T
+    out.ravel()[:: out.shape[0] + 1] *= 0.5
+    return out
 
 
 _LEAD_MIN = 64  # below this order one LAPACK call beats eliminating a diagonal lead first
@@ -568,9 +576,7 @@ class Factor(_Bordered):
 
     def tail_inverse(self) -> np.ndarray:
         """S^{-1}, both triangles."""
-        low = self.tail_inverse_lower()
-        low += np.tril(low, -1).T
-        return low
+        return symmetrized_lower(self.tail_inverse_lower())
 
     @property
     def ldL2(self) -> float:
