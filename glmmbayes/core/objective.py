@@ -403,7 +403,8 @@ def laplace_gradient(prob: Problem, st: PirlsState, phi: float = 1.0, *, theta: 
     s = prob.structure
     X, V, eta, w = prob.X, st.V, st.eta, st.weights
     if st.hessian == "observed":
-        score, _, dW = fam.information_terms(prob.y, eta, prob.wt, phi, st.mu)
+        info = st.information
+        score, _, dW = fam.information_terms(prob.y, eta, prob.wt, phi, st.mu) if info is None else info
     else:
         score, dW = fam.score(prob.y, eta, prob.wt, phi), fam.dweights(eta, prob.wt, phi)
     fo, wo = st.factor, w  # the Hessian in u and its weights: what the mode's derivatives solve with

@@ -52,6 +52,9 @@ class PirlsState:
     converged: bool
     V: list
     hessian: str = "observed"  # the information `weights` and `factor` are built from
+    # (dℓ/dη, -d²ℓ/dη², its η-derivative) at η where the observed information of a
+    # non-canonical link gave `weights`: the Laplace gradient needs the same pass
+    information: tuple | None = None
 
 
 def _pdev(prob: Problem, eta, u, phi) -> tuple[float, None]:
@@ -192,10 +195,16 @@ def _pirls(prob, theta, beta, u0, fit_beta, phi, tol, maxit, hessian, predicted=
             # first-order stationary in u through log|L|) is smooth enough to differentiate
             converged = True
             break
-    mu = prob.family.linkinv(eta)
+    fam = prob.family
+    mu = fam.linkinv(eta)
+    info = None
     with np.errstate(all="ignore"):
-        w = laplace_weights(prob, eta, phi, hessian, mu)
+        if hessian == "observed" and fam.fast_canonical is None:
+            info = fam.information_terms(prob.y, eta, prob.wt, phi, mu)
+            w = info[1]
+        else:
+            w = laplace_weights(prob, eta, phi, hessian, mu)
     factor = _factor(s, V, w, X)
     if factor is None:
-        return PirlsState(u, beta, eta, mu, w, None, np.inf, it, False, V, hessian)
-    return PirlsState(u, beta, eta, mu, w, factor, pdev, it, converged, V, hessian)
+        return PirlsState(u, beta, eta, mu, w, None, np.inf, it, False, V, hessian, info)
+    return PirlsState(u, beta, eta, mu, w, factor, pdev, it, converged, V, hessian, info)
