@@ -169,7 +169,8 @@ def write_markdown(rows: list[dict], command: str, path: Path, nagq: int = 1) ->
         f"{what}, median wall time of "
         "repeated fits. Ratio = ours / fastest of lme4 and glmmTMB (below 1 means we are faster). "
         "`evals` counts objective evaluations (stage 1 + stage 2, including finite-difference "
-        "gradients and the Hessian used for standard errors). Sets of 100k rows: ours 3 fits, R 1; "
+        "gradients and the Hessian used for standard errors; stage 1 of the 1M-row fit runs on a subsample "
+        "of whole groups, about 125k rows). Sets of 100k rows: ours 3 fits, R 1; "
         "1M rows: 1 fit each.",
         "",
         f"Command: `{command}`",

@@ -135,6 +135,24 @@ class Design:
             self.structure,
         )
 
+    def level_subsample(self, step: int) -> "Design":
+        """The rows of every `step`-th level of the first term (the one with most levels), whole
+        groups kept, each term's levels renumbered to those that remain: a smaller design of
+        the same model (a start for the fit of a large one)."""
+        keep = np.flatnonzero(self.terms[0].codes % step == 0)
+        terms = []
+        for t in self.terms:
+            codes = t.codes[keep]
+            used = np.flatnonzero(np.bincount(codes, minlength=t.nlevels))
+            renumber = np.zeros(t.nlevels, dtype=codes.dtype)
+            renumber[used] = np.arange(len(used), dtype=codes.dtype)
+            terms.append(dataclasses.replace(t, codes=_frozen(renumber[codes]), X=_frozen(t.X[keep]),
+                                             levels=tuple(t.levels[i] for i in used)))
+        return dataclasses.replace(
+            self, X=_frozen(self.X[keep]), y=_frozen(self.y[keep]), wt=_frozen(self.wt[keep]),
+            offset=_frozen(self.offset[keep]), terms=tuple(terms), rows=_frozen(self.rows[keep]),
+            structure=ReStructure(terms), index=None if self.index is None else self.index[keep])
+
     # -- new data ---------------------------------------------------------------------
     def prepare_newdata(self, newdata: pd.DataFrame) -> pd.DataFrame:
         """The column checks/conversions of the fit (object columns of numbers made numeric)."""

@@ -24,11 +24,14 @@ LIKELIHOOD_KINDS = ("laplace", "nagq0", "agq", "exact", "reml", None)
 
 @dataclass(frozen=True)
 class StageReport:
-    """One optimizer stage: evaluations, iterations and the deviance after each iteration."""
+    """One optimizer stage: evaluations, iterations and the deviance after each iteration;
+    `rows`: where the stage ran on a subsample of whole groups (the start of a large fit), its
+    number of rows, else None."""
 
     nfev: int
     nit: int
     trace: tuple = ()
+    rows: int | None = None
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,87 @@ def test_optimizer_keeps_a_true_boundary_optimum():
     assert r.x[0] == 0.0 and abs(r.x[1]) < 1e-6
 
 
+def _grouped_binary(n=6000, m=600, seed=3):
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, m, n)
+    h = rng.integers(0, 40, n)
+    x = rng.normal(size=n)
+    eta = -0.3 + 0.6 * x + rng.normal(0, 0.9, m)[g] + rng.normal(0, 0.3, m)[g] * x
+    return pd.DataFrame({"y": rng.binomial(1, 1 / (1 + np.exp(-eta))), "x": x, "g": g.astype(str),
+                         "h": h.astype(str), "w": rng.integers(1, 3, n).astype(float)})
+
+
+def test_a_level_subsample_keeps_whole_groups_with_their_levels_renumbered():
+    data = _grouped_binary()
+    d = gb.design(gb.Spec("y ~ x + (1 | g) + (1 | h)", family="binomial", offset="w"), data)
+    sub = d.level_subsample(4)
+    keep = np.flatnonzero(d.terms[0].codes % 4 == 0)
+    assert sub.n == len(keep) and sub.terms[0].nlevels == 150 and sub.terms[1].nlevels == 40
+    for t, ts in zip(d.terms, sub.terms):
+        assert np.array_equal(np.unique(ts.codes), np.arange(ts.nlevels))  # consecutive codes
+        assert list(np.array(ts.levels)[ts.codes]) == list(np.array(t.levels)[t.codes[keep]])
+        np.testing.assert_array_equal(ts.X, t.X[keep])
+    for name in ("X", "y", "wt", "offset", "rows"):
+        np.testing.assert_array_equal(getattr(sub, name), getattr(d, name)[keep])
+    assert sub.structure.q == 150 + 40 and list(sub.index) == list(d.index[keep])
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | g)", "y ~ x + (x | g)"])
+def test_a_large_fit_starts_from_stage_1_on_a_subsample_and_ends_at_the_same_optimum(monkeypatch, formula):
+    """Thresholds lowered so that 6,000 rows count as large: stage 1 runs on every 4th group
+    (its rows reported on the stage), and stage 2 reaches the optimum of the fit whose stage 1
+    saw every row -- the deviance to 1e-8, the parameters to a thousandth of their standard
+    errors (both stop where a Newton step would gain less than 1e-9, a few 1e-5 SE), and the
+    standard errors to 1e-3 (forward differences of the gradient, O(h) = 1e-3 in the stage's
+    whitened units, which differ with the start). nAGQ = 0, whose stage 1 is the answer,
+    sees every row."""
+    import glmmbayes.methods.ml as ml
+
+    data = _grouped_binary()
+    full = gb.fit(formula, data, family="binomial")
+    monkeypatch.setattr(ml, "_SUBSAMPLE_MIN_ROWS", 5000)
+    monkeypatch.setattr(ml, "_SUBSAMPLE_ROWS", 1500)
+    monkeypatch.setattr(ml, "_SUBSAMPLE_MIN_LEVELS", 50)
+    fit = gb.fit(formula, data, family="binomial")
+    sub_rows = int(np.sum(pd.Series(data.g).astype("category").cat.codes % 4 == 0))
+    assert fit.optimizer.stages["stage1"].rows == sub_rows and full.optimizer.stages["stage1"].rows is None
+    assert fit.optimizer.stages["stage2"].rows is None
+    assert abs(fit.loglik - full.loglik) < 1e-8
+    np.testing.assert_allclose(fit.fixef, full.fixef, rtol=0, atol=1e-3 * full.se.min())
+    np.testing.assert_allclose(fit.theta, full.theta, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(fit.se, full.se, rtol=1e-3)
+    assert fit.messages == full.messages
+    assert gb.fit(formula, data, family="binomial", nAGQ=0).optimizer.stages["stage1"].rows is None
+
+
+def test_no_subsample_where_it_would_lose_a_fixed_effect_or_for_crossed_terms(monkeypatch):
+    import glmmbayes.methods.ml as ml
+
+    monkeypatch.setattr(ml, "_SUBSAMPLE_MIN_ROWS", 5000)
+    monkeypatch.setattr(ml, "_SUBSAMPLE_ROWS", 1500)
+    monkeypatch.setattr(ml, "_SUBSAMPLE_MIN_LEVELS", 50)
+    data = _grouped_binary()
+    codes = pd.Series(data.g).astype("category").cat.codes.to_numpy()
+    data["site"] = np.where(codes % 4 == 1, "rare", "common")  # seen only in groups the subsample drops
+    assert ml._subsample(gb.design(gb.Spec("y ~ x + site + (1 | g)", family="binomial"), data)) is None
+    assert ml._subsample(gb.design(gb.Spec("y ~ x + (1 | g) + (1 | h)", family="binomial"), data)) is None
+    assert ml._subsample(gb.design(gb.Spec("y ~ x + (1 | g)", family="binomial"), data)) is not None
+    fit = gb.fit("y ~ x + site + (1 | g)", data, family="binomial")
+    assert fit.optimizer.stages["stage1"].rows is None
+    # a stage 1 on the subsample that does not converge: the full stage 1 instead
+    import dataclasses
+
+    stage1 = ml._stage1
+
+    def failing_on_subsamples(design, *args):
+        r = stage1(design, *args)
+        return dataclasses.replace(r, success=False) if design.n < len(data) else r
+
+    monkeypatch.setattr(ml, "_stage1", failing_on_subsamples)
+    fit = gb.fit("y ~ x + (1 | g)", data, family="binomial")
+    assert fit.optimizer.stages["stage1"].rows is None and fit.optimizer.stages["stage1"].nfev > 0
+
+
 @pytest.mark.parametrize("interior", [False, True])
 def test_restart_at_a_bound_only_where_the_probe_leads_further_in(interior):
     """At an optimum on the bound the optimizer probes 0.2 inside. Where the probe lies uphill

@@ -27,6 +27,7 @@ class OptResult:
     message: str
     trace: tuple = field(default=())  # (evaluation, deviance) pairs at each iteration
     inv_hessian_diag: np.ndarray | None = None  # the quasi-Newton estimate (original coordinates)
+    rows: int | None = None  # the rows of a subsample the deviance was evaluated on (None: all)
 
 
 class _Counted:

@@ -8,6 +8,7 @@ stage-1 covariance so the quasi-Newton steps are well scaled. Families with a di
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -53,10 +54,17 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
     (β integrated out as in `core.objective.reml_value`) and is the answer."""
     t0 = time.perf_counter()
     prob = design.problem()
-    beta0, phi0 = glm_irls(design.X, design.y, design.wt, design.offset, design.family)
-    warm = ob.WarmStart(design.structure.q, beta0)
     fast_only = fast_only or reml
-    r1 = _stage1(design, prob, warm, beta0, phi0, fast_only, hessian, reml)
+    sub = None if fast_only else _subsample(design)
+    start = None if sub is None else _stage1_on_subsample(design, sub, hessian)
+    if start is None:
+        beta0, phi0 = glm_irls(design.X, design.y, design.wt, design.offset, design.family)
+        warm = ob.WarmStart(design.structure.q, beta0)
+        r1 = _stage1(design, prob, warm, beta0, phi0, fast_only, hessian, reml)
+    else:
+        r1, beta_sub, sub_failures = start
+        warm = ob.WarmStart(design.structure.q, beta_sub)
+        warm.pirls_failures = sub_failures
     nth = design.structure.ntheta
     theta = r1.x[:nth]
     phi = _phi(design, r1.x, nth)
@@ -75,6 +83,59 @@ def fit_ml(design: Design, nAGQ_objective: Objective | None, *, fast_only: bool 
     vcov, vcov_full = _covariances(design, r2, st)
     return MLResult(theta, beta, phi, r2.fun, vcov, vcov_full, st, r1, r2,
                     warm.pirls_failures + warm2.pirls_failures, time.perf_counter() - t0)
+
+
+# a fit of at least this many rows takes its stage 1 on about _SUBSAMPLE_ROWS rows of whole
+# groups, where at least _SUBSAMPLE_MIN_LEVELS levels of the first term remain
+_SUBSAMPLE_MIN_ROWS = 400_000
+_SUBSAMPLE_ROWS = 125_000
+_SUBSAMPLE_MIN_LEVELS = 500
+
+
+def _subsample(design: Design) -> Design | None:
+    """Every step-th group of the first term, for stage 1 of a large fit, or None.
+
+    Stage 1 only gives stage 2 its start and scaling, and on thousands of groups a subsample
+    of them places it within sampling error of the full stage 1 for a fraction of its cost
+    (nAGQ = 0 solves (u, β) by several Newton steps per evaluation); stage 2 converges to the
+    optimum of the full data from there. None where the subsample would be too small to say
+    much, or loses a fixed-effect column (a factor level seen only in the dropped groups), and
+    for more than one term: a crossed term keeps its levels with fewer rows each, and stage 2
+    took longer from there than the full stage 1 saves (500k rows crossed with 200 levels:
+    21 evaluations against 14)."""
+    n = design.n
+    if n < _SUBSAMPLE_MIN_ROWS or len(design.terms) != 1:
+        return None
+    step = n // _SUBSAMPLE_ROWS
+    if design.terms[0].nlevels < step * _SUBSAMPLE_MIN_LEVELS:
+        return None
+    sub = design.level_subsample(step)
+    if any(t.nlevels < 2 for t in sub.terms) or np.linalg.matrix_rank(sub.X) < design.p:
+        return None
+    return sub
+
+
+def _stage1_on_subsample(design: Design, sub: Design, hessian: str):
+    """(stage 1 on `sub`, its β at the optimum, PIRLS failures), its quasi-Newton curvature of
+    each θ scaled to the full design's number of levels; None where it did not converge (the
+    full stage 1 runs instead)."""
+    sprob = sub.problem()
+    beta0, phi0 = glm_irls(sub.X, sub.y, sub.wt, sub.offset, sub.family)
+    warm = ob.WarmStart(sub.structure.q, beta0)
+    r1 = _stage1(sub, sprob, warm, beta0, phi0, False, hessian, False)
+    nth = sub.structure.ntheta
+    if not (r1.success and np.isfinite(r1.fun)):
+        return None
+    st = warm.solve(sprob, r1.x[:nth], fit_beta=True, phi=_phi(sub, r1.x, nth), hessian=hessian)
+    if not (st.converged and np.isfinite(st.pdev)):
+        return None
+    ihd = r1.inv_hessian_diag
+    if ihd is not None:
+        s, full = sub.structure, design.structure
+        # a θ's curvature grows with its term's number of levels
+        ratio = np.repeat(np.array(s.m, float) / np.array(full.m, float), s.theta_sizes)
+        ihd = np.concatenate([ihd[:nth] * ratio, ihd[nth:] * (sub.n / design.n)])
+    return dataclasses.replace(r1, inv_hessian_diag=ihd, rows=sub.n), st.beta, warm.pirls_failures
 
 
 def _phi(design: Design, x: np.ndarray, at: int) -> float:
@@ -221,7 +282,7 @@ def _covariances(design: Design, r2: OptResult, st) -> tuple[np.ndarray, np.ndar
 
 
 def _stage(r: OptResult) -> StageReport:
-    return StageReport(nfev=r.nfev, nit=r.nit, trace=r.trace)
+    return StageReport(nfev=r.nfev, nit=r.nit, trace=r.trace, rows=r.rows)
 
 
 def ml_estimate(design: Design, res: MLResult, *, method: str, nAGQ: int, likelihood: str,
